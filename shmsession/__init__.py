@@ -1,0 +1,50 @@
+"""shmsession: a session store shared by every worker process on one host, in POSIX shared
+memory. ``SessionStorage(name)`` creates or attaches; see its docstring for the API."""
+
+from ._errors import (
+    CorruptSegment,
+    InsufficientSharedMemory,
+    InvalidName,
+    InvalidSessionId,
+    InvalidTTL,
+    InvalidType,
+    LayoutVersionMismatch,
+    LockTimeout,
+    SegmentError,
+    SegmentMismatch,
+    SegmentPermissionError,
+    SegmentUnlinked,
+    SessionNotFound,
+    ShmSessionError,
+    StoreClosed,
+    StoreFull,
+    ValueTooLarge,
+    VersionConflict,
+)
+from .store import SessionStorage, Stats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CorruptSegment",
+    "InsufficientSharedMemory",
+    "InvalidName",
+    "InvalidSessionId",
+    "InvalidTTL",
+    "InvalidType",
+    "LayoutVersionMismatch",
+    "LockTimeout",
+    "SegmentError",
+    "SegmentMismatch",
+    "SegmentPermissionError",
+    "SegmentUnlinked",
+    "SessionNotFound",
+    "SessionStorage",
+    "ShmSessionError",
+    "Stats",
+    "StoreClosed",
+    "StoreFull",
+    "ValueTooLarge",
+    "VersionConflict",
+    "__version__",
+]

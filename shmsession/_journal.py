@@ -1,0 +1,183 @@
+"""The undo log: every change to shared bytes goes through :meth:`Journal.write`.
+
+A transaction is ``begin()``, any number of ``record()``/``write()``, then ``commit()``.
+Each ``record(off, n)`` copies the *old* bytes at ``off`` into the journal region and only
+then advances the shared ``journal_used`` word, so a record is either wholly there or not
+counted. ``commit()`` clears the shared ``dirty`` word: that single store is the commit
+point. If the writer dies (SIGKILL) or raises (``SystemExit`` from gunicorn's worker
+timeout) before it, the next lock holder -- or the writer's own ``finally`` -- calls
+:func:`recover`, which puts the old bytes back in reverse order. Restoring is idempotent, so
+a crash during recovery is repaired by the next recovery.
+
+Bytes written into space that was free when the transaction began (a value copied into a
+block just allocated) need no record: rolling back the metadata makes them unreachable
+again. Bytes that rollback must bring back are different: a block freed *during* the transaction
+(rolling back makes it live again), and the header, links or footer of a free block that a
+merge buried inside a larger one. The heap reports those with ``guard``, and ``raw``
+records whatever part of its target they cover (eviction, then the new value copied into
+the evicted space, is the case that needs it).
+
+Everything here runs with the store's lock held by the caller; nothing opens, locks, sleeps
+or reads the clock, so a ``bytearray`` is enough to test it.
+"""
+
+from __future__ import annotations
+
+import mmap
+from typing import Callable, List, Optional, Tuple, Union
+from zlib import crc32
+
+from . import _layout as L
+from ._errors import CorruptSegment
+
+Buffer = Union[bytearray, memoryview, mmap.mmap]  # any writable buffer
+
+_U64 = L.U64
+_ENTRY = L.ENTRY
+_CRC_IN = L.ENTRY_CRC_INPUT
+_USED_TXID = L.USED_AND_TXID
+
+
+class JournalFull(Exception):
+    """One operation needed more undo records than the journal holds (caller rolls back)."""
+
+
+def _entry_crc(txid: int, off: int, n: int) -> int:
+    return crc32(_CRC_IN.pack(txid, off, n))
+
+
+class Journal:
+    """Undo log over ``buf[base:base+size]``; the caller holds the store's lock."""
+
+    __slots__ = ("buf", "base", "size", "txid", "used", "state_logged", "freed", "fault")
+
+    def __init__(self, buf: Buffer, base: int, size: int) -> None:
+        self.buf = buf
+        self.base = base
+        self.size = size
+        self.txid = 0
+        self.used = 0
+        self.state_logged = False
+        self.freed: List[Tuple[int, int]] = []
+        # Fault injection: called before every store to shared memory that a transaction
+        # makes, so a test can stop the writer between any two of them.
+        self.fault: Optional[Callable[[], None]] = None
+
+    def begin(self) -> None:
+        """Open a transaction; the store must be clean (``recover`` ran at lock time)."""
+        buf = self.buf
+        fault = self.fault
+        txid = (_U64.unpack_from(buf, L.NEXT_TXID_OFF)[0] + 1) & 0xFFFFFFFFFFFFFFFF or 1
+        if fault is not None:
+            fault()
+        # No record is counted before dirty is set, and none of an earlier transaction after.
+        _USED_TXID.pack_into(buf, L.JOURNAL_USED_OFF, 0, txid)
+        if fault is not None:
+            fault()
+        # From here on a crash means "roll back whatever was recorded" (possibly nothing).
+        _U64.pack_into(buf, L.DIRTY_OFF, txid)
+        self.txid = txid
+        self.used = 0
+        self.state_logged = False
+        self.freed = []
+
+    def record(self, off: int, n: int) -> None:
+        """Save the ``n`` bytes at ``off`` before the caller changes them."""
+        used = self.used
+        end = used + 16 + ((n + 7) & ~7)
+        if end > self.size:
+            raise JournalFull(f"one operation needs more than {self.size} journal bytes")
+        buf = self.buf
+        fault = self.fault
+        pos = self.base + used
+        if fault is not None:
+            fault()
+        _ENTRY.pack_into(buf, pos, off, n, _entry_crc(self.txid, off, n))
+        if fault is not None:
+            fault()
+        buf[pos + 16 : pos + 16 + n] = buf[off : off + n]
+        if fault is not None:
+            fault()
+        # The record counts from this store on; before it, the target is still untouched.
+        _U64.pack_into(buf, L.JOURNAL_USED_OFF, end)
+        self.used = end
+
+    def write(self, off: int, data: bytes) -> None:
+        """Record the old bytes at ``off``, then overwrite them with ``data``."""
+        n = len(data)
+        self.record(off, n)
+        if self.fault is not None:
+            self.fault()
+        self.buf[off : off + n] = data
+
+    def log_state(self) -> None:
+        """Record the header's STATE range once per transaction (bins, counts, version)."""
+        if not self.state_logged:
+            self.record(L.STATE_OFF, L.STATE_SIZE)
+            self.state_logged = True
+
+    def guard(self, start: int, end: int) -> None:
+        """Have ``raw`` record ``[start, end)`` before overwriting it in this transaction."""
+        self.freed.append((start, end))
+
+    def raw(self, off: int, data: Union[bytes, bytearray, memoryview]) -> None:
+        """Write ``data`` at ``off``, recording only the bytes under a ``guard``; the rest is
+        the inside of free blocks, which nothing reads."""
+        if self.freed:
+            end = off + len(data)
+            for start, stop in self.freed:
+                lo = max(start, off)
+                hi = min(stop, end)
+                if lo < hi:
+                    self.record(lo, hi - lo)
+        if self.fault is not None:
+            self.fault()
+        self.buf[off : off + len(data)] = data
+
+    def commit(self) -> None:
+        """Make the transaction durable: one store of 0 into the shared dirty word."""
+        if self.fault is not None:
+            self.fault()
+        _U64.pack_into(self.buf, L.DIRTY_OFF, 0)
+        self.txid = 0
+
+    def rollback(self) -> None:
+        """Undo the open transaction (used in ``finally`` when an operation raised)."""
+        recover(self.buf, self.base, self.size)
+        self.txid = 0
+
+
+def is_dirty(buf: Buffer) -> bool:
+    """True when a transaction was left open (its writer died or raised)."""
+    return bool(_U64.unpack_from(buf, L.DIRTY_OFF)[0])
+
+
+def recover(buf: Buffer, base: int, size: int) -> bool:
+    """Roll back an open transaction, if any; returns whether there was one.
+
+    Raises :class:`CorruptSegment` when a counted record fails its check, which no crash
+    of a writer can cause (records are counted only once complete).
+    """
+    dirty, used = L.DIRTY_AND_USED.unpack_from(buf, L.DIRTY_OFF)
+    if not dirty:
+        return False
+    if used > size:
+        raise CorruptSegment(
+            f"the undo journal claims {used} bytes in a region of {size}; "
+            "the segment is damaged: unlink it and start a new one"
+        )
+    entries = []
+    pos = 0
+    while pos < used:
+        off, n, crc = _ENTRY.unpack_from(buf, base + pos)
+        if crc != _entry_crc(dirty, off, n) or pos + 16 + n > used:
+            raise CorruptSegment(
+                f"undo journal record at {pos} of transaction {dirty} fails its crc; "
+                "the segment is damaged: unlink it and start a new one"
+            )
+        entries.append((off, n, base + pos + 16))
+        pos += 16 + ((n + 7) & ~7)
+    for off, n, src in reversed(entries):
+        buf[off : off + n] = buf[src : src + n]
+    _U64.pack_into(buf, L.DIRTY_OFF, 0)
+    return True

@@ -1,0 +1,201 @@
+"""The byte layout of a segment: magic, version, every ``struct.Struct`` and offset. No I/O.
+
+::
+
+    offset 0        +-------------------------------------------------------------+
+                    | header (HEADER_SIZE bytes)                                  |
+                    |   0    IDENTITY   magic, layout version, sizes, offsets,    |
+                    |                   the per-segment secret  (written once)    |
+                    |   112  IDENTITY_CRC  crc32 of the identity bytes            |
+                    |   128  CONTROL    dirty txid, journal bytes used, next      |
+                    |                   txid, flags  (single-word writes)         |
+                    |   256  STATE      entries, heap bytes used, version         |
+                    |                   counter, bin bitmap, NBINS bin heads      |
+                    |                   (undo-logged as one range per txn)        |
+                    |   1024 COUNTERS   hits, misses, ... (advisory, not logged)  |
+    journal_off     +-------------------------------------------------------------+
+                    | undo journal: ENTRY + old bytes (padded to 8), repeated     |
+    table_off       +-------------------------------------------------------------+
+                    | table: capacity x SLOT (64 bytes), open addressing          |
+    heap_off        +-------------------------------------------------------------+
+                    | heap: blocks [header | payload ... | footer], 16-aligned    |
+    total_size      +-------------------------------------------------------------+
+
+Every integer is little-endian. Offsets stored in the segment are absolute (from byte 0);
+0 means "none", which no block can be since the header sits at 0.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+MAGIC: Final = b"SHMSESS\x00"
+LAYOUT_VERSION: Final = 1
+HEADER_SIZE: Final = 4096
+
+# --- identity: written once by the creator, then only read --------------------------------
+#   magic 8s | version I | header_size I | total_size Q | capacity I | max_entries I |
+#   journal_off Q | journal_size Q | table_off Q | heap_off Q | heap_size Q |
+#   max_value I | reserved I | secret 32s
+IDENTITY: Final = struct.Struct("<8sIIQIIQQQQQII32s")
+IDENTITY_OFF: Final = 0
+IDENTITY_CRC: Final = struct.Struct("<I")
+IDENTITY_CRC_OFF: Final = IDENTITY.size  # 112
+SECRET_SIZE: Final = 32
+
+# --- control words: each written alone, each write its own commit point ------------------
+#   dirty Q (txid of the open transaction, 0 when none) | journal_used Q | next_txid Q |
+#   flags Q | version counter Q
+CONTROL: Final = struct.Struct("<QQQQ")
+CONTROL_OFF: Final = 128
+DIRTY_OFF: Final = CONTROL_OFF
+JOURNAL_USED_OFF: Final = CONTROL_OFF + 8
+NEXT_TXID_OFF: Final = CONTROL_OFF + 16
+FLAGS_OFF: Final = CONTROL_OFF + 24
+# The last version handed out. Not journaled: a rolled-back write may burn a number, which is
+# harmless -- a version is only ever compared for equality with one that was published, and
+# the counter only grows (it survives clear() too), so no number is published twice.
+VERSION_OFF: Final = CONTROL_OFF + 32
+USED_AND_TXID: Final = struct.Struct("<QQ")
+# dirty and flags read with one unpack on every lock acquisition
+DIRTY_AND_USED: Final = struct.Struct("<QQ")
+FLAG_UNLINKED: Final = 1  # set by unlink() before the name goes, so attached handles notice
+FLAG_CLEARING: Final = 2  # clear() in progress: redo it (it is idempotent), never undo
+
+U64: Final = struct.Struct("<Q")
+I64: Final = struct.Struct("<q")
+
+# --- structural state: undo-logged as one range, once per transaction ---------------------
+#   entries Q | heap_used Q | reserved Q | bin_bitmap Q | bins NBINS*Q
+NBINS: Final = 48
+STATE_OFF: Final = 256
+STATE_HEAD: Final = struct.Struct("<QQQQ")
+ENTRIES_OFF: Final = STATE_OFF
+HEAP_USED_OFF: Final = STATE_OFF + 8
+BITMAP_OFF: Final = STATE_OFF + 24
+BINS_OFF: Final = STATE_OFF + 32
+STATE_SIZE: Final = 32 + 8 * NBINS
+
+# --- advisory counters: plain increments, never logged (a crash may lose one count) -------
+COUNTER_NAMES: Final = (
+    "hits",
+    "misses",
+    "writes",
+    "deletes",
+    "evictions",
+    "expirations",
+    "lock_waits",
+    "lock_wait_ns",
+    "sweep_cursor",
+)
+COUNTERS_OFF: Final = 1024
+COUNTERS: Final = struct.Struct("<" + "Q" * len(COUNTER_NAMES))
+COUNTER_OFF: Final = {name: COUNTERS_OFF + 8 * i for i, name in enumerate(COUNTER_NAMES)}
+
+# --- journal entries ----------------------------------------------------------------------
+#   target offset Q | length I | crc32(txid, offset, length) I | old bytes, padded to 8
+ENTRY: Final = struct.Struct("<QII")
+ENTRY_CRC_INPUT: Final = struct.Struct("<QQI")
+
+# --- table slots: 64 bytes -----------------------------------------------------------------
+#   digest 16s | state B | pad 3x | value length I | value offset Q |
+#   created q | expires q | last access q | version Q          (times: CLOCK_MONOTONIC ns)
+SLOT: Final = struct.Struct("<16sB3xIQqqqQ")
+SLOT_SIZE: Final = 64
+DIGEST_SIZE: Final = 16
+SLOT_STATE: Final = 16
+SLOT_EXPIRES: Final = 40
+SLOT_ATIME: Final = 48
+SLOT_EXPIRES_ATIME: Final = struct.Struct("<qq")
+EMPTY: Final = 0
+USED: Final = 1
+NEVER: Final = 0  # an expires of 0: the entry never expires
+assert SLOT.size == SLOT_SIZE
+
+# --- heap blocks -----------------------------------------------------------------------------
+#   header Q (size | USED_BIT) | payload ... | footer Q (same word)
+#   a free block keeps next Q and prev Q (absolute offsets, 0 = none) after its header
+ALIGN: Final = 16
+BLOCK_HEADER: Final = 8
+BLOCK_OVERHEAD: Final = 16
+MIN_BLOCK: Final = 32
+USED_BIT: Final = 1
+FREE_HEAD: Final = struct.Struct("<QQQ")  # header, next, prev
+LINK: Final = struct.Struct("<Q")
+
+# --- sizing ----------------------------------------------------------------------------------
+MIN_SIZE: Final = 1 << 20
+DEFAULT_SIZE: Final = 32 << 20
+JOURNAL_METADATA: Final = 256 << 10  # room for every metadata record of one operation
+INPLACE_MAX: Final = 64 << 10  # values up to this are overwritten in place (old bytes logged)
+MAX_ID_BYTES: Final = 1024
+LOAD_FACTOR_NUM: Final = 4  # capacity >= max_entries * 4 / 3: load factor at most 0.75
+LOAD_FACTOR_DEN: Final = 3
+
+
+def round_up(n: int, to: int) -> int:
+    """``n`` rounded up to a multiple of ``to`` (a power of two)."""
+    return (n + to - 1) & ~(to - 1)
+
+
+def block_size_for(value_len: int) -> int:
+    """The size of the heap block that holds a value of ``value_len`` bytes."""
+    return max(MIN_BLOCK, round_up(value_len + BLOCK_OVERHEAD, ALIGN))
+
+
+def capacity_for(max_entries: int) -> int:
+    """The table capacity (a power of two) that keeps the load factor at or below 0.75."""
+    need = (max_entries * LOAD_FACTOR_NUM + LOAD_FACTOR_DEN - 1) // LOAD_FACTOR_DEN
+    return 1 << max(4, (need - 1).bit_length())
+
+
+class Geometry:
+    """Where each region lies in a segment of ``total_size`` bytes; pure arithmetic."""
+
+    __slots__ = (
+        "total_size",
+        "max_entries",
+        "capacity",
+        "max_value",
+        "journal_off",
+        "journal_size",
+        "table_off",
+        "heap_off",
+        "heap_size",
+    )
+
+    def __init__(self, total_size: int, max_entries: int, max_value: int) -> None:
+        self.total_size = total_size
+        self.max_entries = max_entries
+        self.capacity = capacity_for(max_entries)
+        self.max_value = max_value
+        self.journal_off = HEADER_SIZE
+        # Room for one operation's metadata records plus one value's worth of old bytes (an
+        # in-place overwrite, or a value written over space evicted in the same operation).
+        self.journal_size = JOURNAL_METADATA + round_up(max_value + 16, 8)
+        self.table_off = self.journal_off + self.journal_size
+        self.heap_off = round_up(self.table_off + self.capacity * SLOT_SIZE, 4096)
+        self.heap_size = (total_size - self.heap_off) & ~(ALIGN - 1)
+
+    def pack_identity(self, secret: bytes) -> bytes:
+        """The identity bytes followed by their crc: what a creator writes at offset 0."""
+        import zlib
+
+        ident = IDENTITY.pack(
+            MAGIC,
+            LAYOUT_VERSION,
+            HEADER_SIZE,
+            self.total_size,
+            self.capacity,
+            self.max_entries,
+            self.journal_off,
+            self.journal_size,
+            self.table_off,
+            self.heap_off,
+            self.heap_size,
+            self.max_value,
+            0,
+            secret,
+        )
+        return ident + IDENTITY_CRC.pack(zlib.crc32(ident))

@@ -1,0 +1,194 @@
+"""Cross-process and in-process locking, and what fork does to both.
+
+The store's lock is ``fcntl.flock`` on the segment's own descriptor (~1 us uncontended),
+behind a per-process ``threading.Lock``:
+
+* flock belongs to the open file description. Threads of one process share it, so they
+  would not exclude each other: the ``threading.Lock`` serialises them. A descriptor
+  inherited through fork shares it with the parent, so the child re-opens its own
+  (``os.register_at_fork``), and fork waits for any critical section in progress.
+* The kernel drops a flock when its holder dies, so a SIGKILLed worker never blocks the
+  others; the next holder finds the journal dirty and rolls it back (see ``_journal``).
+* A busy lock is first retried for a few yields (critical sections last microseconds), then
+  waited for in the kernel: blocking flock in a helper thread, so that the wait can end at
+  ``timeout`` while the hand-over itself is still a kernel wake-up, never a sleep.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+import weakref
+from typing import Callable, List, Optional
+
+from ._errors import LockTimeout, SegmentError
+
+_LOCK_EX = fcntl.LOCK_EX
+_LOCK_NB = fcntl.LOCK_EX | fcntl.LOCK_NB
+_LOCK_UN = fcntl.LOCK_UN
+_flock = fcntl.flock
+_SPINS = 20
+
+
+class StoreLock:
+    """Exclusive lock of one store handle. ``acquire``/``release`` pair in one thread."""
+
+    __slots__ = ("fd", "timeout", "_tlock", "waits", "wait_ns", "_reopen", "__weakref__")
+
+    def __init__(self, fd: int, timeout: Optional[float], reopen: Callable[[], int]) -> None:
+        self.fd = fd
+        self.timeout = timeout
+        self._tlock = threading.Lock()
+        self._reopen = reopen
+        # Waits seen by this handle since the last ``take_waits``; the store adds them to the
+        # shared counters while it holds the lock.
+        self.waits = 0
+        self.wait_ns = 0
+        _live.add(self)
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`LockTimeout` after ``timeout`` seconds."""
+        tlock = self._tlock
+        if not tlock.acquire(False):
+            self._thread_wait(tlock)
+        try:
+            _flock(self.fd, _LOCK_NB)
+        except BlockingIOError:
+            self._process_wait()
+        except OSError as exc:
+            tlock.release()
+            raise SegmentError(
+                f"the store's descriptor is unusable ({exc.strerror}); re-open the store"
+            ) from None
+        except BaseException:
+            tlock.release()
+            raise
+
+    def release(self) -> None:
+        _flock(self.fd, _LOCK_UN)
+        self._tlock.release()
+
+    def _thread_wait(self, tlock: threading.Lock) -> None:
+        t0 = time.monotonic_ns()
+        if not tlock.acquire(True, -1 if self.timeout is None else self.timeout):
+            raise LockTimeout(
+                f"another thread of this process held the store's lock for over "
+                f"{self.timeout} s; raise lock_timeout, or look for a stuck thread"
+            )
+        self.waits += 1
+        self.wait_ns += time.monotonic_ns() - t0
+
+    def _process_wait(self) -> None:
+        """Called with the thread lock held and the flock busy; returns holding both."""
+        t0 = time.monotonic_ns()
+        fd = self.fd
+        handed_over = [False]
+        try:
+            for _ in range(_SPINS):
+                os.sched_yield()
+                try:
+                    _flock(fd, _LOCK_NB)
+                    break
+                except BlockingIOError:
+                    continue
+            else:
+                if self.timeout is None:
+                    _flock(fd, _LOCK_EX)
+                else:
+                    self._wait_in_thread(fd, self.timeout, handed_over)
+        except BaseException:
+            # Unless an abandoned helper thread owns the locks now, give back what we hold
+            # (LOCK_UN of a flock not held is a no-op; no other thread of ours holds it).
+            if not handed_over[0]:
+                try:
+                    _flock(fd, _LOCK_UN)
+                except OSError:
+                    pass
+                self._tlock.release()
+            raise
+        self.waits += 1
+        self.wait_ns += time.monotonic_ns() - t0
+
+    def _wait_in_thread(self, fd: int, timeout: float, handed_over: List[bool]) -> None:
+        # A blocking flock cannot be given a deadline, so a helper thread blocks in it. If the
+        # deadline passes first, the helper is abandoned: when the lock finally comes it lets
+        # go of the flock and of the thread lock, which it then owns (no other thread of this
+        # process may touch the descriptor's lock until then).
+        done = threading.Event()
+        gate = threading.Lock()
+        state: List[Optional[BaseException]] = [None]
+        abandoned = [False]
+        tlock = self._tlock
+
+        def wait() -> None:
+            error: Optional[BaseException] = None
+            try:
+                _flock(fd, _LOCK_EX)
+            except OSError as exc:
+                error = exc
+            with gate:
+                if abandoned[0]:
+                    if error is None:
+                        _flock(fd, _LOCK_UN)
+                    tlock.release()
+                else:
+                    state[0] = error
+                    done.set()
+
+        helper = threading.Thread(target=wait, name="shmsession-lock-wait", daemon=True)
+        helper.start()
+        finished = False
+        try:
+            finished = done.wait(timeout)
+        finally:
+            with gate:
+                finished = done.is_set()
+                if not finished:
+                    abandoned[0] = True
+                    handed_over[0] = True
+        if not finished:
+            raise LockTimeout(
+                f"the store's lock was held by another process for over {timeout} s; a "
+                "process may be stopped (SIGSTOP, a debugger) while holding it"
+            )
+        if state[0] is not None:
+            raise state[0]
+
+    def after_fork_in_child(self) -> None:
+        self._tlock = threading.Lock()
+        self.fd = self._reopen()
+
+
+_live: "weakref.WeakSet[StoreLock]" = weakref.WeakSet()
+_fork_held: List[StoreLock] = []
+
+
+def _before_fork() -> None:
+    # Wait out every critical section of this process, so the child starts with no lock held
+    # and the parent's shared bytes are not mid-change when copied.
+    held = sorted(_live, key=id)
+    for lock in held:
+        lock._tlock.acquire()
+    _fork_held[:] = held
+
+
+def _after_fork_parent() -> None:
+    for lock in _fork_held:
+        lock._tlock.release()
+    _fork_held.clear()
+
+
+def _after_fork_child() -> None:
+    _fork_held.clear()
+    for lock in list(_live):
+        try:
+            lock.after_fork_in_child()
+        except Exception:  # noqa: BLE001 - the handle reports it on first use instead
+            lock.fd = -1
+
+
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_parent, after_in_child=_after_fork_child
+)

@@ -1,0 +1,115 @@
+"""The hash table over a buffer: knows slots, not values.
+
+Open addressing with linear probing over ``capacity`` (a power of two) slots of 64 bytes.
+A slot's key is a keyed digest of the session id (see ``store._digest``), its home is the
+digest's first 8 bytes modulo the capacity. Deletion shifts later members of the probe run
+back into the hole (Knuth's algorithm R), so there are no tombstones, runs never grow from
+deletions, and the table never needs rebuilding. The invariant :meth:`Table.check` verifies:
+every used slot is reachable from its home without crossing an empty slot.
+
+Every change goes through the journal; the caller holds the store's lock.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterator, List, Tuple
+
+from . import _layout as L
+from ._journal import Buffer, Journal
+
+_SLOT = L.SLOT
+_SIZE = L.SLOT_SIZE
+_HOME = L.U64
+_EMPTY_SLOT = bytes(_SIZE)
+
+Slot = Tuple[bytes, int, int, int, int, int, int, int]
+"""digest, state, value length, value offset, created, expires, last access, version"""
+
+
+class Table:
+    """``capacity`` slots at ``buf[off:]``; writes through ``journal``; caller holds the lock."""
+
+    __slots__ = ("buf", "j", "off", "capacity", "mask")
+
+    def __init__(self, buf: Buffer, journal: Journal, off: int, capacity: int) -> None:
+        self.buf = buf
+        self.j = journal
+        self.off = off
+        self.capacity = capacity
+        self.mask = capacity - 1
+
+    def home(self, digest: bytes) -> int:
+        return int(_HOME.unpack_from(digest)[0]) & self.mask
+
+    def lookup(self, digest: bytes) -> int:
+        """The index of the slot holding ``digest``, or ``-1 - i`` for the empty slot ``i``
+        where it would go."""
+        buf = self.buf
+        base = self.off
+        mask = self.mask
+        i = _HOME.unpack_from(digest)[0] & mask
+        while True:
+            pos = base + i * _SIZE
+            if not buf[pos + L.SLOT_STATE]:
+                return int(-1 - i)
+            if buf[pos : pos + 16] == digest:
+                return int(i)
+            i = (i + 1) & mask
+
+    def slot_offset(self, i: int) -> int:
+        return self.off + i * _SIZE
+
+    def get(self, i: int) -> Slot:
+        return _SLOT.unpack_from(self.buf, self.off + i * _SIZE)
+
+    def put(self, i: int, slot: bytes) -> None:
+        """Write a whole packed slot (``SLOT.pack(...)``) into slot ``i``."""
+        self.j.write(self.off + i * _SIZE, slot)
+
+    def remove(self, i: int) -> None:
+        """Empty slot ``i`` and shift the rest of its probe run back (no tombstones)."""
+        buf = self.buf
+        base = self.off
+        mask = self.mask
+        j = self.j
+        hole = i
+        k = i
+        while True:
+            k = (k + 1) & mask
+            pos = base + k * _SIZE
+            if not buf[pos + L.SLOT_STATE]:
+                break
+            home = _HOME.unpack_from(buf, pos)[0] & mask
+            # Move k into the hole unless its home lies cyclically in (hole, k]: then the
+            # hole is not on its probe path and moving it would make it unreachable.
+            if (k - home) & mask >= (k - hole) & mask:
+                j.write(base + hole * _SIZE, bytes(buf[pos : pos + _SIZE]))
+                hole = k
+        j.write(base + hole * _SIZE, _EMPTY_SLOT)
+
+    def used(self) -> Iterator[Tuple[int, Slot]]:
+        """Every used slot as ``(index, slot)``; reads the table once."""
+        raw = bytes(self.buf[self.off : self.off + self.capacity * _SIZE])
+        for i, slot in enumerate(_SLOT.iter_unpack(raw)):
+            if slot[1]:
+                yield i, slot
+
+    def check(self) -> "Tuple[Dict[int, Slot], List[str]]":
+        """Verify reachability and uniqueness; returns (used slots by index, problems)."""
+        problems: List[str] = []
+        slots = dict(self.used())
+        seen: Dict[bytes, int] = {}
+        for i, slot in slots.items():
+            digest, state = slot[0], slot[1]
+            if state != L.USED:
+                problems.append(f"slot {i} has an unknown state {state}")
+            if digest in seen:
+                problems.append(f"slots {seen[digest]} and {i} hold the same key")
+            seen[digest] = i
+            k = self.home(digest)
+            while k != i:
+                if k not in slots:
+                    problems.append(f"slot {i} is unreachable: empty slot {k} on its probe path")
+                    break
+                k = (k + 1) & self.mask
+        return slots, problems

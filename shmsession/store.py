@@ -1,0 +1,875 @@
+"""``SessionStorage``: the shared-memory session store, and the only layer that takes the lock.
+
+Arguments are validated and digested before the lock is taken; every operation then runs
+as: lock, repair what a dead writer left (if anything), one journaled transaction, unlock.
+Callbacks (the streaming forms of ``read`` and ``write``) run outside the lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import random
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple, TypeVar, Union, overload
+
+from . import _layout as L
+from . import _segment
+from ._errors import (
+    CorruptSegment,
+    InvalidSessionId,
+    InvalidTTL,
+    InvalidType,
+    SegmentMismatch,
+    SegmentUnlinked,
+    SessionNotFound,
+    StoreClosed,
+    StoreFull,
+    ValueTooLarge,
+    VersionConflict,
+)
+from ._heap import Heap
+from ._journal import Journal, JournalFull, recover
+from ._lock import StoreLock
+from ._table import Table
+
+__all__ = ["SessionStorage", "Stats"]
+
+T = TypeVar("T")
+BytesLike = Union[bytes, bytearray, memoryview]
+Provider = Callable[[BinaryIO], Any]
+
+_U64 = L.U64
+_I64 = L.I64
+_SLOT = L.SLOT
+_CONTROL = L.CONTROL
+_USED = L.USED
+_NEVER = L.NEVER
+_monotonic_ns = time.monotonic_ns
+_C = L.COUNTER_OFF
+_HITS = _C["hits"]
+_MISSES = _C["misses"]
+_WRITES = _C["writes"]
+_DELETES = _C["deletes"]
+_EVICTIONS = _C["evictions"]
+_EXPIRATIONS = _C["expirations"]
+_SWEEP_CURSOR = _C["sweep_cursor"]
+
+_SWEEP_EVERY = 32  # writes of this handle between two bounded sweeps for expired entries
+_SWEEP_SLOTS = 64  # slots one sweep examines
+_MAX_REMOVALS = 64  # expirations + evictions one operation may make (bounds its journal)
+_SAMPLE = 8  # used slots sampled to pick a least-recently-used victim (as Redis does)
+_NLINK_EVERY = 1024  # lock acquisitions between checks that the segment is still linked
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A snapshot of a store's figures (``SessionStorage.stats()``).
+
+    ``entries`` counts sessions not yet reclaimed, expired ones included; the counters
+    (hits ... expirations, lock waits) are advisory and count since the segment was made.
+    """
+
+    name: str
+    size: int
+    entries: int
+    max_entries: int
+    table_slots: int
+    heap_size: int
+    bytes_used: int
+    bytes_free: int
+    largest_free: int
+    hits: int
+    misses: int
+    writes: int
+    deletes: int
+    evictions: int
+    expirations: int
+    lock_waits: int
+    lock_wait_seconds: float
+
+    def as_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+class _ClosedLock:
+    """Stands in for the lock of a closed handle, so the hot path needs no extra check."""
+
+    waits = 0
+
+    def acquire(self) -> None:
+        raise StoreClosed("this SessionStorage was closed; open a new one to use the store")
+
+    def release(self) -> None:  # pragma: no cover - acquire never succeeds
+        pass
+
+
+class SessionStorage:
+    """A session store in a POSIX shared-memory segment, shared by every process that opens
+    the same ``name`` on this host.
+
+    ``SessionStorage(name)`` creates the segment or attaches to it. Size-related options
+    (``size``, ``max_entries``, ``max_value_size``) fix the segment's geometry when it is
+    created; given to an existing segment they must match it (:class:`SegmentMismatch`).
+    The others (``ttl``, ``when_full``, ``lock_timeout``, ``touch_on_read``) belong to
+    this handle.
+
+    :param name: 1-100 characters of ``A-Za-z0-9._-``; the segment is
+        ``/dev/shm/shmsession.NAME``.
+    :param size: bytes of shared memory, all reserved at creation (default 32 MiB).
+    :param max_entries: most sessions held at once (default ``size // 1024``).
+    :param ttl: default lifetime of a session in seconds; ``None`` for no expiry.
+    :param max_value_size: largest value in bytes (default ``min(1 MiB, size // 16)``).
+    :param when_full: ``"evict"`` (expired sessions first, then least recently used) or
+        ``"raise"`` (:class:`StoreFull` once no expired session can be reclaimed).
+    :param lock_timeout: seconds to wait for the lock before :class:`LockTimeout`;
+        ``None`` waits for as long as it takes.
+    :param touch_on_read: reads renew the session's expiry by ``ttl`` (sliding expiry).
+    :param create: ``False`` to attach only (raise if the store does not exist).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        size: Optional[int] = None,
+        max_entries: Optional[int] = None,
+        ttl: Optional[float] = 1800,
+        max_value_size: Optional[int] = None,
+        when_full: str = "evict",
+        lock_timeout: Optional[float] = 10.0,
+        touch_on_read: bool = False,
+        create: bool = True,
+    ) -> None:
+        _segment.check_name(name)
+        for label, number, least in (
+            ("size", size, L.MIN_SIZE),
+            ("max_entries", max_entries, 1),
+            ("max_value_size", max_value_size, 1),
+        ):
+            if number is not None:
+                if not _is_int(number):
+                    raise InvalidType(f"{label} must be an int, not {type(number).__name__}")
+                if number < least:
+                    raise ValueError(f"{label} must be at least {least}, got {number}")
+        if when_full not in ("evict", "raise"):
+            raise ValueError(f'when_full must be "evict" or "raise", got {when_full!r}')
+        if lock_timeout is not None and (
+            not _is_number(lock_timeout) or not 0 < lock_timeout < math.inf
+        ):
+            raise ValueError(f"lock_timeout must be a positive number or None, got {lock_timeout!r}")
+        self.name = name
+        self._default_ttl_ns = 0 if ttl is None else _ttl_ns(ttl)
+        self._evict = when_full == "evict"
+        self._touch_on_read = bool(touch_on_read)
+        self._options = dict(
+            size=size,
+            max_entries=max_entries,
+            ttl=ttl,
+            max_value_size=max_value_size,
+            when_full=when_full,
+            lock_timeout=lock_timeout,
+            touch_on_read=touch_on_read,
+        )
+
+        want = _geometry(size, max_entries, max_value_size)
+        secret = secrets.token_bytes(L.SECRET_SIZE)
+
+        def initialise(buf: Any) -> None:
+            # Runs under the life-cycle lock before any other process can attach. The identity
+            # (magic first in memory order) goes last, so a half-made segment is never valid.
+            heap = Heap(buf, Journal(buf, want.journal_off, want.journal_size), want.heap_off,
+                        want.heap_size)
+            heap.format()
+            buf[: L.IDENTITY.size + 4] = want.pack_identity(secret)
+
+        seg = _segment.Segment.open(
+            name, want.total_size, initialise, create=create,
+            timeout=10.0 if lock_timeout is None else lock_timeout,
+        )
+        try:
+            ident = L.IDENTITY.unpack_from(seg.buf, 0)
+            geo = L.Geometry(ident[3], ident[5], ident[11])
+            if not seg.created:
+                for label, asked, have in (
+                    ("size", size, geo.total_size),
+                    ("max_entries", max_entries, geo.max_entries),
+                    ("max_value_size", max_value_size, geo.max_value),
+                ):
+                    if asked is not None and asked != have:
+                        raise SegmentMismatch(
+                            f"store {name!r} exists with {label}={have}, not {asked}; open it "
+                            f"without {label} (or with {have}), or unlink it to change it"
+                        )
+            if (geo.capacity, geo.heap_off, geo.heap_size) != (ident[4], ident[9], ident[10]):
+                raise CorruptSegment(f"store {name!r}: header geometry is inconsistent")
+        except BaseException:
+            seg.close()
+            raise
+        self._seg = seg
+        self._buf = buf = seg.buf
+        self._geo = geo
+        self._max_value = geo.max_value
+        self._max_entries = geo.max_entries
+        self._hasher = hashlib.blake2b(key=ident[13], digest_size=L.DIGEST_SIZE)
+        self._j = journal = Journal(buf, geo.journal_off, geo.journal_size)
+        self._t = Table(buf, journal, geo.table_off, geo.capacity)
+        self._h = Heap(buf, journal, geo.heap_off, geo.heap_size)
+
+        def reopen() -> int:
+            seg.reopen()
+            return seg.fd
+
+        self._lock: Union[StoreLock, _ClosedLock] = StoreLock(seg.fd, lock_timeout, reopen)
+        self._ops = 0
+        self._writes = 0
+
+    # ------------------------------------------------------------------ validation
+    def _digest(self, sid: object) -> bytes:
+        if type(sid) is not str:
+            if isinstance(sid, str):
+                sid = str(sid)
+            else:
+                raise InvalidType(f"a session id must be a str, not {type(sid).__name__}")
+        try:
+            raw = sid.encode()
+        except UnicodeEncodeError:
+            raise InvalidSessionId("a session id must be encodable as UTF-8") from None
+        if not raw or len(raw) > L.MAX_ID_BYTES:
+            raise InvalidSessionId(
+                f"a session id must be 1 to {L.MAX_ID_BYTES} bytes of UTF-8, got {len(raw)}"
+            )
+        h = self._hasher.copy()
+        h.update(raw)
+        return h.digest()
+
+    def _value(self, value: object) -> bytes:
+        if isinstance(value, bytes):
+            data = value
+        elif isinstance(value, (bytearray, memoryview)):
+            data = bytes(value)  # a copy: the caller may change theirs while we write
+        else:
+            raise InvalidType(
+                f"a session value must be bytes, bytearray or memoryview, not "
+                f"{type(value).__name__}; serialise it first (json.dumps(...).encode())"
+            )
+        if len(data) > self._max_value:
+            raise ValueTooLarge(
+                f"value of {len(data)} bytes is over this store's max_value_size of "
+                f"{self._max_value}; store less in the session, or create the store with a "
+                "larger max_value_size"
+            )
+        return data
+
+    def _ttl(self, ttl: Optional[float]) -> int:
+        return self._default_ttl_ns if ttl is None else _ttl_ns(ttl)
+
+    # ------------------------------------------------------------------ locking
+    def _acquire(self) -> None:
+        lock = self._lock
+        lock.acquire()
+        buf = self._buf
+        dirty, _, _, flags = _CONTROL.unpack_from(buf, L.CONTROL_OFF)
+        self._ops += 1
+        if dirty or flags or lock.waits or not self._ops % _NLINK_EVERY:
+            try:
+                self._repair(dirty, flags)
+            except BaseException:
+                lock.release()
+                raise
+
+    def _release(self) -> None:
+        self._lock.release()
+
+    def _repair(self, dirty: int, flags: int) -> None:
+        """Under the lock: undo what a dead writer left, finish a clear, count lock waits."""
+        buf = self._buf
+        lock = self._lock
+        if flags & L.FLAG_UNLINKED or self._seg.unlinked():
+            raise SegmentUnlinked(
+                f"store {self.name!r} was unlinked while this handle was open; open it "
+                "again to use a new segment"
+            )
+        if dirty:
+            recover(buf, self._geo.journal_off, self._geo.journal_size)
+        if flags & L.FLAG_CLEARING:
+            self._redo_clear()
+        if isinstance(lock, StoreLock) and lock.waits:
+            self._bump(_C["lock_waits"], lock.waits)
+            self._bump(_C["lock_wait_ns"], lock.wait_ns)
+            lock.waits = 0
+            lock.wait_ns = 0
+
+    def _fault(self) -> None:
+        # Fault injection outside the journal (clear); see Journal.fault.
+        fault = self._j.fault
+        if fault is not None:
+            fault()
+
+    def _bump(self, off: int, by: int = 1) -> None:
+        # Advisory counters: not journaled; a writer killed here loses at most this count.
+        buf = self._buf
+        _U64.pack_into(buf, off, (_U64.unpack_from(buf, off)[0] + by) & 0xFFFFFFFFFFFFFFFF)
+
+    # ------------------------------------------------------------------ the public API
+    @staticmethod
+    def new_id() -> str:
+        """A fresh session id: 256 random bits from ``secrets``, URL-safe, 43 characters."""
+        return secrets.token_urlsafe(32)
+
+    @overload
+    def read(self, sid: str) -> bytes: ...
+
+    @overload
+    def read(self, sid: str, consumer: Callable[[BinaryIO], T]) -> T: ...
+
+    def read(self, sid: str, consumer: Optional[Callable[[BinaryIO], T]] = None) -> Union[bytes, T]:
+        """The session's bytes; or, given ``consumer``, what ``consumer(stream)`` returns,
+        where ``stream`` is a read-only binary stream of them (called outside the lock).
+
+        :raises SessionNotFound: no such session, or it has expired.
+        """
+        digest = self._digest(sid)
+        self._acquire()
+        try:
+            found = self._fetch(digest)
+        finally:
+            self._lock.release()
+        if found is None:
+            raise SessionNotFound(f"no session with this id (absent or expired)")
+        if consumer is None:
+            return found[0]
+        return consumer(io.BufferedReader(io.BytesIO(found[0])))
+
+    def read_versioned(self, sid: str) -> Tuple[bytes, int]:
+        """The session's bytes and version, for a later ``write(..., expect=version)``.
+
+        :raises SessionNotFound: no such session, or it has expired.
+        """
+        digest = self._digest(sid)
+        self._acquire()
+        try:
+            found = self._fetch(digest)
+        finally:
+            self._lock.release()
+        if found is None:
+            raise SessionNotFound("no session with this id (absent or expired)")
+        return found
+
+    def get(self, sid: str, default: Optional[T] = None) -> Union[bytes, T, None]:
+        """The session's bytes, or ``default`` when it is absent or expired."""
+        digest = self._digest(sid)
+        self._acquire()
+        try:
+            found = self._fetch(digest)
+        finally:
+            self._lock.release()
+        return default if found is None else found[0]
+
+    def write(
+        self,
+        sid: str,
+        value: Union[BytesLike, Provider],
+        ttl: Optional[float] = None,
+        *,
+        expect: Optional[int] = None,
+    ) -> int:
+        """Store ``value`` for ``sid``, replacing what was there; returns the new version.
+
+        ``value`` is bytes-like, or a callable given a writable binary stream: what it has
+        written when it returns is stored (nothing is, if it raises). ``ttl`` in seconds
+        (``None``: the store's default, ``math.inf``: never expires). With ``expect``, the
+        write happens only if the stored version is ``expect`` (compare-and-set).
+
+        :raises VersionConflict: ``expect`` was given and the session has another version,
+            or is gone.
+        :raises StoreFull: no room, and ``when_full="raise"`` (or nothing could be evicted).
+        :raises ValueTooLarge, InvalidType, InvalidSessionId, InvalidTTL: bad arguments;
+            nothing is changed.
+        """
+        digest = self._digest(sid)
+        ttl_ns = self._ttl(ttl)
+        if expect is not None and (not _is_int(expect) or expect < 0):
+            raise InvalidType(f"expect must be a version (an int >= 0), got {expect!r}")
+        if callable(value) and not isinstance(value, (bytes, bytearray, memoryview)):
+            stream = io.BytesIO()
+            value(stream)
+            value = stream.getvalue()
+        data = self._value(value)
+        self._acquire()
+        try:
+            return self._put(digest, data, ttl_ns, expect, False)
+        finally:
+            self._lock.release()
+
+    def add(self, sid: str, value: BytesLike, ttl: Optional[float] = None) -> bool:
+        """Store ``value`` only if ``sid`` has no live session; returns whether it did."""
+        digest = self._digest(sid)
+        ttl_ns = self._ttl(ttl)
+        data = self._value(value)
+        self._acquire()
+        try:
+            return self._put(digest, data, ttl_ns, None, True) >= 0
+        finally:
+            self._lock.release()
+
+    def invalidate(self, sid: str) -> bool:
+        """Delete the session; returns whether a live one was there. Idempotent."""
+        digest = self._digest(sid)
+        self._acquire()
+        try:
+            i = self._t.lookup(digest)
+            if i < 0:
+                return False
+            slot = self._t.get(i)
+            live = not (slot[5] and slot[5] <= _monotonic_ns())
+            self._transact(self._drop, i, slot)
+            self._bump(_DELETES if live else _EXPIRATIONS)
+            return live
+        finally:
+            self._lock.release()
+
+    def touch(self, sid: str, ttl: Optional[float] = None) -> bool:
+        """Renew the session's expiry to ``ttl`` seconds from now (sliding expiry).
+
+        :returns: whether a live session was there to renew.
+        """
+        digest = self._digest(sid)
+        ttl_ns = self._ttl(ttl)
+        self._acquire()
+        try:
+            t = self._t
+            i = t.lookup(digest)
+            if i < 0:
+                return False
+            slot = t.get(i)
+            now = _monotonic_ns()
+            if slot[5] and slot[5] <= now:
+                self._transact(self._drop, i, slot)
+                self._bump(_EXPIRATIONS)
+                return False
+            self._transact(self._set_expires, i, now + ttl_ns if ttl_ns else _NEVER)
+            return True
+        finally:
+            self._lock.release()
+
+    def __contains__(self, sid: object) -> bool:
+        digest = self._digest(sid)
+        self._acquire()
+        try:
+            i = self._t.lookup(digest)
+            if i < 0:
+                return False
+            expires = self._t.get(i)[5]
+            return not (expires and expires <= _monotonic_ns())
+        finally:
+            self._lock.release()
+
+    def __len__(self) -> int:
+        """Live sessions (a scan of the table; not for hot paths)."""
+        self._acquire()
+        try:
+            now = _monotonic_ns()
+            return sum(1 for _, s in self._t.used() if not (s[5] and s[5] <= now))
+        finally:
+            self._lock.release()
+
+    def clear(self) -> None:
+        """Delete every session. Crash-safe: a clear interrupted anywhere is finished by the
+        next lock holder (clearing is idempotent, so it is redone, not undone)."""
+        self._acquire()
+        try:
+            buf = self._buf
+            flags = _U64.unpack_from(buf, L.FLAGS_OFF)[0]
+            self._fault()
+            _U64.pack_into(buf, L.FLAGS_OFF, flags | L.FLAG_CLEARING)  # from here: redo
+            self._redo_clear()
+        finally:
+            self._lock.release()
+
+    def stats(self) -> Stats:
+        """Entries, bytes used and free, capacity, and the advisory counters."""
+        self._acquire()
+        try:
+            buf = self._buf
+            counters = dict(zip(L.COUNTER_NAMES, L.COUNTERS.unpack_from(buf, L.COUNTERS_OFF)))
+            entries = _U64.unpack_from(buf, L.ENTRIES_OFF)[0]
+            h = self._h
+            geo = self._geo
+            return Stats(
+                name=self.name,
+                size=geo.total_size,
+                entries=entries,
+                max_entries=geo.max_entries,
+                table_slots=geo.capacity,
+                heap_size=geo.heap_size,
+                bytes_used=h.used_bytes(),
+                bytes_free=h.free_bytes(),
+                largest_free=h.largest_free(),
+                hits=counters["hits"],
+                misses=counters["misses"],
+                writes=counters["writes"],
+                deletes=counters["deletes"],
+                evictions=counters["evictions"],
+                expirations=counters["expirations"],
+                lock_waits=counters["lock_waits"],
+                lock_wait_seconds=counters["lock_wait_ns"] / 1e9,
+            )
+        finally:
+            self._lock.release()
+
+    def check(self) -> None:
+        """Verify every structural invariant of the segment.
+
+        :raises CorruptSegment: listing every problem found.
+        """
+        self._acquire()
+        try:
+            problems = self._problems()
+        finally:
+            self._lock.release()
+        if problems:
+            raise CorruptSegment(
+                f"store {self.name!r} fails {len(problems)} check(s): " + "; ".join(problems[:20])
+            )
+
+    def close(self) -> None:
+        """Detach this handle; the store and its sessions stay. Idempotent."""
+        lock = self._lock
+        if isinstance(lock, StoreLock):
+            # Wait out a critical section of another thread before unmapping under it.
+            lock.acquire()
+            self._lock = _ClosedLock()
+            try:
+                lock.release()
+            finally:
+                self._seg.close()
+
+    def unlink(self) -> None:
+        """Remove the store from the system and close this handle. Other handles still
+        attached raise :class:`SegmentUnlinked` on their next operation."""
+        if isinstance(self._lock, StoreLock):
+            self._acquire()
+            try:
+                flags = _U64.unpack_from(self._buf, L.FLAGS_OFF)[0]
+                _U64.pack_into(self._buf, L.FLAGS_OFF, flags | L.FLAG_UNLINKED)
+            finally:
+                self._lock.release()
+        _segment.unlink(self.name)
+        self.close()
+
+    @staticmethod
+    def unlink_name(name: str) -> bool:
+        """Remove store ``name`` without opening it (also a damaged or foreign segment);
+        returns whether it existed. Handles attached elsewhere are told when possible."""
+        _segment.check_name(name)
+        try:
+            store = SessionStorage(name, create=False)
+        except Exception:  # noqa: BLE001 - unlinking is the remedy for every open failure
+            return _segment.unlink(name)
+        store.unlink()
+        return True
+
+    @staticmethod
+    def exists(name: str) -> bool:
+        """Whether a segment for store ``name`` exists."""
+        return _segment.exists(name)
+
+    def __enter__(self) -> "SessionStorage":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if isinstance(self._lock, _ClosedLock) else "open"
+        return f"<SessionStorage {self.name!r} {self._geo.total_size} bytes, {state}>"
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        # A handle crosses a process boundary (multiprocessing spawn) by name.
+        return (_reopen, (self.name, self._options))
+
+    # ------------------------------------------------------------------ under the lock
+    def _fetch(self, digest: bytes) -> Optional[Tuple[bytes, int]]:
+        """Value and version, or None; reclaims an expired entry. Caller holds the lock."""
+        t = self._t
+        i = t.lookup(digest)
+        buf = self._buf
+        if i < 0:
+            self._bump(_MISSES)
+            return None
+        slot = t.get(i)
+        now = _monotonic_ns()
+        expires = slot[5]
+        if expires and expires <= now:
+            self._transact(self._drop, i, slot)
+            self._bump(_EXPIRATIONS)
+            self._bump(_MISSES)
+            return None
+        voff = slot[3]
+        value = buf[voff : voff + slot[2]]
+        if self._touch_on_read and expires and self._default_ttl_ns:
+            self._transact(self._set_expires, i, now + self._default_ttl_ns)
+        # Advisory, not journaled: last access only steers eviction.
+        _I64.pack_into(buf, t.off + i * L.SLOT_SIZE + L.SLOT_ATIME, now)
+        self._bump(_HITS)
+        return value, slot[7]
+
+    def _transact(self, fn: Callable[..., None], *args: Any) -> None:
+        j = self._j
+        j.begin()
+        try:
+            fn(*args)
+        except BaseException:
+            j.rollback()
+            raise
+        j.commit()
+
+    def _set_expires(self, i: int, expires: int) -> None:
+        self._j.write(self._t.off + i * L.SLOT_SIZE + L.SLOT_EXPIRES, _I64.pack(expires))
+
+    def _drop(self, i: int, slot: Tuple[Any, ...]) -> None:
+        """Remove entry ``i`` (whose unpacked slot is ``slot``) and free its value."""
+        self._h.free(slot[3])
+        self._t.remove(i)
+        self._add_entries(-1)
+
+    def _add_entries(self, by: int) -> None:
+        j = self._j
+        j.log_state()
+        buf = self._buf
+        _U64.pack_into(buf, L.ENTRIES_OFF, _U64.unpack_from(buf, L.ENTRIES_OFF)[0] + by)
+
+    def _put(self, digest: bytes, data: bytes, ttl_ns: int, expect: Optional[int],
+             only_new: bool) -> int:
+        """Write under the lock; returns the new version, or -1 when ``only_new`` found a live
+        entry. Everything it changes is one transaction."""
+        j = self._j
+        t = self._t
+        h = self._h
+        buf = self._buf
+        now = _monotonic_ns()
+        j.begin()
+        try:
+            self._writes += 1
+            if not self._writes % _SWEEP_EVERY:
+                self._sweep(now, _SWEEP_SLOTS, 8)
+            i = t.lookup(digest)
+            slot: Optional[Tuple[Any, ...]] = None
+            if i >= 0:
+                slot = t.get(i)
+                if slot[5] and slot[5] <= now:
+                    self._drop(i, slot)
+                    self._bump(_EXPIRATIONS)
+                    slot = None
+            if slot is not None and only_new:
+                j.commit()
+                return -1
+            if expect is not None and (slot is None or slot[7] != expect):
+                raise VersionConflict(
+                    "the session changed since it was read" if slot is not None
+                    else "the session was deleted or expired since it was read"
+                )
+            version = _U64.unpack_from(buf, L.VERSION_OFF)[0] + 1
+            _U64.pack_into(buf, L.VERSION_OFF, version)  # not journaled: see _layout
+            n = len(data)
+            expires = now + ttl_ns if ttl_ns else _NEVER
+            if slot is not None:
+                voff = slot[3]
+                room = h.capacity(voff)
+                if n <= room <= 2 * n + 256 and n <= L.INPLACE_MAX:
+                    # Same block: the old bytes go to the journal first.
+                    j.write(voff, data)
+                    t.put(i, _SLOT.pack(digest, _USED, n, voff, slot[4], expires, now, version))
+                else:
+                    p = self._alloc(n, digest, now)
+                    j.raw(p, data)
+                    i = t.lookup(digest)  # evictions may have shifted the slot
+                    old = t.get(i)
+                    t.put(i, _SLOT.pack(digest, _USED, n, p, old[4], expires, now, version))
+                    h.free(old[3])
+            else:
+                if _U64.unpack_from(buf, L.ENTRIES_OFF)[0] >= self._max_entries:
+                    self._make_room(digest, now)
+                p = self._alloc(n, digest, now)
+                j.raw(p, data)
+                i = t.lookup(digest)
+                t.put(-1 - i, _SLOT.pack(digest, _USED, n, p, now, expires, now, version))
+                self._add_entries(1)
+            j.commit()
+        except JournalFull:
+            j.rollback()
+            raise StoreFull(
+                "making room for this value needed more evictions than one operation may "
+                "make; the store is too small for its sessions: create it with a larger size"
+            ) from None
+        except BaseException:
+            j.rollback()
+            raise
+        self._bump(_WRITES)
+        return int(version)
+
+    def _alloc(self, n: int, protect: bytes, now: int) -> int:
+        h = self._h
+        p = h.alloc(n)
+        tries = 0
+        while not p:
+            tries += 1
+            if tries > _MAX_REMOVALS:
+                raise StoreFull(
+                    f"no room for a value of {n} bytes after {_MAX_REMOVALS} removals; "
+                    "create the store with a larger size"
+                )
+            self._make_room(protect, now)
+            p = h.alloc(n)
+        return p
+
+    def _make_room(self, protect: bytes, now: int) -> None:
+        """Remove one entry other than ``protect``: an expired one if any is found, else (in
+        evict mode) the least recently used of a random sample. Caller holds the lock."""
+        if self._sweep(now, self._geo.capacity if not self._evict else _SWEEP_SLOTS * 4, 1):
+            return
+        if not self._evict:
+            raise StoreFull(
+                "the store is full and set to raise (when_full='raise'): delete sessions, "
+                "shorten their ttl, or create the store with a larger size / max_entries"
+            )
+        t = self._t
+        cap = t.capacity
+        victim: Optional[Tuple[int, Tuple[Any, ...]]] = None
+        seen = 0
+        start = random.getrandbits(32) & t.mask
+        for k in range(cap):
+            i = (start + k * 7919) & t.mask  # an odd stride visits every slot once
+            slot = t.get(i)
+            if not slot[1] or slot[0] == protect:
+                continue
+            if victim is None or slot[6] < victim[1][6]:
+                victim = (i, slot)
+            seen += 1
+            if seen >= _SAMPLE:
+                break
+        if victim is None:
+            raise StoreFull("the store has no other session to evict for this value")
+        self._drop(*victim)
+        self._bump(_EVICTIONS)
+
+    def _sweep(self, now: int, slots: int, limit: int) -> int:
+        """Reclaim up to ``limit`` expired entries among ``slots`` slots from the shared sweep
+        cursor; returns how many. Caller holds the lock, inside a transaction."""
+        buf = self._buf
+        t = self._t
+        mask = t.mask
+        cursor = _U64.unpack_from(buf, _SWEEP_CURSOR)[0] & mask
+        removed = 0
+        i = cursor
+        left = min(slots, t.capacity)
+        while left:
+            expires = _I64.unpack_from(buf, t.off + i * L.SLOT_SIZE + L.SLOT_EXPIRES)[0]
+            if buf[t.off + i * L.SLOT_SIZE + L.SLOT_STATE] and expires and expires <= now:
+                self._drop(i, t.get(i))
+                self._bump(_EXPIRATIONS)
+                removed += 1
+                if removed >= limit:
+                    break
+                continue  # a later entry may have shifted into slot i: look again
+            i = (i + 1) & mask
+            left -= 1
+        _U64.pack_into(buf, _SWEEP_CURSOR, i)  # advisory
+        return removed
+
+    def _redo_clear(self) -> None:
+        buf = self._buf
+        geo = self._geo
+        self._fault()
+        buf[geo.table_off : geo.table_off + geo.capacity * L.SLOT_SIZE] = bytes(
+            geo.capacity * L.SLOT_SIZE
+        )
+        self._fault()
+        self._h.format()
+        self._fault()
+        _U64.pack_into(buf, L.ENTRIES_OFF, 0)
+        self._fault()
+        flags = _U64.unpack_from(buf, L.FLAGS_OFF)[0]
+        _U64.pack_into(buf, L.FLAGS_OFF, flags & ~L.FLAG_CLEARING)
+
+    def _problems(self) -> List[str]:
+        import zlib
+
+        buf = self._buf
+        problems: List[str] = []
+        if L.IDENTITY_CRC.unpack_from(buf, L.IDENTITY_CRC_OFF)[0] != zlib.crc32(
+            bytes(buf[: L.IDENTITY.size])
+        ):
+            problems.append("header crc mismatch")
+        slots, table_problems = self._t.check()
+        problems += table_problems
+        used_blocks, heap_problems = self._h.check()
+        problems += heap_problems
+        entries = _U64.unpack_from(buf, L.ENTRIES_OFF)[0]
+        if entries != len(slots):
+            problems.append(f"header counts {entries} entries, table holds {len(slots)}")
+        if entries > self._max_entries:
+            problems.append(f"{entries} entries, over max_entries {self._max_entries}")
+        version = _U64.unpack_from(buf, L.VERSION_OFF)[0]
+        referenced = set()
+        for i, slot in slots.items():
+            voff, vlen = slot[3], slot[2]
+            if voff not in used_blocks:
+                problems.append(f"slot {i} points at {voff}, which is not a used block")
+                continue
+            if voff in referenced:
+                problems.append(f"block {voff} is referenced by two slots")
+            referenced.add(voff)
+            if vlen > self._h.capacity(voff):
+                problems.append(f"slot {i}: value of {vlen} bytes overflows its block")
+            if slot[7] > version:
+                problems.append(f"slot {i}: version {slot[7]} is ahead of the counter")
+        leaked = used_blocks - referenced
+        if leaked:
+            problems.append(f"{len(leaked)} used heap block(s) referenced by no slot")
+        return problems
+
+
+def _reopen(name: str, options: Dict[str, Any]) -> SessionStorage:
+    return SessionStorage(name, **options)
+
+
+def _geometry(size: Optional[int], max_entries: Optional[int],
+              max_value: Optional[int]) -> L.Geometry:
+    total = L.DEFAULT_SIZE if size is None else size
+    entries = max(16, total // 1024) if max_entries is None else max_entries
+    value_max = min(1 << 20, total // 16) if max_value is None else max_value
+    if value_max > 0xFFFFFFFF:
+        raise ValueError("max_value_size must be under 4 GiB")
+    geo = L.Geometry(total, entries, value_max)
+    if geo.heap_size < max(2 * L.block_size_for(value_max), 64 << 10):
+        raise ValueError(
+            f"size={total} leaves {max(geo.heap_size, 0)} bytes for values after a table for "
+            f"{entries} entries; ask for a larger size, fewer max_entries, or a smaller "
+            "max_value_size"
+        )
+    return geo
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _ttl_ns(ttl: object) -> int:
+    """Seconds -> nanoseconds; 0 stands for "never expires" (``math.inf``)."""
+    if not _is_number(ttl):
+        raise InvalidType(f"ttl must be a number of seconds (or None), not {type(ttl).__name__}")
+    if ttl == math.inf:
+        return 0
+    if not 0 < ttl < math.inf:  # type: ignore[operator]
+        raise InvalidTTL(f"ttl must be a positive number of seconds, got {ttl!r}")
+    return max(1, int(ttl * 1_000_000_000))  # type: ignore[operator]

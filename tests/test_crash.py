@@ -1,0 +1,295 @@
+"""Fault injection: stop the writer at every step of every mutating operation.
+
+The journal calls ``store._j.fault`` before every store to shared memory a transaction makes
+(and ``clear`` before each of its steps). For each scenario and each step k, the writer is
+stopped at step k -- by SIGKILL in a forked child, or by ``SystemExit`` raised in-process,
+which is what gunicorn's worker timeout does -- and then, after recovery, the store must pass
+``check()`` and hold exactly the contents of before the operation (or, for ``clear``, which
+is finished rather than undone, of after). The run that reaches the end must hold the
+contents of after, and every session the operation does not concern must be byte-identical.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+import pytest
+
+from shmsession import SessionStorage
+
+from .conftest import remove_store
+
+Contents = Dict[bytes, Tuple[bytes, int, int]]  # digest -> (value, version, expires)
+
+
+def contents(store: SessionStorage) -> Contents:
+    """Everything the table references, read raw (no lock, no side effects)."""
+    buf = store._buf
+    return {s[0]: (bytes(buf[s[3] : s[3] + s[2]]), s[7], s[5]) for _, s in store._t.used()}
+
+
+@dataclass
+class Scenario:
+    name: str
+    setup: Callable[[SessionStorage], None]
+    op: Callable[[SessionStorage], object]
+    # sid -> expected value after the operation (None: absent)
+    expect: Dict[str, Optional[bytes]]
+    evictions: int = 0  # how many other sessions the operation may remove
+    redo: bool = False  # finished by recovery rather than undone (clear)
+    options: Dict[str, object] = field(default_factory=dict)
+
+
+def _fill(n: int, size: int = 200, ttl: Optional[float] = None) -> Callable[[SessionStorage], None]:
+    def setup(s: SessionStorage) -> None:
+        for k in range(n):
+            s.write(f"s{k}", bytes([k]) * (size + 37 * k), ttl=ttl)
+    return setup
+
+
+def _with_expired(s: SessionStorage) -> None:
+    _fill(8)(s)
+    s.write("gone", b"expired value", ttl=0.001)
+    s.write("gone2", b"expired too", ttl=0.001)
+    time.sleep(0.01)
+
+
+def _sweep_write(s: SessionStorage) -> None:
+    s._writes = 31  # the next write runs a bounded sweep for expired entries
+    s.write("fresh", b"f" * 300)
+
+
+SCENARIOS = [
+    Scenario("write-new", _fill(10), lambda s: s.write("new", b"n" * 500), {"new": b"n" * 500}),
+    Scenario("write-in-place", _fill(10), lambda s: s.write("s3", b"i" * 300), {"s3": b"i" * 300}),
+    Scenario("write-grow", _fill(10), lambda s: s.write("s3", b"g" * 9000), {"s3": b"g" * 9000}),
+    Scenario("write-shrink", _fill(10, 5000), lambda s: s.write("s4", b"k"), {"s4": b"k"}),
+    Scenario("write-cas", _fill(10),
+             lambda s: s.write("s5", b"c" * 50, expect=s.read_versioned("s5")[1]),
+             {"s5": b"c" * 50}),
+    Scenario("add", _fill(10), lambda s: s.add("added", b"a" * 64), {"added": b"a" * 64}),
+    Scenario("invalidate", _fill(14), lambda s: s.invalidate("s2"), {"s2": None}),
+    Scenario("invalidate-last", _fill(14), lambda s: s.invalidate("s13"), {"s13": None}),
+    Scenario("touch", _fill(10), lambda s: s.touch("s1", ttl=3600), {"s1": b"\x01" * 237}),
+    Scenario("expired-read", _with_expired, lambda s: s.get("gone"), {"gone": None}),
+    Scenario("expired-overwrite", _with_expired, lambda s: s.write("gone", b"back"),
+             {"gone": b"back"}),
+    Scenario("sweep", _with_expired, _sweep_write,
+             {"fresh": b"f" * 300, "gone": None, "gone2": None},
+             options=dict(max_entries=16)),  # a sweep's 64 slots cover the whole table
+    Scenario("evict-entry", _fill(16), lambda s: s.write("over", b"o" * 100), {"over": b"o" * 100},
+             evictions=1, options=dict(max_entries=16)),
+    Scenario("evict-heap", _fill(12, 60_000), lambda s: s.write("big", b"B" * 60_000),
+             {"big": b"B" * 60_000}, evictions=64),
+    Scenario("clear", _fill(10), lambda s: s.clear(), {f"s{k}": None for k in range(10)},
+             redo=True),
+]
+
+
+class Stop(BaseException):
+    """Stands for the exception that stops the writer (SystemExit, KeyboardInterrupt)."""
+
+
+def _open(sc: Scenario) -> Iterator[SessionStorage]:
+    name = f"t-crash-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    opts = dict(size=1 << 20, ttl=None, max_value_size=64 << 10)
+    opts.update(sc.options)
+    store = SessionStorage(name, **opts)  # type: ignore[arg-type]
+    try:
+        sc.setup(store)
+        yield store
+    finally:
+        store.close()
+        remove_store(name)
+
+
+def _verify_after(store: SessionStorage, sc: Scenario, before: Contents, after: Contents) -> None:
+    targets = {store._digest(sid): v for sid, v in sc.expect.items()}
+    for digest, value in targets.items():
+        if value is None:
+            assert digest not in after
+        else:
+            assert after[digest][0] == value
+    untouched = {d: v for d, v in before.items() if d not in targets}
+    removed = [d for d in untouched if d not in after]
+    assert len(removed) <= sc.evictions
+    for d in untouched:
+        if d in after:
+            assert after[d] == untouched[d], "a session the operation does not concern changed"
+
+
+def _verify_stopped(store: SessionStorage, sc: Scenario, before: Contents, k: int) -> str:
+    store.check()  # takes the lock: repairs first, then verifies every invariant
+    now = contents(store)
+    if now == before:
+        return "before"
+    assert sc.redo, f"{sc.name}: stopped at step {k}, the store is neither as before nor undone"
+    _verify_after(store, sc, before, now)
+    return "after"
+
+
+def _campaign(sc: Scenario, stop: Callable[[SessionStorage, int], Optional[str]]) -> Dict[str, int]:
+    """Stop the op at step 1, 2, ... until a run completes; returns outcome counts."""
+    outcomes: Dict[str, int] = {"before": 0, "after": 0}
+    for store in _open(sc):
+        before = contents(store)
+        for k in range(1, 10_000):
+            outcome = stop(store, k)
+            if outcome is None:  # the run reached the end
+                store.check()
+                _verify_after(store, sc, before, contents(store))
+                outcomes["steps"] = k - 1
+                return outcomes
+            outcomes[outcome] += 1
+            if outcome == "after":
+                # clear was finished by recovery; put the contents back for the next k
+                sc.setup(store)
+                before = contents(store)
+    raise AssertionError("the operation never completed")
+
+
+@pytest.mark.parametrize("sc", SCENARIOS, ids=[sc.name for sc in SCENARIOS])
+def test_system_exit_at_every_step_rolls_back(sc: Scenario) -> None:
+    def stop(store: SessionStorage, k: int) -> Optional[str]:
+        calls = [0]
+
+        def fault() -> None:
+            calls[0] += 1
+            if calls[0] == k:
+                raise Stop
+
+        before = contents(store)
+        random.seed(k)
+        store._j.fault = fault
+        try:
+            sc.op(store)
+        except Stop:
+            return _verify_stopped(store, sc, before, k)
+        finally:
+            store._j.fault = None
+        return None
+
+    outcomes = _campaign(sc, stop)
+    assert outcomes["steps"] >= 1 and outcomes["before"] + outcomes["after"] == outcomes["steps"]
+
+
+@pytest.mark.parametrize("sc", SCENARIOS, ids=[sc.name for sc in SCENARIOS])
+def test_sigkill_at_every_step_is_repaired_by_the_next_process(sc: Scenario) -> None:
+    def stop(store: SessionStorage, k: int) -> Optional[str]:
+        before = contents(store)
+        pid = os.fork()
+        if pid == 0:  # the writer: killed at its k-th store to shared memory
+            try:
+                calls = [0]
+
+                def fault() -> None:
+                    calls[0] += 1
+                    if calls[0] == k:
+                        os.kill(os.getpid(), signal.SIGKILL)
+
+                random.seed(k)
+                store._j.fault = fault
+                sc.op(store)
+                os._exit(0)
+            finally:
+                os._exit(3)
+        deadline = time.monotonic() + 30
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise AssertionError("the writer hung")
+            time.sleep(0.001)
+        if os.WIFSIGNALED(status):
+            assert os.WTERMSIG(status) == signal.SIGKILL
+            # The survivor goes on at once: the kernel dropped the dead writer's flock.
+            t0 = time.monotonic()
+            outcome = _verify_stopped(store, sc, before, k)
+            assert time.monotonic() - t0 < 5
+            return outcome
+        assert os.WEXITSTATUS(status) == 0, "the writer failed"
+        return None
+
+    outcomes = _campaign(sc, stop)
+    assert outcomes["steps"] >= 1 and outcomes["before"] + outcomes["after"] == outcomes["steps"]
+
+
+def test_the_campaign_covers_many_steps() -> None:
+    """Guard against a fault hook that silently stopped being called."""
+    counts: List[int] = []
+    for sc in SCENARIOS[:3]:
+        for store in _open(sc):
+            calls = [0]
+
+            def fault() -> None:
+                calls[0] += 1
+
+            store._j.fault = fault
+            sc.op(store)
+            store._j.fault = None
+            counts.append(calls[0])
+    assert all(c >= 8 for c in counts), counts
+
+
+def _value(k: int, gen: int) -> bytes:
+    """Session k's value of generation gen: self-describing, so a torn one is detectable."""
+    size = 50 + (gen * 7919 + k * 104729) % 20_000
+    head = f"{k}:{gen}:".encode()
+    return (head + bytes([gen % 251]) * size)[: max(size, len(head))]
+
+
+def test_sigkill_at_random_moments_never_tears_a_session() -> None:
+    """A writer doing every kind of mutation is SIGKILLed at random moments, 30 times; each
+    time the survivor finds the store sound and every session a whole, real version."""
+    rng = random.Random(5)
+    name = f"t-crash-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    store = SessionStorage(name, size=2 << 20, max_entries=64, ttl=None, max_value_size=32 << 10)
+    gens: Dict[int, int] = {}
+    try:
+        for k in range(40):
+            store.write(f"r{k}", _value(k, 0))
+        for round_ in range(30):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    r = random.Random(round_)
+                    gen = 1 + round_ * 100_000
+                    deadline = time.monotonic() + 5
+                    while time.monotonic() < deadline:
+                        gen += 1
+                        k = r.randrange(40)
+                        op = r.random()
+                        if op < 0.7:
+                            store.write(f"r{k}", _value(k, gen), ttl=r.choice([None, 0.002]))
+                        elif op < 0.8:
+                            store.invalidate(f"r{k}")
+                        elif op < 0.9:
+                            store.touch(f"r{k}")
+                        else:
+                            store.get(f"r{k}")
+                finally:
+                    os._exit(0)
+            time.sleep(rng.uniform(0.005, 0.05))
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            store.check()
+            for k in range(40):
+                got = store.get(f"r{k}")
+                if got is None:
+                    continue
+                kk, gen, _ = got.split(b":", 2)
+                assert int(kk) == k and got == _value(k, int(gen)), "a torn or foreign value"
+                gens[k] = int(gen)
+        assert len(gens) > 10
+    finally:
+        store.close()
+        remove_store(name)

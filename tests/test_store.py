@@ -1,0 +1,408 @@
+"""SessionStorage's API in one process: behaviour, errors, limits, expiry."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import time
+from typing import BinaryIO
+
+import pytest
+
+import shmsession
+from shmsession import (
+    InvalidName,
+    InvalidSessionId,
+    InvalidTTL,
+    InvalidType,
+    SegmentMismatch,
+    SessionNotFound,
+    SessionStorage,
+    StoreClosed,
+    StoreFull,
+    ValueTooLarge,
+    VersionConflict,
+)
+
+
+def test_public_surface_is_pinned() -> None:
+    assert shmsession.__all__ == sorted(shmsession.__all__)
+    assert set(shmsession.__all__) == {
+        "CorruptSegment", "InsufficientSharedMemory", "InvalidName", "InvalidSessionId",
+        "InvalidTTL", "InvalidType", "LayoutVersionMismatch", "LockTimeout", "SegmentError",
+        "SegmentMismatch", "SegmentPermissionError", "SegmentUnlinked", "SessionNotFound",
+        "SessionStorage", "ShmSessionError", "Stats", "StoreClosed", "StoreFull",
+        "ValueTooLarge", "VersionConflict", "__version__",
+    }
+
+
+def test_write_read_roundtrip(store: SessionStorage) -> None:
+    sid = store.new_id()
+    assert len(sid) == 43
+    v1 = store.write(sid, b"hello")
+    assert store.read(sid) == b"hello"
+    assert store.read_versioned(sid) == (b"hello", v1)
+    v2 = store.write(sid, bytearray(b"x" * 5000))  # grows: moves to another block
+    assert v2 > v1
+    assert store.read(sid) == b"x" * 5000
+    store.write(sid, memoryview(b"small"))
+    assert store.read(sid) == b"small"
+    store.write(sid, b"")
+    assert store.read(sid) == b""
+    store.check()
+
+
+def test_missing_id_raises_session_not_found_a_key_error(store: SessionStorage) -> None:
+    with pytest.raises(SessionNotFound) as info:
+        store.read("nobody")
+    assert isinstance(info.value, KeyError)
+    assert "no session" in str(info.value)
+    assert store.get("nobody") is None
+    assert store.get("nobody", b"d") == b"d"
+    assert "nobody" not in store
+
+
+def test_ids_are_unique_and_urlsafe() -> None:
+    ids = {SessionStorage.new_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(set(i) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+               for i in ids)
+
+
+def test_invalidate_is_idempotent_and_says_what_it_did(store: SessionStorage) -> None:
+    sid = store.new_id()
+    store.write(sid, b"v")
+    assert store.invalidate(sid) is True
+    assert store.invalidate(sid) is False
+    with pytest.raises(SessionNotFound):
+        store.read(sid)
+    store.check()
+
+
+def test_add_is_create_if_absent(store: SessionStorage) -> None:
+    sid = store.new_id()
+    assert store.add(sid, b"first") is True
+    assert store.add(sid, b"second") is False
+    assert store.read(sid) == b"first"
+
+
+def test_compare_and_set(store: SessionStorage) -> None:
+    sid = store.new_id()
+    v1 = store.write(sid, b"a")
+    v2 = store.write(sid, b"b", expect=v1)
+    with pytest.raises(VersionConflict):
+        store.write(sid, b"c", expect=v1)  # a second writer that read v1
+    assert store.read(sid) == b"b"
+    store.invalidate(sid)
+    with pytest.raises(VersionConflict):
+        store.write(sid, b"d", expect=v2)  # deleted since read
+    assert sid not in store
+
+
+def test_versions_only_grow_even_across_clear(store: SessionStorage) -> None:
+    sid = store.new_id()
+    v = store.write(sid, b"a")
+    store.clear()
+    assert store.write(sid, b"b") > v
+
+
+def test_streaming_read_and_write(store: SessionStorage) -> None:
+    sid = store.new_id()
+
+    def provider(stream: BinaryIO) -> None:
+        stream.write(b"part one, ")
+        stream.write(b"part two")
+
+    store.write(sid, provider)
+
+    def consumer(stream: BinaryIO) -> "tuple[bytes, bool]":
+        return stream.read(), stream.writable()
+
+    assert store.read(sid, consumer) == (b"part one, part two", False)
+
+    def failing(stream: BinaryIO) -> None:
+        stream.write(b"half")
+        raise RuntimeError("the provider failed")
+
+    with pytest.raises(RuntimeError):
+        store.write(sid, failing)
+    assert store.read(sid) == b"part one, part two"  # nothing stored
+    with pytest.raises(RuntimeError):
+        store.write(store.new_id(), failing)
+    assert len(store) == 1
+
+
+def test_callbacks_run_outside_the_lock(store: SessionStorage) -> None:
+    sid = store.new_id()
+    other = store.new_id()
+    store.write(sid, b"x")
+    # A callback that uses the store itself would deadlock if the lock were held.
+    store.write(other, lambda s: s.write(store.read(sid) + b"y"))
+    assert store.read(other, lambda s: s.read() + store.read(sid)) == b"xyx"
+
+
+def test_ttl_expiry_is_enforced_on_read(store: SessionStorage) -> None:
+    sid = store.new_id()
+    store.write(sid, b"short", ttl=0.05)
+    assert store.read(sid) == b"short"
+    time.sleep(0.08)
+    assert sid not in store
+    with pytest.raises(SessionNotFound):
+        store.read(sid)
+    stats = store.stats()
+    assert stats.expirations >= 1 and stats.entries == 0  # reclaimed by the read
+    assert store.add(sid, b"again") is True
+    store.check()
+
+
+def test_touch_renews_and_reports(store: SessionStorage) -> None:
+    sid = store.new_id()
+    store.write(sid, b"v", ttl=0.1)
+    time.sleep(0.06)
+    assert store.touch(sid, ttl=0.3) is True
+    time.sleep(0.08)
+    assert store.read(sid) == b"v"  # would have expired without the touch
+    assert store.touch("absent") is False
+    store.write(sid, b"v", ttl=0.02)
+    time.sleep(0.04)
+    assert store.touch(sid) is False
+
+
+def test_touch_on_read_slides_expiry(name: str) -> None:
+    with SessionStorage(name, size=1 << 20, ttl=0.15, touch_on_read=True) as s:
+        sid = s.new_id()
+        s.write(sid, b"v")
+        for _ in range(4):
+            time.sleep(0.07)
+            assert s.read(sid) == b"v"  # 0.28 s in all, over the ttl: kept alive by reads
+        s.unlink()
+
+
+def test_no_ttl_and_infinite_ttl_never_expire(name: str) -> None:
+    with SessionStorage(name, size=1 << 20, ttl=None) as s:
+        a = s.new_id()
+        s.write(a, b"forever")
+        s.write("b", b"also", ttl=math.inf)
+        assert s._t.get(s._t.lookup(s._digest(a)))[5] == 0
+        assert s.read("b") == b"also"
+        s.unlink()
+
+
+def test_expired_entries_are_reclaimed_by_writes_without_reads(name: str) -> None:
+    with SessionStorage(name, size=1 << 20, max_entries=200, ttl=0.05) as s:
+        for k in range(150):
+            s.write(f"old-{k}", b"x" * 100)
+        time.sleep(0.08)
+        for k in range(600):  # more than max_entries: only room because expired ones go
+            s.write(f"new-{k % 150}", b"y" * 100, ttl=60)
+        st = s.stats()
+        assert st.entries <= 200 and st.expirations >= 150 and st.evictions == 0
+        s.check()
+        s.unlink()
+
+
+def test_len_contains_clear(store: SessionStorage) -> None:
+    ids = [store.new_id() for _ in range(50)]
+    for sid in ids:
+        store.write(sid, sid.encode())
+    assert len(store) == 50 and all(sid in store for sid in ids)
+    store.clear()
+    assert len(store) == 0 and store.stats().entries == 0
+    assert store.stats().bytes_used == 0
+    store.check()
+    store.write(ids[0], b"after")
+    assert store.read(ids[0]) == b"after"
+
+
+def test_stats_counts(store: SessionStorage) -> None:
+    sid = store.new_id()
+    store.write(sid, b"x" * 1000)
+    store.read(sid)
+    store.get("nope")
+    store.invalidate(sid)
+    st = store.stats()
+    assert (st.entries, st.hits, st.misses, st.writes, st.deletes) == (0, 1, 1, 1, 1)
+    assert st.bytes_used + st.bytes_free == st.heap_size
+    assert st.size == 4 << 20 and st.max_entries == (4 << 20) // 1024
+    assert st.as_dict()["hits"] == 1
+
+
+# --------------------------------------------------------------------- bad input, full store
+BAD_IDS = [(None, InvalidType), (b"bytes", InvalidType), (5, InvalidType), ("", InvalidSessionId),
+           ("x" * 1025, InvalidSessionId), ("\udc80", InvalidSessionId)]
+
+
+@pytest.mark.parametrize("sid,err", BAD_IDS)
+def test_bad_ids_are_refused_and_change_nothing(store: SessionStorage, sid: object,
+                                                err: type) -> None:
+    store.write("keep", b"kept")
+    for call in (lambda: store.write(sid, b"v"), lambda: store.read(sid),  # type: ignore
+                 lambda: store.get(sid), lambda: store.invalidate(sid),  # type: ignore
+                 lambda: store.touch(sid), lambda: store.add(sid, b"v"),  # type: ignore
+                 lambda: sid in store):
+        with pytest.raises(err):
+            call()
+    assert store.read("keep") == b"kept" and len(store) == 1
+    store.check()
+
+
+def test_long_and_unicode_ids_work(store: SessionStorage) -> None:
+    for sid in ["é" * 300, "x" * 1024, "ключ:сессии"]:
+        store.write(sid, sid.encode())
+        assert store.read(sid) == sid.encode()
+
+
+@pytest.mark.parametrize("value", ["text", 5, None, [b"x"], {"a": 1}])
+def test_non_bytes_values_are_refused(store: SessionStorage, value: object) -> None:
+    with pytest.raises(InvalidType) as info:
+        store.write("k", value)  # type: ignore[arg-type]
+    assert isinstance(info.value, TypeError) and "bytes" in str(info.value)
+    assert "k" not in store
+
+
+def test_oversized_value_is_refused_and_the_old_one_kept(name: str) -> None:
+    with SessionStorage(name, size=1 << 20, max_value_size=1000) as s:
+        s.write("k", b"old")
+        with pytest.raises(ValueTooLarge) as info:
+            s.write("k", b"x" * 1001)
+        assert isinstance(info.value, ValueError) and "max_value_size" in str(info.value)
+        assert s.read("k") == b"old"
+        s.write("k", b"x" * 1000)
+        s.unlink()
+
+
+@pytest.mark.parametrize("ttl,err", [(0, InvalidTTL), (-1, InvalidTTL), (math.nan, InvalidTTL),
+                                     ("10", InvalidType), (True, InvalidType)])
+def test_bad_ttl_is_refused(store: SessionStorage, ttl: object, err: type) -> None:
+    with pytest.raises(err):
+        store.write("k", b"v", ttl=ttl)  # type: ignore[arg-type]
+    with pytest.raises(err):
+        store.touch("k", ttl=ttl)  # type: ignore[arg-type]
+    assert "k" not in store
+
+
+@pytest.mark.parametrize("kwargs", [dict(size=1000), dict(size="big"), dict(max_entries=0),
+                                    dict(when_full="drop"), dict(lock_timeout=-1),
+                                    dict(ttl=0), dict(size=1 << 20, max_value_size=1 << 20)])
+def test_bad_constructor_options(name: str, kwargs: dict) -> None:  # type: ignore[type-arg]
+    with pytest.raises((ValueError, TypeError)):
+        SessionStorage(name, **kwargs)
+    assert not SessionStorage.exists(name)
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "..", "x" * 101, "with space", None, 7])
+def test_bad_names(bad: object) -> None:
+    with pytest.raises(InvalidName):
+        SessionStorage(bad)  # type: ignore[arg-type]
+
+
+def test_full_store_raises_when_set_to_raise(name: str) -> None:
+    with SessionStorage(name, size=1 << 20, max_entries=20, when_full="raise") as s:
+        for k in range(20):
+            s.write(f"s{k}", b"v")
+        with pytest.raises(StoreFull) as info:
+            s.write("one-too-many", b"v")
+        assert "when_full" in str(info.value)
+        assert all(s.read(f"s{k}") == b"v" for k in range(20))  # nothing lost
+        s.write("s3", b"updating an existing one still works")
+        s.check()
+        s.unlink()
+
+
+def test_full_heap_raises_when_set_to_raise(name: str) -> None:
+    with SessionStorage(name, size=1 << 20, when_full="raise", max_value_size=64 << 10) as s:
+        n = 0
+        with pytest.raises(StoreFull):
+            while n < 1000:
+                s.write(f"s{n}", bytes([n % 256]) * (60 << 10))
+                n += 1
+        assert n > 5
+        assert all(s.read(f"s{k}") == bytes([k % 256]) * (60 << 10) for k in range(n))
+        s.check()
+        s.unlink()
+
+
+def test_full_store_evicts_least_recently_used_when_set_to_evict(name: str) -> None:
+    with SessionStorage(name, size=1 << 20, max_entries=100) as s:
+        for k in range(100):
+            s.write(f"s{k}", b"v")
+        for _ in range(3):
+            for k in range(50):  # the first half is in use
+                s.read(f"s{k}")
+        for k in range(30):
+            s.write(f"new{k}", b"v")
+        st = s.stats()
+        assert st.entries == 100 and st.evictions == 30
+        survivors = sum(f"s{k}" in s for k in range(50))
+        assert survivors >= 40  # sampled LRU: recently read sessions mostly stay
+        s.check()
+        s.unlink()
+
+
+# --------------------------------------------------------------------- life cycle
+def test_attach_shares_data_and_geometry_must_match(name: str) -> None:
+    a = SessionStorage(name, size=2 << 20, max_entries=500)
+    b = SessionStorage(name)  # attaches, whatever the geometry
+    try:
+        a.write("k", b"from a")
+        assert b.read("k") == b"from a"
+        assert b.stats().size == 2 << 20 and b.stats().max_entries == 500
+        with pytest.raises(SegmentMismatch) as info:
+            SessionStorage(name, size=4 << 20)
+        assert "unlink" in str(info.value)
+        with pytest.raises(SegmentMismatch):
+            SessionStorage(name, max_entries=10)
+    finally:
+        b.close()
+        a.unlink()
+
+
+def test_close_then_use_raises_store_closed(name: str) -> None:
+    s = SessionStorage(name, size=1 << 20)
+    s.write("k", b"v")
+    s.close()
+    s.close()  # idempotent
+    with pytest.raises(StoreClosed):
+        s.read("k")
+    with SessionStorage(name) as again:
+        assert again.read("k") == b"v"  # closing a handle keeps the store
+        again.unlink()
+    assert not SessionStorage.exists(name)
+
+
+def test_unlink_removes_segment_and_lock_file_and_tells_other_handles(name: str) -> None:
+    import os
+
+    from shmsession import SegmentUnlinked
+    from shmsession._segment import lock_path, segment_path
+
+    a = SessionStorage(name, size=1 << 20)
+    b = SessionStorage(name)
+    a.write("k", b"v")
+    assert os.path.exists(segment_path(name)) and os.path.exists(lock_path(name))
+    a.unlink()
+    assert not os.path.exists(segment_path(name)) and not os.path.exists(lock_path(name))
+    with pytest.raises(SegmentUnlinked):
+        b.read("k")
+    b.close()
+    assert SessionStorage.unlink_name(name) is False
+
+
+def test_create_false_does_not_create(name: str) -> None:
+    from shmsession import SegmentError
+
+    with pytest.raises(SegmentError):
+        SessionStorage(name, create=False)
+    assert not SessionStorage.exists(name)
+
+
+def test_a_handle_pickles_by_name(name: str) -> None:
+    with SessionStorage(name, size=1 << 20) as s:
+        s.write("k", b"v")
+        with pickle.loads(pickle.dumps(s)) as t:
+            assert t.read("k") == b"v"
+        s.unlink()
+
+
+def test_repr(store: SessionStorage) -> None:
+    assert store.name in repr(store) and "open" in repr(store)
