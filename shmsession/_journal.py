@@ -35,7 +35,7 @@ Buffer = Union[bytearray, memoryview, mmap.mmap]  # any writable buffer
 _U64 = L.U64
 _ENTRY = L.ENTRY
 _CRC_IN = L.ENTRY_CRC_INPUT
-_USED_TXID = L.USED_AND_TXID
+_BEGIN = L.BEGIN
 
 
 class JournalFull(Exception):
@@ -70,12 +70,9 @@ class Journal:
         txid = (_U64.unpack_from(buf, L.NEXT_TXID_OFF)[0] + 1) & 0xFFFFFFFFFFFFFFFF or 1
         if fault is not None:
             fault()
-        # No record is counted before dirty is set, and none of an earlier transaction after.
-        _USED_TXID.pack_into(buf, L.JOURNAL_USED_OFF, 0, txid)
-        if fault is not None:
-            fault()
-        # From here on a crash means "roll back whatever was recorded" (possibly nothing).
-        _U64.pack_into(buf, L.DIRTY_OFF, txid)
+        # used=0 lands before dirty=txid (see _layout.BEGIN); from the dirty store on, a crash
+        # means "roll back whatever was recorded" (possibly nothing).
+        _BEGIN.pack_into(buf, L.JOURNAL_USED_OFF, 0, txid, txid)
         self.txid = txid
         self.used = 0
         self.state_logged = False
@@ -158,7 +155,7 @@ def recover(buf: Buffer, base: int, size: int) -> bool:
     Raises :class:`CorruptSegment` when a counted record fails its check, which no crash
     of a writer can cause (records are counted only once complete).
     """
-    dirty, used = L.DIRTY_AND_USED.unpack_from(buf, L.DIRTY_OFF)
+    used, _, dirty = L.USED_TXID_DIRTY.unpack_from(buf, L.JOURNAL_USED_OFF)
     if not dirty:
         return False
     if used > size:

@@ -45,21 +45,25 @@ IDENTITY_CRC_OFF: Final = IDENTITY.size  # 112
 SECRET_SIZE: Final = 32
 
 # --- control words: each written alone, each write its own commit point ------------------
-#   dirty Q (txid of the open transaction, 0 when none) | journal_used Q | next_txid Q |
+#   journal_used Q | last txid Q | dirty Q (txid of the open transaction, 0 when none) |
 #   flags Q | version counter Q
 CONTROL: Final = struct.Struct("<QQQQ")
 CONTROL_OFF: Final = 128
-DIRTY_OFF: Final = CONTROL_OFF
-JOURNAL_USED_OFF: Final = CONTROL_OFF + 8
-NEXT_TXID_OFF: Final = CONTROL_OFF + 16
+JOURNAL_USED_OFF: Final = CONTROL_OFF
+NEXT_TXID_OFF: Final = CONTROL_OFF + 8
+DIRTY_OFF: Final = CONTROL_OFF + 16
 FLAGS_OFF: Final = CONTROL_OFF + 24
+# begin() writes used=0, the txid, then dirty=txid with ONE pack_into, which stores the fields
+# in this order (and SystemExit cannot land inside a C call): a dirty word never pairs with
+# the previous transaction's used count.
+BEGIN: Final = struct.Struct("<QQQ")
 # The last version handed out. Not journaled: a rolled-back write may burn a number, which is
 # harmless -- a version is only ever compared for equality with one that was published, and
 # the counter only grows (it survives clear() too), so no number is published twice.
 VERSION_OFF: Final = CONTROL_OFF + 32
-USED_AND_TXID: Final = struct.Struct("<QQ")
+
 # dirty and flags read with one unpack on every lock acquisition
-DIRTY_AND_USED: Final = struct.Struct("<QQ")
+USED_TXID_DIRTY: Final = struct.Struct("<QQQ")
 FLAG_UNLINKED: Final = 1  # set by unlink() before the name goes, so attached handles notice
 FLAG_CLEARING: Final = 2  # clear() in progress: redo it (it is idempotent), never undo
 
@@ -107,7 +111,7 @@ DIGEST_SIZE: Final = 16
 SLOT_STATE: Final = 16
 SLOT_EXPIRES: Final = 40
 SLOT_ATIME: Final = 48
-SLOT_EXPIRES_ATIME: Final = struct.Struct("<qq")
+SLOT_STATE_EXPIRES: Final = struct.Struct("<16xB23xq16x")  # a sweep's view of a slot
 EMPTY: Final = 0
 USED: Final = 1
 NEVER: Final = 0  # an expires of 0: the entry never expires

@@ -10,8 +10,9 @@ behind a per-process ``threading.Lock``:
 * The kernel drops a flock when its holder dies, so a SIGKILLed worker never blocks the
   others; the next holder finds the journal dirty and rolls it back (see ``_journal``).
 * A busy lock is first retried for a few yields (critical sections last microseconds), then
-  waited for in the kernel: blocking flock in a helper thread, so that the wait can end at
-  ``timeout`` while the hand-over itself is still a kernel wake-up, never a sleep.
+  waited for in the kernel, never by sleeping: a blocking flock in the calling thread when
+  there is no timeout (the default); with a timeout, in a helper thread, since a blocking
+  flock cannot be given a deadline -- the caller waits on an Event for at most ``timeout``.
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ _U64 = L.U64
 _I64 = L.I64
 _SLOT = L.SLOT
 _CONTROL = L.CONTROL
+_STATE_EXPIRES = L.SLOT_STATE_EXPIRES
 _USED = L.USED
 _NEVER = L.NEVER
 _monotonic_ns = time.monotonic_ns
@@ -126,8 +127,11 @@ class SessionStorage:
     :param max_value_size: largest value in bytes (default ``min(1 MiB, size // 16)``).
     :param when_full: ``"evict"`` (expired sessions first, then least recently used) or
         ``"raise"`` (:class:`StoreFull` once no expired session can be reclaimed).
-    :param lock_timeout: seconds to wait for the lock before :class:`LockTimeout`;
-        ``None`` waits for as long as it takes.
+    :param lock_timeout: seconds to wait for the lock before :class:`LockTimeout`. The
+        default, ``None``, waits in the kernel for as long as it takes: a holder keeps the
+        lock for microseconds, the kernel drops it when the holder dies, and a wait costs one
+        wake-up. A timeout guards against a holder that is stopped (SIGSTOP, a debugger) at
+        the price of a helper thread per contended wait (see ``_lock``).
     :param touch_on_read: reads renew the session's expiry by ``ttl`` (sliding expiry).
     :param create: ``False`` to attach only (raise if the store does not exist).
     """
@@ -141,7 +145,7 @@ class SessionStorage:
         ttl: Optional[float] = 1800,
         max_value_size: Optional[int] = None,
         when_full: str = "evict",
-        lock_timeout: Optional[float] = 10.0,
+        lock_timeout: Optional[float] = None,
         touch_on_read: bool = False,
         create: bool = True,
     ) -> None:
@@ -273,7 +277,7 @@ class SessionStorage:
         lock = self._lock
         lock.acquire()
         buf = self._buf
-        dirty, _, _, flags = _CONTROL.unpack_from(buf, L.CONTROL_OFF)
+        _, _, dirty, flags = _CONTROL.unpack_from(buf, L.CONTROL_OFF)
         self._ops += 1
         if dirty or flags or lock.waits or not self._ops % _NLINK_EVERY:
             try:
@@ -392,14 +396,17 @@ class SessionStorage:
             nothing is changed.
         """
         digest = self._digest(sid)
-        ttl_ns = self._ttl(ttl)
+        ttl_ns = self._default_ttl_ns if ttl is None else _ttl_ns(ttl)
         if expect is not None and (not _is_int(expect) or expect < 0):
             raise InvalidType(f"expect must be a version (an int >= 0), got {expect!r}")
-        if callable(value) and not isinstance(value, (bytes, bytearray, memoryview)):
-            stream = io.BytesIO()
-            value(stream)
-            value = stream.getvalue()
-        data = self._value(value)
+        if type(value) is bytes and len(value) <= self._max_value:
+            data = value  # the common case, checked inline
+        else:
+            if callable(value) and not isinstance(value, (bytes, bytearray, memoryview)):
+                stream = io.BytesIO()
+                value(stream)
+                value = stream.getvalue()
+            data = self._value(value)
         self._acquire()
         try:
             return self._put(digest, data, ttl_ns, expect, False)
@@ -614,9 +621,9 @@ class SessionStorage:
         value = buf[voff : voff + slot[2]]
         if self._touch_on_read and expires and self._default_ttl_ns:
             self._transact(self._set_expires, i, now + self._default_ttl_ns)
-        # Advisory, not journaled: last access only steers eviction.
+        # Advisory, not journaled: last access only steers eviction; hits are statistics.
         _I64.pack_into(buf, t.off + i * L.SLOT_SIZE + L.SLOT_ATIME, now)
-        self._bump(_HITS)
+        _U64.pack_into(buf, _HITS, _U64.unpack_from(buf, _HITS)[0] + 1)
         return value, slot[7]
 
     def _transact(self, fn: Callable[..., None], *args: Any) -> None:
@@ -710,7 +717,7 @@ class SessionStorage:
         except BaseException:
             j.rollback()
             raise
-        self._bump(_WRITES)
+        _U64.pack_into(buf, _WRITES, _U64.unpack_from(buf, _WRITES)[0] + 1)  # advisory
         return int(version)
 
     def _alloc(self, n: int, protect: bytes, now: int) -> int:
@@ -768,17 +775,22 @@ class SessionStorage:
         removed = 0
         i = cursor
         left = min(slots, t.capacity)
-        while left:
-            expires = _I64.unpack_from(buf, t.off + i * L.SLOT_SIZE + L.SLOT_EXPIRES)[0]
-            if buf[t.off + i * L.SLOT_SIZE + L.SLOT_STATE] and expires and expires <= now:
-                self._drop(i, t.get(i))
-                self._bump(_EXPIRATIONS)
-                removed += 1
-                if removed >= limit:
+        while left and removed < limit:
+            span = min(left, t.capacity - i)  # up to the end of the table, then wrap
+            run = buf[t.off + i * L.SLOT_SIZE : t.off + (i + span) * L.SLOT_SIZE]
+            for k, (state, expires) in enumerate(_STATE_EXPIRES.iter_unpack(run)):
+                if state and expires and expires <= now:
                     break
-                continue  # a later entry may have shifted into slot i: look again
-            i = (i + 1) & mask
-            left -= 1
+            else:
+                i = (i + span) & mask
+                left -= span
+                continue
+            i += k
+            left -= k
+            # Slot i stays under the cursor: a later entry may shift into it.
+            self._drop(i, t.get(i))
+            self._bump(_EXPIRATIONS)
+            removed += 1
         _U64.pack_into(buf, _SWEEP_CURSOR, i)  # advisory
         return removed
 

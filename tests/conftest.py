@@ -15,8 +15,13 @@ TEST_PREFIX = "t-"
 
 
 def shm_leftovers(tag: str = TEST_PREFIX) -> List[str]:
-    """Entries in /dev/shm that belong to test stores."""
-    return sorted(f for f in os.listdir(SHM_DIR) if f.startswith(PREFIX + tag))
+    """Entries in /dev/shm that belong to test stores of this test run (their names carry
+    the pid of the pytest process, so a run beside this one does not count)."""
+    pid = str(os.getpid())
+    return sorted(
+        f for f in os.listdir(SHM_DIR)
+        if f.startswith(PREFIX + tag) and pid in f[len(PREFIX) :].split("-")
+    )
 
 
 def remove_store(name: str) -> None:
