@@ -2,8 +2,10 @@
 
 A segment is one named POSIX shared-memory object, ``/dev/shm/shmsession.NAME`` on Linux,
 mapped whole. Its life cycle (create + initialise, attach, unlink) is serialised by a
-``filelock.FileLock`` on ``/dev/shm/shmsession.NAME.lock``, so an attacher never sees a
-half-initialised segment; the hot path never touches that lock (see ``_lock``).
+``filelock.FileLock`` on ``/dev/shm/shmsession-lock.NAME``, so an attacher never sees a
+half-initialised segment; the hot path never touches that lock (see ``_lock``). The lock
+file's prefix differs from the segments' at a character no name can change, so no store's
+segment is ever another store's lock file.
 
 Foreign errors (posix_ipc's, ``OSError``) are translated here and nowhere else.
 """
@@ -33,6 +35,7 @@ from ._errors import (
 )
 
 PREFIX = "shmsession."
+LOCK_PREFIX = "shmsession-lock."
 SHM_DIR = "/dev/shm"
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
@@ -54,7 +57,7 @@ def shm_name(name: str) -> str:
 
 def lock_path(name: str) -> str:
     """The life-cycle lock file of store ``name``."""
-    return os.path.join(SHM_DIR, PREFIX + name + ".lock")
+    return os.path.join(SHM_DIR, LOCK_PREFIX + name)
 
 
 def segment_path(name: str) -> str:
@@ -99,11 +102,13 @@ class Segment:
                 fd = _open_existing(name)
                 if fd is None:
                     if not create:
-                        raise SegmentError(f"no store named {name!r} exists")
+                        raise _NoSegment(f"no store named {name!r} exists")
                     return cls._create(name, size, initialise)
                 try:
                     _check_owner(fd, name)
                     actual = os.fstat(fd).st_size
+                    if actual < L.HEADER_SIZE:  # before mmap, which refuses an empty file
+                        validate_identity(None, actual, name)
                     buf = _map(fd, actual)
                     try:
                         validate_identity(buf, actual, name)
@@ -119,12 +124,32 @@ class Segment:
                 f"timed out after {timeout} s waiting for {lock_path(name)}; another "
                 "process is creating or removing the store (or hung doing so)"
             ) from None
+        except _NoSegment as exc:
+            # Nothing was made (create=False, or creation failed and was undone): the lock
+            # file has nothing left to guard.
+            _remove_lock_file(name)
+            public = (
+                InsufficientSharedMemory if isinstance(exc, InsufficientSharedMemory) else SegmentError
+            )
+            raise public(str(exc)) from None
+        except SegmentError:
+            raise
+        except PermissionError as exc:  # filelock's refusal of a lock file not ours
+            raise SegmentPermissionError(
+                f"cannot use the lock file {lock_path(name)} ({exc}); another user may have "
+                "planted it: pick another store name, or remove it"
+            ) from None
+        except OSError as exc:
+            raise SegmentError(
+                f"cannot use the lock file {lock_path(name)} ({exc}); it may be a symlink "
+                "someone planted: remove it"
+            ) from None
 
     @classmethod
     def _create(cls, name: str, size: int, initialise: Callable[[mmap.mmap], None]) -> "Segment":
         free = _shm_free()
         if free is not None and size > free:
-            raise InsufficientSharedMemory(
+            raise _NoRoom(
                 f"a store of {size} bytes does not fit: {SHM_DIR} has {free} bytes free; "
                 f"ask for a smaller size, or enlarge {SHM_DIR} (docker: --shm-size)"
             )
@@ -144,7 +169,7 @@ class Segment:
                 os.posix_fallocate(fd, 0, size)
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
-                    raise InsufficientSharedMemory(
+                    raise _NoRoom(
                         f"cannot reserve {size} bytes in {SHM_DIR}: {exc.strerror}; ask for a "
                         f"smaller size, or enlarge {SHM_DIR} (docker: --shm-size)"
                     ) from None
@@ -201,11 +226,19 @@ def unlink(name: str, timeout: float = 10.0) -> bool:
             existed = _unlink_quietly(name)
     except filelock.Timeout:
         raise SegmentError(f"timed out waiting for {lock_path(name)}") from None
+    except OSError:
+        # A lock file we cannot use (planted by another user, a symlink) guards nothing:
+        # removing the segment and that file is the remedy, so go on without it.
+        existed = _unlink_quietly(name)
+    _remove_lock_file(name)
+    return existed
+
+
+def _remove_lock_file(name: str) -> None:
     try:
         os.unlink(lock_path(name))
     except FileNotFoundError:
         pass
-    return existed
 
 
 def exists(name: str) -> bool:
@@ -216,10 +249,18 @@ def exists(name: str) -> bool:
     return True
 
 
-def validate_identity(buf: mmap.mmap, actual_size: int, name: str) -> None:
+class _NoSegment(SegmentError):
+    """Raised inside ``Segment.open`` when it leaves no segment behind."""
+
+
+class _NoRoom(_NoSegment, InsufficientSharedMemory):
+    pass
+
+
+def validate_identity(buf: Optional[mmap.mmap], actual_size: int, name: str) -> None:
     """Refuse a segment that is not a shmsession store of this layout, or is damaged."""
     fix = f"remove it with `SessionStorage.unlink_name({name!r})` if nothing uses it"
-    if actual_size < L.HEADER_SIZE:
+    if actual_size < L.HEADER_SIZE or buf is None:
         raise CorruptSegment(f"segment {shm_name(name)} is {actual_size} bytes, too small; {fix}")
     ident = L.IDENTITY.unpack_from(buf, 0)
     if ident[0] != L.MAGIC:

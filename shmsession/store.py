@@ -689,9 +689,9 @@ class SessionStorage:
                 voff = slot[3]
                 room = h.capacity(voff)
                 if n <= room <= 2 * n + 256 and n <= L.INPLACE_MAX:
-                    # Same block: the old bytes go to the journal first.
-                    j.write(voff, data)
-                    t.put(i, _SLOT.pack(digest, _USED, n, voff, slot[4], expires, now, version))
+                    # Same block: the old bytes of value and slot go to the journal first.
+                    j.write2(voff, data, t.off + i * L.SLOT_SIZE,
+                             _SLOT.pack(digest, _USED, n, voff, slot[4], expires, now, version))
                 else:
                     p = self._alloc(n, digest, now)
                     j.raw(p, data)

@@ -9,7 +9,7 @@ from typing import Iterator, List
 import pytest
 
 from shmsession import SessionStorage
-from shmsession._segment import PREFIX, SHM_DIR, lock_path, segment_path
+from shmsession._segment import LOCK_PREFIX, PREFIX, SHM_DIR, lock_path, segment_path
 
 TEST_PREFIX = "t-"
 
@@ -20,7 +20,8 @@ def shm_leftovers(tag: str = TEST_PREFIX) -> List[str]:
     pid = str(os.getpid())
     return sorted(
         f for f in os.listdir(SHM_DIR)
-        if f.startswith(PREFIX + tag) and pid in f[len(PREFIX) :].split("-")
+        for prefix in (PREFIX, LOCK_PREFIX)
+        if f.startswith(prefix + tag) and pid in f[len(prefix) :].split("-")
     )
 
 
