@@ -64,7 +64,9 @@ _SWEEP_EVERY = 32  # writes of this handle between two bounded sweeps for expire
 _SWEEP_SLOTS = 64  # slots one sweep examines
 _MAX_REMOVALS = 64  # expirations + evictions one operation may make (bounds its journal)
 _SAMPLE = 8  # used slots sampled to pick a least-recently-used victim (as Redis does)
-_NLINK_EVERY = 1024  # lock acquisitions between checks that the segment is still linked
+# Lock acquisitions between two housekeeping passes: checking that the segment is still
+# linked (an fstat), and adding this handle's hit/miss/write counts to the shared counters.
+_HOUSEKEEPING_EVERY = 64
 
 
 @dataclass(frozen=True)
@@ -230,6 +232,9 @@ class SessionStorage:
 
         self._lock: Union[StoreLock, _ClosedLock] = StoreLock(seg.fd, lock_timeout, reopen)
         self._ops = 0
+        # Counted here and added to the shared counters every _HOUSEKEEPING_EVERY operations
+        # (and by stats() and close()): one shared read-modify-write per op saved.
+        self._hits = self._misses = self._writes_done = 0
         self._writes = 0
 
     # ------------------------------------------------------------------ validation
@@ -279,7 +284,7 @@ class SessionStorage:
         buf = self._buf
         _, _, dirty, flags = _CONTROL.unpack_from(buf, L.CONTROL_OFF)
         self._ops += 1
-        if dirty or flags or lock.waits or not self._ops % _NLINK_EVERY:
+        if dirty or flags or lock.waits or not self._ops % _HOUSEKEEPING_EVERY:
             try:
                 self._repair(dirty, flags)
             except BaseException:
@@ -302,11 +307,23 @@ class SessionStorage:
             recover(buf, self._geo.journal_off, self._geo.journal_size)
         if flags & L.FLAG_CLEARING:
             self._redo_clear()
+        self._flush_counters()
+
+    def _flush_counters(self) -> None:
+        """Add this handle's pending counts to the shared counters; caller holds the lock."""
+        lock = self._lock
         if isinstance(lock, StoreLock) and lock.waits:
             self._bump(_C["lock_waits"], lock.waits)
             self._bump(_C["lock_wait_ns"], lock.wait_ns)
             lock.waits = 0
             lock.wait_ns = 0
+        if self._hits:
+            self._bump(_HITS, self._hits)
+        if self._misses:
+            self._bump(_MISSES, self._misses)
+        if self._writes_done:
+            self._bump(_WRITES, self._writes_done)
+        self._hits = self._misses = self._writes_done = 0
 
     def _fault(self) -> None:
         # Fault injection outside the journal (clear); see Journal.fault.
@@ -499,9 +516,11 @@ class SessionStorage:
             self._lock.release()
 
     def stats(self) -> Stats:
-        """Entries, bytes used and free, capacity, and the advisory counters."""
+        """Entries, bytes used and free, capacity, and the advisory counters (which include
+        every handle's counts up to its last ``_HOUSEKEEPING_EVERY`` operations)."""
         self._acquire()
         try:
+            self._flush_counters()
             buf = self._buf
             counters = dict(zip(L.COUNTER_NAMES, L.COUNTERS.unpack_from(buf, L.COUNTERS_OFF)))
             entries = _U64.unpack_from(buf, L.ENTRIES_OFF)[0]
@@ -550,7 +569,10 @@ class SessionStorage:
         if isinstance(lock, StoreLock):
             # Wait out a critical section of another thread before unmapping under it.
             lock.acquire()
-            self._lock = _ClosedLock()
+            try:
+                self._flush_counters()
+            finally:
+                self._lock = _ClosedLock()
             try:
                 lock.release()
             finally:
@@ -607,7 +629,7 @@ class SessionStorage:
         i = t.lookup(digest)
         buf = self._buf
         if i < 0:
-            self._bump(_MISSES)
+            self._misses += 1
             return None
         slot = t.get(i)
         now = _monotonic_ns()
@@ -615,15 +637,15 @@ class SessionStorage:
         if expires and expires <= now:
             self._transact(self._drop, i, slot)
             self._bump(_EXPIRATIONS)
-            self._bump(_MISSES)
+            self._misses += 1
             return None
         voff = slot[3]
         value = buf[voff : voff + slot[2]]
         if self._touch_on_read and expires and self._default_ttl_ns:
             self._transact(self._set_expires, i, now + self._default_ttl_ns)
-        # Advisory, not journaled: last access only steers eviction; hits are statistics.
+        # Advisory, not journaled: last access only steers eviction.
         _I64.pack_into(buf, t.off + i * L.SLOT_SIZE + L.SLOT_ATIME, now)
-        _U64.pack_into(buf, _HITS, _U64.unpack_from(buf, _HITS)[0] + 1)
+        self._hits += 1
         return value, slot[7]
 
     def _transact(self, fn: Callable[..., None], *args: Any) -> None:
@@ -717,7 +739,7 @@ class SessionStorage:
         except BaseException:
             j.rollback()
             raise
-        _U64.pack_into(buf, _WRITES, _U64.unpack_from(buf, _WRITES)[0] + 1)  # advisory
+        self._writes_done += 1
         return int(version)
 
     def _alloc(self, n: int, protect: bytes, now: int) -> int:
