@@ -406,3 +406,38 @@ def test_a_handle_pickles_by_name(name: str) -> None:
 
 def test_repr(store: SessionStorage) -> None:
     assert store.name in repr(store) and "open" in repr(store)
+
+
+def test_mixed_size_churn_at_70_percent_of_the_heap_never_reports_full(name: str) -> None:
+    """Through the store (when_full="raise"): sessions of 100 B to 64 KiB, rewritten at random
+    with new sizes while live data stays near 70% of the heap; no write fails."""
+    import random
+
+    rng = random.Random(4)
+    with SessionStorage(name, size=16 << 20, max_value_size=64 << 10, when_full="raise",
+                        ttl=None) as s:
+        heap = s.stats().heap_size
+
+        def draw() -> int:
+            return int(100 * (65536 / 100) ** rng.random())
+
+        sizes = {}
+        total = 0
+        while total < 0.70 * heap:
+            sid = s.new_id()
+            sizes[sid] = draw()
+            s.write(sid, b"v" * sizes[sid])
+            total += sizes[sid]
+        ids = list(sizes)
+        for _ in range(4000):
+            sid = rng.choice(ids)
+            new = draw()
+            if total - sizes[sid] + new > 0.72 * heap:
+                new = max(100, sizes[sid] // 2)  # hold live data near 70%
+            s.write(sid, bytes([new % 256]) * new)
+            total += new - sizes[sid]
+            sizes[sid] = new
+        s.check()
+        assert all(len(s.read(sid)) == n for sid, n in sizes.items())
+        assert s.stats().evictions == 0
+        s.unlink()
