@@ -17,6 +17,7 @@ __all__ = [
     "InvalidType",
     "LayoutVersionMismatch",
     "LockTimeout",
+    "MissingExtra",
     "SegmentError",
     "SegmentMismatch",
     "SegmentPermissionError",
@@ -72,6 +73,17 @@ class VersionConflict(ShmSessionError):
 
 class LockTimeout(ShmSessionError, TimeoutError):
     """The store's lock was not acquired within ``lock_timeout`` seconds."""
+
+
+class MissingExtra(ShmSessionError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+def missing_extra(extra: str, module: str) -> MissingExtra:
+    """The error an adapter raises when ``module`` of extra ``extra`` does not import."""
+    return MissingExtra(
+        f"{module} is not installed: pip install 'shmsession[{extra}]' to use this adapter"
+    )
 
 
 class StoreClosed(ShmSessionError, ValueError):

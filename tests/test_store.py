@@ -29,7 +29,8 @@ def test_public_surface_is_pinned() -> None:
     assert shmsession.__all__ == sorted(shmsession.__all__)
     assert set(shmsession.__all__) == {
         "CorruptSegment", "InsufficientSharedMemory", "InvalidName", "InvalidSessionId",
-        "InvalidTTL", "InvalidType", "LayoutVersionMismatch", "LockTimeout", "SegmentError",
+        "InvalidTTL", "InvalidType", "LayoutVersionMismatch", "LockTimeout", "MissingExtra",
+        "SegmentError",
         "SegmentMismatch", "SegmentPermissionError", "SegmentUnlinked", "SessionNotFound",
         "SessionStorage", "ShmSessionError", "Stats", "StoreClosed", "StoreFull",
         "ValueTooLarge", "VersionConflict", "__version__",

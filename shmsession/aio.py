@@ -1,0 +1,137 @@
+"""``AsyncSessionStorage``: the store's methods as coroutines, each offloaded to a thread.
+
+Async wraps sync; it re-implements nothing. Every call is one whole operation of the sync
+store -- take the lock, copy, release -- inside one thread hop (``_run``), so the lock is
+never held across an ``await`` and the event loop never blocks on it.
+
+Cancellation: a cancelled call stops waiting for its result at once. The operation itself
+was handed to a thread whole, so it completes, or raises, exactly as the sync call would;
+it is never left half done, and no lock stays held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from concurrent.futures import Executor
+from typing import Any, BinaryIO, Callable, Optional, Tuple, TypeVar, Union
+
+from .store import BytesLike, Provider, SessionStorage, Stats
+
+__all__ = ["AsyncSessionStorage"]
+
+T = TypeVar("T")
+
+
+class AsyncSessionStorage:
+    """The async face of :class:`SessionStorage`.
+
+    ``AsyncSessionStorage(store)`` wraps a store you opened; ``AsyncSessionStorage(name,
+    **options)`` opens one (opening takes a file lock, so inside a running event loop
+    prefer ``await AsyncSessionStorage.open(name, **options)``). ``executor`` picks the
+    threads (default: the loop's default executor).
+    """
+
+    def __init__(
+        self,
+        store: Union[str, SessionStorage],
+        *,
+        executor: Optional[Executor] = None,
+        **options: Any,
+    ) -> None:
+        if isinstance(store, SessionStorage):
+            if options:
+                raise TypeError("options go to SessionStorage(...) when given a name, not a store")
+            self.sync = store
+        else:
+            self.sync = SessionStorage(store, **options)
+        self._executor = executor
+
+    @classmethod
+    async def open(
+        cls, name: str, *, executor: Optional[Executor] = None, **options: Any
+    ) -> "AsyncSessionStorage":
+        """Open (create or attach) store ``name`` without blocking the event loop."""
+        loop = asyncio.get_running_loop()
+        store = await loop.run_in_executor(executor, functools.partial(SessionStorage, name, **options))
+        return cls(store, executor=executor)
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        # The one dispatch: a whole sync operation in a worker thread.
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    @property
+    def name(self) -> str:
+        return self.sync.name
+
+    @staticmethod
+    def new_id() -> str:
+        """A fresh session id (see ``SessionStorage.new_id``); no I/O, so not a coroutine."""
+        return SessionStorage.new_id()
+
+    async def read(
+        self, sid: str, consumer: Optional[Callable[[BinaryIO], T]] = None
+    ) -> Union[bytes, T]:
+        """See ``SessionStorage.read``; ``consumer`` runs in the worker thread."""
+        if consumer is None:
+            return await self._run(self.sync.read, sid)
+        return await self._run(self.sync.read, sid, consumer)
+
+    async def read_versioned(self, sid: str) -> Tuple[bytes, int]:
+        return await self._run(self.sync.read_versioned, sid)
+
+    async def get(self, sid: str, default: Optional[T] = None) -> Union[bytes, T, None]:
+        return await self._run(self.sync.get, sid, default)
+
+    async def write(
+        self,
+        sid: str,
+        value: Union[BytesLike, Provider],
+        ttl: Optional[float] = None,
+        *,
+        expect: Optional[int] = None,
+    ) -> int:
+        """See ``SessionStorage.write``; a provider callable runs in the worker thread."""
+        return await self._run(self.sync.write, sid, value, ttl, expect=expect)
+
+    async def add(self, sid: str, value: BytesLike, ttl: Optional[float] = None) -> bool:
+        return await self._run(self.sync.add, sid, value, ttl)
+
+    async def invalidate(self, sid: str) -> bool:
+        return await self._run(self.sync.invalidate, sid)
+
+    async def touch(self, sid: str, ttl: Optional[float] = None) -> bool:
+        return await self._run(self.sync.touch, sid, ttl)
+
+    async def contains(self, sid: str) -> bool:
+        """``sid in store`` (``in`` cannot await)."""
+        return await self._run(self.sync.__contains__, sid)
+
+    async def len(self) -> int:
+        """``len(store)`` (``len`` cannot await)."""
+        return await self._run(self.sync.__len__)
+
+    async def clear(self) -> None:
+        await self._run(self.sync.clear)
+
+    async def stats(self) -> Stats:
+        return await self._run(self.sync.stats)
+
+    async def check(self) -> None:
+        await self._run(self.sync.check)
+
+    async def close(self) -> None:
+        await self._run(self.sync.close)
+
+    async def unlink(self) -> None:
+        await self._run(self.sync.unlink)
+
+    async def __aenter__(self) -> "AsyncSessionStorage":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<AsyncSessionStorage of {self.sync!r}>"
