@@ -3,6 +3,7 @@ memory. ``SessionStorage(name)`` creates or attaches; see its docstring for the 
 
 from ._errors import (
     CorruptSegment,
+    CorruptSnapshot,
     InsufficientSharedMemory,
     InvalidName,
     InvalidSessionId,
@@ -22,12 +23,13 @@ from ._errors import (
     ValueTooLarge,
     VersionConflict,
 )
-from .store import SessionStorage, Stats
+from .store import SessionInfo, SessionStorage, Stats
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CorruptSegment",
+    "CorruptSnapshot",
     "InsufficientSharedMemory",
     "InvalidName",
     "InvalidSessionId",
@@ -40,6 +42,7 @@ __all__ = [
     "SegmentMismatch",
     "SegmentPermissionError",
     "SegmentUnlinked",
+    "SessionInfo",
     "SessionNotFound",
     "SessionStorage",
     "ShmSessionError",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "CorruptSegment",
+    "CorruptSnapshot",
     "InsufficientSharedMemory",
     "InvalidName",
     "InvalidSessionId",
@@ -104,6 +105,10 @@ class LayoutVersionMismatch(SegmentError):
 
 class CorruptSegment(SegmentError):
     """The segment's header or structures fail their checks."""
+
+
+class CorruptSnapshot(CorruptSegment):
+    """A snapshot file (``dump``/``load``) that is truncated, altered, or not a snapshot."""
 
 
 class SegmentMismatch(SegmentError):

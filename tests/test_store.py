@@ -28,11 +28,11 @@ from shmsession import (
 def test_public_surface_is_pinned() -> None:
     assert shmsession.__all__ == sorted(shmsession.__all__)
     assert set(shmsession.__all__) == {
-        "CorruptSegment", "InsufficientSharedMemory", "InvalidName", "InvalidSessionId",
+        "CorruptSegment", "CorruptSnapshot", "InsufficientSharedMemory", "InvalidName", "InvalidSessionId",
         "InvalidTTL", "InvalidType", "LayoutVersionMismatch", "LockTimeout", "MissingExtra",
         "SegmentError",
         "SegmentMismatch", "SegmentPermissionError", "SegmentUnlinked", "SessionNotFound",
-        "SessionStorage", "ShmSessionError", "Stats", "StoreClosed", "StoreFull",
+        "SessionInfo", "SessionStorage", "ShmSessionError", "Stats", "StoreClosed", "StoreFull",
         "ValueTooLarge", "VersionConflict", "__version__",
     }
 

@@ -1,0 +1,113 @@
+"""The snapshot file format of ``dump``/``load``: encoding and checking only, no store logic.
+
+::
+
+    header   magic 8s "SHMSNAP\\0" | format I | reserved I | secret 32s | written_at d
+    record   digest 16s | ttl_left_ns q (-1: never expires) | version Q | length I | value
+    ...
+    trailer  magic 8s "SNAPEND\\0" | records Q | sha256 32s of every byte before the trailer
+
+Sessions are stored under their keyed digests (the store never holds raw ids), so the
+snapshot carries the segment's secret: a store loaded from it finds the same ids again. The
+file therefore is as sensitive as the sessions themselves; it is written with mode 0600.
+Expiry is kept as time left, so a session's lifetime does not grow or shrink while the
+store is down; the clock the store uses (CLOCK_MONOTONIC) does not survive a reboot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from typing import BinaryIO, Callable, Iterator, Optional, Tuple
+
+from ._errors import CorruptSnapshot
+
+__all__ = ["Record", "SnapshotWriter", "open_for_writing", "read_snapshot"]
+
+MAGIC = b"SHMSNAP\x00"
+END = b"SNAPEND\x00"
+FORMAT = 1
+HEADER = struct.Struct("<8sII32sd")
+RECORD = struct.Struct("<16sqQI")
+TRAILER = struct.Struct("<8sQ32s")
+
+Record = Tuple[bytes, int, int, bytes]
+"""digest, ttl left in ns (-1: never expires), version, value"""
+
+
+class SnapshotWriter:
+    """Writes records to ``out`` and the checksummed trailer on ``close``."""
+
+    def __init__(self, out: BinaryIO, secret: bytes, written_at: float) -> None:
+        self._out = out
+        self._hash = hashlib.sha256()
+        self.records = 0
+        self._put(HEADER.pack(MAGIC, FORMAT, 0, secret, written_at))
+
+    def _put(self, data: bytes) -> None:
+        self._hash.update(data)
+        self._out.write(data)
+
+    def add(self, digest: bytes, ttl_left_ns: int, version: int, value: bytes) -> None:
+        self._put(RECORD.pack(digest, ttl_left_ns, version, len(value)))
+        self._put(value)
+        self.records += 1
+
+    def close(self) -> None:
+        self._out.write(TRAILER.pack(END, self.records, self._hash.digest()))
+        self._out.flush()
+
+
+def open_for_writing(path: str) -> BinaryIO:
+    """Create ``path`` (replacing it) with mode 0600: the snapshot holds every session."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")
+
+
+def read_snapshot(
+    src: BinaryIO, progress: Optional[Callable[[int, int], None]] = None
+) -> Tuple[bytes, float, Iterator[Record]]:
+    """Check ``src`` whole, then return (secret, written_at, records).
+
+    The whole file is verified (length, trailer, sha256) before a single record is handed
+    out, so a truncated or altered snapshot is refused before anything is loaded.
+
+    :raises CorruptSnapshot: naming what is wrong.
+    """
+    data = src.read()
+    name = getattr(src, "name", "the snapshot")
+    if len(data) < HEADER.size + TRAILER.size or data[:8] != MAGIC:
+        raise CorruptSnapshot(f"{name} is not a shmsession snapshot")
+    magic, fmt, _, secret, written_at = HEADER.unpack_from(data, 0)
+    if fmt != FORMAT:
+        raise CorruptSnapshot(
+            f"{name} has snapshot format {fmt}; this shmsession reads format {FORMAT}"
+        )
+    end, count, digest = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+    body = memoryview(data)[: len(data) - TRAILER.size]
+    if end != END:
+        raise CorruptSnapshot(f"{name} is truncated (no end marker): refusing to load it")
+    if hashlib.sha256(body).digest() != digest:
+        raise CorruptSnapshot(f"{name} fails its checksum (altered or damaged): refusing to load it")
+
+    # Walk the records once before handing any out: a bad length is refused up front too.
+    starts = []
+    pos = HEADER.size
+    for n in range(count):
+        if pos + RECORD.size > len(body):
+            raise CorruptSnapshot(f"{name}: record {n} runs past the end")
+        starts.append(pos)
+        pos += RECORD.size + RECORD.unpack_from(body, pos)[3]
+    if pos != len(body):
+        raise CorruptSnapshot(f"{name}: the records do not fill the file exactly")
+
+    def records() -> Iterator[Record]:
+        for n, at in enumerate(starts):
+            dg, ttl, version, length = RECORD.unpack_from(body, at)
+            if progress is not None:
+                progress(n + 1, count)
+            yield dg, ttl, version, bytes(body[at + RECORD.size : at + RECORD.size + length])
+
+    return secret, written_at, records()

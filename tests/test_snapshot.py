@@ -1,0 +1,113 @@
+"""dump/load: a versioned, checksummed snapshot; byte-for-byte round trip with ttls kept;
+truncated or altered files refused before anything is created."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from shmsession import CorruptSnapshot, SegmentError, SessionStorage
+from shmsession import _snapshot
+
+from .conftest import remove_store
+
+
+def test_round_trip_of_100000_sessions_byte_for_byte_with_ttls(name: str, tmp_path: Path) -> None:
+    target = name + "-b"
+    path = str(tmp_path / "snap")
+    try:
+        with SessionStorage(name, size=64 << 20, max_entries=120_000, ttl=None) as src:
+            ids = [f"s{k}" for k in range(100_000)]
+            for k, sid in enumerate(ids):
+                src.write(sid, (sid * (1 + k % 30)).encode(), ttl=None if k % 3 else 3600 + k)
+            src.write("short", b"goes", ttl=0.05)
+            assert src.dump(path) == 100_001
+            assert os.stat(path).st_mode & 0o777 == 0o600
+            time.sleep(0.1)  # "short" expires while the store is down
+            src.unlink()
+        seen = []
+        with SessionStorage.load(target, path, progress=lambda n, t: seen.append((n, t)),
+                                 size=64 << 20, max_entries=120_000) as dst:
+            assert seen[-1] == (100_001, 100_001)
+            assert len(dst) == 100_000 and "short" not in dst
+            for k, sid in enumerate(ids):
+                assert dst.read(sid) == (sid * (1 + k % 30)).encode()
+            left = {info.digest: info.ttl for info in dst.sessions()}
+            for k in (0, 3, 99_999):
+                ttl = left[dst._digest(ids[k]).hex()]
+                assert ttl is not None and 3600 + k - 60 < ttl <= 3600 + k  # kept, less the pause
+            assert left[dst._digest(ids[1]).hex()] is None
+            dst.check()
+            dst.unlink()
+    finally:
+        remove_store(target)
+
+
+@pytest.fixture
+def snapshot(name: str, tmp_path: Path) -> Path:
+    with SessionStorage(name, size=1 << 20) as s:
+        for k in range(50):
+            s.write(f"k{k}", os.urandom(200))
+        s.dump(str(tmp_path / "snap"))
+        s.unlink()
+    return tmp_path / "snap"
+
+
+@pytest.mark.parametrize("damage", ["truncate-end", "truncate-middle", "flip-value", "flip-header",
+                                    "empty", "not-a-snapshot", "future-format"])
+def test_a_damaged_snapshot_is_refused_and_nothing_is_created(
+    snapshot: Path, name: str, damage: str
+) -> None:
+    data = bytearray(snapshot.read_bytes())
+    if damage == "truncate-end":
+        data = data[:-5]
+    elif damage == "truncate-middle":
+        data = data[: len(data) // 2]
+    elif damage == "flip-value":
+        data[len(data) // 2] ^= 1
+    elif damage == "flip-header":
+        data[20] ^= 1
+    elif damage == "empty":
+        data = bytearray()
+    elif damage == "not-a-snapshot":
+        data = bytearray(b"hello world" * 100)
+    elif damage == "future-format":
+        data[8] = 99
+    snapshot.write_bytes(bytes(data))
+    with pytest.raises(CorruptSnapshot) as info:
+        SessionStorage.load(name, str(snapshot), size=1 << 20)
+    assert "snapshot" in str(info.value) or "refusing" in str(info.value)
+    assert not SessionStorage.exists(name)
+
+
+def test_load_refuses_an_existing_store(snapshot: Path, name: str) -> None:
+    with SessionStorage(name, size=1 << 20) as s:
+        s.write("keep", b"me")
+        with pytest.raises(SegmentError):
+            SessionStorage.load(name, str(snapshot))
+        assert s.read("keep") == b"me"
+        s.unlink()
+
+
+def test_sessions_lists_digests_sizes_and_time_left_never_ids(store: SessionStorage) -> None:
+    store.write("secret-id-1", b"x" * 10, ttl=100)
+    store.write("secret-id-2", b"y" * 20, ttl=float("inf"))
+    infos = sorted(store.sessions(), key=lambda i: i.size)
+    assert [i.size for i in infos] == [10, 20]
+    assert 99 < infos[0].ttl <= 100 and infos[1].ttl is None  # type: ignore[operator]
+    assert all("secret-id" not in repr(i) for i in infos)
+    assert all(i.age >= 0 and len(i.digest) == 32 for i in infos)
+
+
+def test_dump_replaces_the_file_atomically(store: SessionStorage, tmp_path: Path) -> None:
+    path = tmp_path / "snap"
+    path.write_bytes(b"old snapshot")
+    store.write("a", b"1")
+    assert store.dump(str(path)) == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    with open(path, "rb") as f:
+        secret, _, records = _snapshot.read_snapshot(f)
+    assert [r[3] for r in records] == [b"1"]
