@@ -183,3 +183,34 @@ def test_a_store_that_cannot_be_made_stops_gunicorn_at_start(name: str, tmp_path
         if server.poll() is None:
             server.kill()
         server.wait(timeout=10)
+
+
+def test_a_snapshot_keeps_sessions_across_a_full_restart(name: str, tmp_path: Path) -> None:
+    port = demo.free_port()
+    snap = tmp_path / "sessions.snap"
+    args = f"size={demo.STORE_SIZE}, unlink_on_exit=True, snapshot={str(snap)!r}"
+    server = _start(tmp_path, name, port, args)
+    try:
+        _wait("gunicorn to answer", lambda: _answers(port))
+        login = demo.request(port, "POST", "/login?user=carol")
+        cookie = "sid=" + login.set_cookies[0].split(";")[0].split("=", 1)[1]
+        assert demo.request(port, "GET", "/visit", cookie).session["visits"] == 1
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+        # As after a reboot: no segment, only the snapshot.
+        assert not SessionStorage.exists(name) and snap.exists()
+        assert snap.stat().st_mode & 0o777 == 0o600
+
+        server = _start(tmp_path, name, port, args)
+        _wait("gunicorn to answer again", lambda: _answers(port))
+        assert not snap.exists(), "a loaded snapshot must not be loadable twice"
+        answer = demo.request(port, "GET", "/visit", cookie)
+        assert answer.status == 200 and answer.session["user"] == "carol"
+        assert answer.session["visits"] == 2, "the session did not survive the restart"
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+    finally:
+        _kill_group_of([server.pid])
+        if server.poll() is None:
+            server.kill()
+        server.wait(timeout=10)
