@@ -98,6 +98,9 @@ class AsyncSessionStorage:
     async def add(self, sid: str, value: BytesLike, ttl: Optional[float] = None) -> bool:
         return await self._run(self.sync.add, sid, value, ttl)
 
+    async def replace(self, sid: str, value: BytesLike, ttl: Optional[float] = None) -> bool:
+        return await self._run(self.sync.replace, sid, value, ttl)
+
     async def invalidate(self, sid: str) -> bool:
         return await self._run(self.sync.invalidate, sid)
 

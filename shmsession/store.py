@@ -455,6 +455,19 @@ class SessionStorage:
         finally:
             self._lock.release()
 
+    def replace(self, sid: str, value: BytesLike, ttl: Optional[float] = None) -> bool:
+        """Store ``value`` only if ``sid`` has a live session; returns whether it did. The
+        mirror of :meth:`add`: a save that must not bring back a session deleted (logout) or
+        expired meanwhile, nor adopt an id nobody issued."""
+        digest = self._digest(sid)
+        ttl_ns = self._ttl(ttl)
+        data = self._value(value)
+        self._acquire()
+        try:
+            return self._put(digest, data, ttl_ns, None, False, True) >= 0
+        finally:
+            self._lock.release()
+
     def invalidate(self, sid: str) -> bool:
         """Delete the session; returns whether a live one was there. Idempotent."""
         digest = self._digest(sid)
@@ -799,9 +812,9 @@ class SessionStorage:
         _U64.pack_into(buf, L.ENTRIES_OFF, _U64.unpack_from(buf, L.ENTRIES_OFF)[0] + by)
 
     def _put(self, digest: bytes, data: bytes, ttl_ns: int, expect: Optional[int],
-             only_new: bool) -> int:
+             only_new: bool, only_live: bool = False) -> int:
         """Write under the lock; returns the new version, or -1 when ``only_new`` found a live
-        entry. Everything it changes is one transaction."""
+        entry or ``only_live`` found none. Everything it changes is one transaction."""
         j = self._j
         t = self._t
         h = self._h
@@ -820,8 +833,8 @@ class SessionStorage:
                     self._drop(i, slot)
                     self._bump(_EXPIRATIONS)
                     slot = None
-            if slot is not None and only_new:
-                j.commit()
+            if (slot is not None and only_new) or (slot is None and only_live):
+                j.commit()  # what the sweep or the expiry above reclaimed stays reclaimed
                 return -1
             if expect is not None and (slot is None or slot[7] != expect):
                 raise VersionConflict(

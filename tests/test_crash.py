@@ -74,6 +74,7 @@ SCENARIOS = [
              lambda s: s.write("s5", b"c" * 50, expect=s.read_versioned("s5")[1]),
              {"s5": b"c" * 50}),
     Scenario("add", _fill(10), lambda s: s.add("added", b"a" * 64), {"added": b"a" * 64}),
+    Scenario("replace", _fill(10), lambda s: s.replace("s6", b"r" * 900), {"s6": b"r" * 900}),
     Scenario("invalidate", _fill(14), lambda s: s.invalidate("s2"), {"s2": None}),
     Scenario("invalidate-last", _fill(14), lambda s: s.invalidate("s13"), {"s13": None}),
     Scenario("touch", _fill(10), lambda s: s.touch("s1", ttl=3600), {"s1": b"\x01" * 237}),

@@ -442,3 +442,17 @@ def test_mixed_size_churn_at_70_percent_of_the_heap_never_reports_full(name: str
         assert all(len(s.read(sid)) == n for sid, n in sizes.items())
         assert s.stats().evictions == 0
         s.unlink()
+
+
+def test_replace_writes_only_over_a_live_session(store: SessionStorage) -> None:
+    import time
+
+    assert store.replace("nobody", b"x") is False and "nobody" not in store
+    store.write("k", b"old")
+    assert store.replace("k", b"new") is True and store.read("k") == b"new"
+    store.invalidate("k")
+    assert store.replace("k", b"back?") is False and "k" not in store  # logout stays logout
+    store.write("e", b"v", ttl=0.02)
+    time.sleep(0.04)
+    assert store.replace("e", b"revived?") is False and "e" not in store
+    store.check()

@@ -1,0 +1,104 @@
+"""A starsessions ``SessionStore`` on shmsession: Starlette and FastAPI sessions shared by every
+worker process on the host (``uvicorn --workers N``, gunicorn with uvicorn workers)::
+
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starsessions import SessionAutoloadMiddleware, SessionMiddleware
+    from shmsession.contrib.starsessions import ShmStore
+
+    app = Starlette(middleware=[
+        Middleware(SessionMiddleware, store=ShmStore("myapp", size=64 * 2**20), lifetime=3600),
+        Middleware(SessionAutoloadMiddleware),
+    ])
+
+FastAPI: ``app.add_middleware(SessionAutoloadMiddleware)``, then ``app.add_middleware(
+SessionMiddleware, store=ShmStore(...))`` (the one added last runs first).
+
+The store holds the bytes starsessions' serializer makes; expiry is the store's ttl. Every
+call is one whole operation of :class:`shmsession.aio.AsyncSessionStorage`, run in a thread.
+
+Ids: a session is saved under the id it came with only while that id has a live record.
+Any other id -- the one starsessions just made for a new session, one whose session was
+removed (logout) or has expired, one the client made up -- is replaced by a fresh
+``store.new_id()``, which ``write`` returns and starsessions puts in the cookie. So an old
+cookie replayed after logout stays anonymous even once the app writes to its session, and an
+id planted in a browser is never adopted (session fixation).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+from .._errors import InvalidSessionId, missing_extra
+from ..store import SessionStorage
+from ._async import AsyncStore, open_async_store, replace_live
+
+try:
+    from starsessions.stores.base import SessionStore
+except ImportError as exc:  # pragma: no cover - depends on what is installed
+    raise missing_extra("starlette", "starsessions") from exc
+
+__all__ = ["ShmStore"]
+
+
+class ShmStore(SessionStore):
+    """starsessions' ``SessionStore`` on the shared-memory store.
+
+    ``ShmStore(name, **options)`` opens (creates or attaches to) the store ``name`` with
+    ``options`` for :class:`SessionStorage` (``size``, ``ttl``...); ``ShmStore(store=...)``
+    uses an open store: a :class:`SessionStorage`, an ``AsyncSessionStorage``, or any
+    object with ``AsyncSessionStorage``'s coroutine methods.
+
+    :param gc_ttl: seconds the store keeps a session whose cookie lasts for the browser
+        session (``SessionMiddleware(lifetime=0)``, starsessions' default), since the store
+        cannot know when that ends: starsessions' ``RedisStore`` has the same parameter.
+        ``None``: the store's default ttl.
+    """
+
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        store: Union[AsyncStore, SessionStorage, None] = None,
+        gc_ttl: Optional[float] = None,
+        **options: Any,
+    ) -> None:
+        self.store = open_async_store(name, store, options)
+        self.gc_ttl = gc_ttl
+
+    async def read(self, session_id: str, lifetime: int) -> bytes:
+        """The session's bytes; ``b""`` when it is absent, expired or not a valid id."""
+        try:
+            data = await self.store.get(session_id)
+        except InvalidSessionId:
+            return b""
+        return b"" if data is None else data
+
+    async def write(self, session_id: str, data: bytes, lifetime: int, ttl: int) -> str:
+        """Store ``data`` for ``ttl`` seconds; returns the id it is stored under (see the
+        module docstring: a fresh one unless ``session_id`` has a live record).
+
+        As in starsessions' ``RedisStore``: ``lifetime == 0`` (a browser-session cookie)
+        keeps the data ``gc_ttl`` seconds, and a ``ttl`` below 1 (a session at the end of
+        its lifetime) counts as 1.
+        """
+        seconds: Optional[float] = self.gc_ttl if lifetime == 0 else max(1, ttl)
+        if await replace_live(self.store, session_id, data, seconds):
+            return session_id
+        fresh = self.store.new_id()
+        await self.store.write(fresh, data, seconds)
+        return fresh
+
+    async def remove(self, session_id: str) -> None:
+        """Delete the session (idempotent)."""
+        try:
+            await self.store.invalidate(session_id)
+        except InvalidSessionId:
+            pass
+
+    async def exists(self, session_id: str) -> bool:
+        """Whether ``session_id`` has a live session."""
+        try:
+            return await self.store.contains(session_id)
+        except InvalidSessionId:
+            return False

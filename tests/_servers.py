@@ -1,0 +1,211 @@
+"""Real servers with several worker processes on 127.0.0.1, for the adapters' multi-worker
+tests: start one, wait until two or more of its workers answer, talk to it over a fresh
+connection per request, and always reap it (terminate, bounded wait, kill its process group).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from email.utils import parsedate_to_datetime
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Reply:
+    """One HTTP answer: status, JSON body, and the ``Set-Cookie`` headers."""
+
+    def __init__(self, status: int, body: bytes, set_cookies: List[str]) -> None:
+        self.status = status
+        self.raw = body
+        self.set_cookies = set_cookies
+
+    def json(self) -> Dict[str, Any]:
+        data = json.loads(self.raw)
+        assert isinstance(data, dict), data
+        return data
+
+    def cookie(self, name: str) -> Optional[Tuple[str, bool]]:
+        """``(value, deleted)`` of the last ``Set-Cookie`` for ``name``, or ``None``;
+        ``deleted`` when it expires at once (``max-age=0`` or an ``expires`` in the past)."""
+        found: Optional[Tuple[str, bool]] = None
+        for header in self.set_cookies:
+            jar: SimpleCookie = SimpleCookie()
+            jar.load(header)
+            morsel = jar.get(name)
+            if morsel is None:
+                continue
+            deleted = morsel["max-age"] not in ("", None) and int(morsel["max-age"]) <= 0
+            if morsel["expires"]:
+                deleted = deleted or parsedate_to_datetime(morsel["expires"]).timestamp() < time.time()
+            found = (morsel.value, deleted)
+        return found
+
+    def __repr__(self) -> str:
+        return f"<Reply {self.status} {self.raw[:200]!r} set-cookie={self.set_cookies}>"
+
+
+def call(port: int, method: str, path: str, cookies: Optional[Mapping[str, str]] = None,
+         timeout: float = 20.0) -> Reply:
+    """One request over a new connection (so any worker may take it)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        headers = {"Connection": "close"}
+        if cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+        conn.request(method, path, headers=headers)
+        resp = conn.getresponse()
+        return Reply(resp.status, resp.read(), resp.headers.get_all("Set-Cookie") or [])
+    finally:
+        conn.close()
+
+
+def in_threads(jobs: Sequence[Callable[[], T]], threads: int, timeout: float = 60.0) -> List[T]:
+    """Run ``jobs`` on ``threads`` threads at once; their results in order. Any error (or a
+    job still running after ``timeout``) is raised here."""
+    results: List[Any] = [None] * len(jobs)
+    errors: List[BaseException] = []
+    next_job = iter(range(len(jobs)))
+    lock = threading.Lock()
+    start = threading.Barrier(threads)
+
+    def work() -> None:
+        try:
+            start.wait(timeout)
+        except threading.BrokenBarrierError:
+            pass
+        while True:
+            with lock:
+                i = next(next_job, None)
+            if i is None:
+                return
+            try:
+                results[i] = jobs[i]()
+            except BaseException as exc:  # reported by the caller
+                errors.append(exc)
+                return
+
+    pool = [threading.Thread(target=work, daemon=True) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in pool:
+        t.join(max(0.0, deadline - time.monotonic()))
+    if errors:
+        raise errors[0]
+    if any(t.is_alive() for t in pool):
+        raise TimeoutError(f"requests still running after {timeout} s")
+    return results
+
+
+class Server:
+    """A server started as ``argv`` in its own process group, output kept in files."""
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], port: int,
+                 store_name: str) -> None:
+        self.port = port
+        self.store_name = store_name
+        self._out = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            list(argv), cwd=REPO_ROOT, env={**os.environ, **env},
+            stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        """What the server printed so far."""
+        self._out.seek(0)
+        return self._out.read().decode(errors="replace")
+
+    def wait_for_workers(self, path: str, at_least: int = 2, timeout: float = 60.0) -> None:
+        """Probe with bursts of concurrent requests until ``at_least`` distinct worker pids
+        have answered (each answer's JSON carries ``pid``)."""
+        seen: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()[-6000:]}")
+
+            def probe() -> Optional[int]:
+                try:
+                    reply = call(self.port, "GET", path, timeout=5.0)
+                except (OSError, http.client.HTTPException):
+                    return None
+                return int(reply.json()["pid"]) if reply.status == 200 else None
+
+            seen.update(p for p in in_threads([probe] * 8, 8, timeout=30.0) if p is not None)
+            if len(seen) >= at_least:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"fewer than {at_least} workers answered within {timeout} s "
+                           f"(saw {sorted(seen)}):\n{self.output()[-6000:]}")
+
+    def stop(self) -> None:
+        """Terminate, wait (bounded), then kill the whole process group; always reaps."""
+        try:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of this group only
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.proc.wait(10)
+
+    def group_gone(self, timeout: float = 10.0) -> bool:
+        """Wait (bounded) until no process of the server's group is left (orphaned workers
+        are reaped by init); whether none is."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+
+
+def serve(argv: Sequence[str], env: Mapping[str, str], port: int, store_name: str,
+          probe: str) -> Iterator[Server]:
+    """Generator for a fixture: a started server of the sessions in store ``store_name``,
+    with at least 2 workers answering; reaped after, and its output checked for errors."""
+    server = Server(argv, env, port, store_name)
+    try:
+        server.wait_for_workers(probe)
+        yield server
+    finally:
+        try:
+            server.stop()
+            output = server.output()
+        finally:
+            server._out.close()
+    assert server.group_gone(), f"processes of the server's group {server.proc.pid} remain"
+    assert "Traceback" not in output, f"the server logged an error:\n{output[-6000:]}"
+
+
+def python(*args: str) -> List[str]:
+    return [sys.executable, *args]

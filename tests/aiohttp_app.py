@@ -1,0 +1,80 @@
+"""The aiohttp app of the aiohttp-session tests: in-process through aiohttp's test server, and
+served by ``gunicorn -k aiohttp.GunicornWebWorker -w 4 tests.aiohttp_app:create_app``,
+configured from the environment (``SHMSESSION_TEST_STORE``: an existing store's name)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aiohttp import web
+from aiohttp_session import get_session, new_session, setup
+
+from shmsession.aio import AsyncSessionStorage
+from shmsession.contrib.aiohttp import ShmStorage
+
+ENV_STORE = "SHMSESSION_TEST_STORE"
+routes = web.RouteTableDef()
+
+
+def _answer(session: Any, **extra: Any) -> web.Response:
+    return web.json_response({"pid": os.getpid(), "user": session.get("user"),
+                              "n": session.get("n"), **extra})
+
+
+@routes.post("/login")
+async def login(request: web.Request) -> web.Response:
+    session = await new_session(request)  # a fresh id on login, as aiohttp-session advises
+    session.update(user=request.query["user"], n=0)
+    return _answer(session)
+
+
+@routes.get("/whoami")
+async def whoami(request: web.Request) -> web.Response:
+    return _answer(await get_session(request))
+
+
+@routes.post("/incr")
+async def incr(request: web.Request) -> web.Response:
+    session = await get_session(request)
+    session["n"] = session.get("n", 0) + 1
+    return _answer(session)
+
+
+@routes.post("/put")
+async def put(request: web.Request) -> web.Response:
+    """Replace the session's blob by ``size`` copies of ``tag``: one whole version."""
+    session = await get_session(request)
+    tag = request.query["tag"]
+    session.update(tag=tag, blob=tag * int(request.query["size"]))
+    return _answer(session)
+
+
+@routes.get("/blob")
+async def blob(request: web.Request) -> web.Response:
+    """Whether the session's blob is one whole version (``tag`` repeated, nothing mixed)."""
+    session = await get_session(request)
+    tag, data = session.get("tag"), session.get("blob")
+    whole = tag is not None and data is not None and data == tag * len(data)
+    return _answer(session, tag=tag, size=len(data or ""), whole=whole)
+
+
+@routes.post("/logout")
+async def logout(request: web.Request) -> web.Response:
+    session = await get_session(request)
+    session.invalidate()
+    return _answer(session)
+
+
+def make_app(storage: ShmStorage) -> web.Application:
+    app = web.Application()
+    setup(app, storage)
+    app.add_routes(routes)
+    return app
+
+
+async def create_app() -> web.Application:
+    """GunicornWebWorker's factory, awaited in each worker: attach to the store the test
+    made (never create one), without blocking the worker's event loop."""
+    store = await AsyncSessionStorage.open(os.environ[ENV_STORE], create=False)
+    return make_app(ShmStorage(store=store, max_age=600))

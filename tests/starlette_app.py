@@ -1,0 +1,87 @@
+"""The Starlette app of the starsessions tests: in-process through ``TestClient``, and served
+by ``uvicorn --workers 4 --factory tests.starlette_app:create_app``, configured from the
+environment (``SHMSESSION_TEST_STORE``: an existing store's name)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starsessions import SessionAutoloadMiddleware, SessionMiddleware
+
+from shmsession.contrib.starsessions import ShmStore
+
+ENV_STORE = "SHMSESSION_TEST_STORE"
+
+
+def _answer(request: Request, **extra: Any) -> JSONResponse:
+    body: Dict[str, Any] = {"pid": os.getpid(), "user": request.session.get("user"),
+                            "n": request.session.get("n")}
+    body.update(extra)
+    return JSONResponse(body)
+
+
+async def login(request: Request) -> JSONResponse:
+    request.session.clear()
+    request.session.update(user=request.query_params["user"], n=0)
+    return _answer(request)
+
+
+async def whoami(request: Request) -> JSONResponse:
+    return _answer(request)
+
+
+async def incr(request: Request) -> JSONResponse:
+    request.session["n"] = request.session.get("n", 0) + 1
+    return _answer(request)
+
+
+async def put(request: Request) -> JSONResponse:
+    """Replace the session's blob by ``size`` copies of ``tag``: one whole version."""
+    tag = request.query_params["tag"]
+    request.session.update(tag=tag, blob=tag * int(request.query_params["size"]))
+    return _answer(request)
+
+
+async def blob(request: Request) -> JSONResponse:
+    """Whether the session's blob is one whole version (``tag`` repeated, nothing mixed)."""
+    tag, data = request.session.get("tag"), request.session.get("blob")
+    whole = tag is not None and data is not None and data == tag * len(data)
+    return _answer(request, tag=tag, size=len(data or ""), whole=whole)
+
+
+async def logout(request: Request) -> JSONResponse:
+    request.session.clear()
+    return _answer(request)
+
+
+ROUTES = [
+    Route("/login", login, methods=["POST"]),
+    Route("/whoami", whoami),
+    Route("/incr", incr, methods=["POST"]),
+    Route("/put", put, methods=["POST"]),
+    Route("/blob", blob),
+    Route("/logout", logout, methods=["POST"]),
+]
+
+
+def middleware(store: ShmStore, lifetime: int = 0) -> list[Middleware]:
+    """starsessions' two middlewares on ``store`` (plain http in tests: no ``Secure`` flag)."""
+    return [
+        Middleware(SessionMiddleware, store=store, lifetime=lifetime, cookie_https_only=False),
+        Middleware(SessionAutoloadMiddleware),
+    ]
+
+
+def make_app(store: ShmStore, lifetime: int = 0) -> Starlette:
+    return Starlette(routes=ROUTES, middleware=middleware(store, lifetime))
+
+
+def create_app() -> Starlette:
+    """uvicorn's factory: attach to the store the test made (never create one)."""
+    return make_app(ShmStore(os.environ[ENV_STORE], create=False), lifetime=600)
