@@ -150,6 +150,9 @@ class SessionStorage:
     :param create: ``False`` to attach only (raise if the store does not exist).
     """
 
+    #: The longest session id, in bytes of UTF-8, that the store accepts.
+    MAX_ID_BYTES = L.MAX_ID_BYTES
+
     def __init__(
         self,
         name: str,

@@ -1,0 +1,358 @@
+"""Server-side Flask sessions in a shmsession store, shared by every worker process.
+
+::
+
+    from flask import Flask
+    from shmsession.contrib.flask import ShmSessionInterface
+
+    app = Flask(__name__)
+    app.secret_key = ...                                   # signs the session id cookie
+    app.session_interface = ShmSessionInterface("myapp", size=64 * 2**20)
+
+``flask.session`` works as before; what changes is where the data lives:
+
+* **The cookie** holds only the session id, 256 random bits from ``store.new_id()``, signed
+  with the app's ``secret_key`` (and accepted under ``SECRET_KEY_FALLBACKS``) through
+  itsdangerous, timestamped like Flask's own cookie: a tampered, foreign or expired cookie
+  opens an empty session. Its attributes come from Flask's ``SESSION_COOKIE_*`` settings
+  through the interface's ``get_cookie_*`` methods.
+* **The data** is in the store, serialised with Flask's own tagged JSON (the types Flask's
+  cookie sessions take: JSON plus tuple, bytes, Markup, UUID, datetime). JSON, not pickle:
+  loading a session never runs code. Set :attr:`ShmSessionInterface.serializer` to another
+  object with ``dumps``/``loads`` to change that.
+* **Lifetime**: a record lives ``PERMANENT_SESSION_LIFETIME`` after its last write, the same
+  bound Flask's signed cookie has. A permanent session (``session.permanent = True``) also
+  gets a cookie that expires then, and with ``SESSION_REFRESH_EACH_REQUEST`` (the default)
+  each request renews both (``store.touch``).
+* **Writes**: a session that was not modified is not written. A new session, or one that was
+  cleared in the request (``session.clear()``, the first step of a login) or given to
+  :meth:`ShmSessionInterface.regenerate`, is saved under a fresh id and its old record
+  deleted: an id a client brought along is never promoted to a logged-in session (no session
+  fixation). A session that ends empty (nothing but ``_permanent`` counts as empty) is
+  deleted from the store with its cookie: logout is ``session.clear()``.
+* **Concurrent requests** of one session: each writes its whole session, and the last to
+  finish wins (as with every Flask session store); a write is a compare-and-set against the
+  version the request read, so a session deleted meanwhile (logged out by another request)
+  stays deleted instead of being written back.
+
+The interface holds no storage logic: it maps Flask's open/save onto ``read_versioned``,
+``add``, ``write(expect=)``, ``touch`` and ``invalidate``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Protocol, Tuple
+
+from .._errors import SessionNotFound, VersionConflict, missing_extra
+from ..store import SessionStorage
+
+try:
+    from flask.sessions import SessionInterface, SessionMixin, session_json_serializer
+    from itsdangerous import BadSignature, TimestampSigner, want_bytes
+    from werkzeug.datastructures import CallbackDict
+except ImportError as exc:  # pragma: no cover - the extra is installed wherever tests run
+    raise missing_extra("flask", "flask") from exc
+
+if TYPE_CHECKING:
+    from _collections_abc import dict_items, dict_keys, dict_values
+
+    from flask import Flask
+    from flask.wrappers import Request, Response
+
+__all__ = ["ShmSession", "ShmSessionInterface", "Store"]
+
+
+class Store(Protocol):
+    """What the interface needs of a store: :class:`SessionStorage` has it, and so does any
+    store with the same API (the Redis one)."""
+
+    def new_id(self) -> str: ...
+
+    def read_versioned(self, sid: str) -> Tuple[bytes, int]: ...
+
+    def write(
+        self, sid: str, value: bytes, ttl: Optional[float] = None, *, expect: Optional[int] = None
+    ) -> int: ...
+
+    def add(self, sid: str, value: bytes, ttl: Optional[float] = None) -> bool: ...
+
+    def invalidate(self, sid: str) -> bool: ...
+
+    def touch(self, sid: str, ttl: Optional[float] = None) -> bool: ...
+
+
+#: Attempts of one save against concurrent writers of the same session. Each failed attempt
+#: means another request's write went through, so requests as a whole progress.
+_MAX_CAS_ATTEMPTS = 100
+#: Fresh ids tried before giving up; 256 random bits do not collide, this bounds a broken store.
+_MAX_NEW_IDS = 8
+
+
+class ShmSession(CallbackDict[str, Any], SessionMixin):
+    """The ``flask.session`` of a request: a dict that records whether it was modified.
+
+    :attr:`sid` is the store id (``None`` until the session is first saved), :attr:`new`
+    whether no stored session was found for the request.
+    """
+
+    def __init__(
+        self,
+        initial: Optional[Mapping[str, Any]] = None,
+        sid: Optional[str] = None,
+        version: Optional[int] = None,
+        stale_cookie: bool = False,
+    ) -> None:
+        def on_update(self: ShmSession) -> None:
+            self.modified = True
+            self.accessed = True
+
+        super().__init__(initial, on_update)
+        self.sid = sid
+        self.version = version
+        self.new = sid is None
+        #: Set by :meth:`clear` and :meth:`ShmSessionInterface.regenerate`: save under a new id.
+        self.rotate = False
+        #: The request brought a cookie that named no live session.
+        self.stale_cookie = stale_cookie
+        self.modified = False
+        self.accessed = False
+
+    # Flask before 3.1.3 leaves tracking reads to the session object; marking every read
+    # (not only item access, as Flask's cookie session does) errs on the side of a
+    # ``Vary: Cookie``, which keeps caches from serving one user's page to another.
+    def __getitem__(self, key: str) -> Any:
+        self.accessed = True
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.accessed = True
+        return super().get(key, default)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self.accessed = True
+        return super().setdefault(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.accessed = True
+        return super().__contains__(key)
+
+    def __iter__(self) -> Iterator[str]:
+        # Overriding __iter__ also makes dict(session) go through here.
+        self.accessed = True
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self.accessed = True
+        return super().__len__()
+
+    def keys(self) -> dict_keys[str, Any]:
+        self.accessed = True
+        return super().keys()
+
+    def values(self) -> dict_values[str, Any]:
+        self.accessed = True
+        return super().values()
+
+    def items(self) -> dict_items[str, Any]:
+        self.accessed = True
+        return super().items()
+
+    def copy(self) -> Dict[str, Any]:
+        self.accessed = True
+        return dict.copy(self)
+
+    def clear(self) -> None:
+        """Empty the session and have it saved, if refilled, under a fresh id."""
+        super().clear()
+        self.rotate = True
+        self.modified = True
+
+    def __bool__(self) -> bool:
+        # A session holding nothing but the permanent flag is empty: an app that sets
+        # ``session.permanent = True`` for every visitor must not store a record for each.
+        # dict.keys: the interface's own look does not count as the app accessing it.
+        return any(key != "_permanent" for key in dict.keys(self))
+
+
+class ShmSessionInterface(SessionInterface):
+    """Flask's session interface on the shmsession store ``name`` (or ``store``).
+
+    :param name: the store to create or attach to; ``options`` (``size``, ``max_entries``,
+        ``max_value_size``, ``when_full``, ``lock_timeout``...) go to
+        :class:`~shmsession.SessionStorage`. Give either ``name`` or ``store``.
+    :param store: an open store (anything with ``SessionStorage``'s methods) to use instead
+        of opening ``name``; it stays the caller's to close.
+    """
+
+    session_class = ShmSession
+    #: Salt of the cookie signature: not Flask's, so neither cookie passes for the other.
+    salt = "shmsession"
+    digest_method = staticmethod(hashlib.sha256)
+    key_derivation = "hmac"
+    #: Turns a session dict into ``str`` or ``bytes`` and back (``dumps``/``loads``).
+    serializer: Any = session_json_serializer
+
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        store: Optional[Store] = None,
+        **options: Any,
+    ) -> None:
+        if (name is None) == (store is None):
+            raise TypeError(
+                "give ShmSessionInterface either a store name or store=, not both or neither"
+            )
+        if store is not None and options:
+            raise TypeError(f"options {sorted(options)} are for opening a store by name")
+        if store is None:
+            assert name is not None
+            store = SessionStorage(name, **options)
+        self.store: Store = store
+
+    # ------------------------------------------------------------------ helpers
+    def get_signer(self, app: Flask) -> Optional[TimestampSigner]:
+        """The signer of the id cookie, or ``None`` when the app has no ``secret_key``."""
+        if not app.secret_key:
+            return None
+        fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or ()
+        # itsdangerous signs with the last key and accepts any of them.
+        keys: List[bytes] = [want_bytes(key) for key in (*fallbacks, app.secret_key)]
+        return TimestampSigner(
+            keys,
+            salt=self.salt,
+            key_derivation=self.key_derivation,
+            digest_method=self.digest_method,
+        )
+
+    @staticmethod
+    def lifetime(app: Flask) -> float:
+        """Seconds a stored session lives after its last write: ``PERMANENT_SESSION_LIFETIME``."""
+        return app.permanent_session_lifetime.total_seconds()
+
+    def regenerate(self, session: ShmSession) -> None:
+        """Save ``session`` under a fresh id at the end of the request and delete its old
+        record (call it when the user's privileges change, e.g. at login)."""
+        session.rotate = True
+        session.modified = True
+
+    def _encode(self, session: ShmSession) -> bytes:
+        data = self.serializer.dumps(dict.copy(session))
+        return data.encode("utf-8") if isinstance(data, str) else bytes(data)
+
+    def _cookie_options(self, app: Flask) -> Dict[str, Any]:
+        options: Dict[str, Any] = dict(
+            domain=self.get_cookie_domain(app),
+            path=self.get_cookie_path(app),
+            secure=self.get_cookie_secure(app),
+            samesite=self.get_cookie_samesite(app),
+            httponly=self.get_cookie_httponly(app),
+        )
+        if hasattr(self, "get_cookie_partitioned"):  # Flask 3.1+
+            options["partitioned"] = self.get_cookie_partitioned(app)
+        return options
+
+    # ------------------------------------------------------------------ Flask's contract
+    def open_session(self, app: Flask, request: Request) -> Optional[ShmSession]:
+        """The session the request's cookie names, or a new empty one; ``None`` (Flask then
+        uses its null session, which refuses writes) when the app has no ``secret_key``."""
+        signer = self.get_signer(app)
+        if signer is None:
+            return None
+        cookie = request.cookies.get(self.get_cookie_name(app))
+        if not cookie:
+            return self.session_class()
+        try:
+            sid = signer.unsign(cookie, max_age=int(self.lifetime(app))).decode("utf-8")
+        except (BadSignature, UnicodeDecodeError):  # tampered, foreign key, or too old
+            return self.session_class(stale_cookie=True)
+        try:
+            raw, version = self.store.read_versioned(sid)
+            data = self.serializer.loads(raw.decode("utf-8"))
+        except SessionNotFound:  # expired, logged out, or never there
+            return self.session_class(stale_cookie=True)
+        except (ValueError, TypeError, KeyError):  # an id the store refuses, or not a session
+            return self.session_class(stale_cookie=True)
+        if not isinstance(data, dict):
+            return self.session_class(stale_cookie=True)
+        return self.session_class(data, sid=sid, version=version)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        """Write the session if it was modified, renew it if Flask refreshes it, delete it
+        (and its cookie) if it ended empty; set ``Vary: Cookie`` if it was accessed."""
+        if not isinstance(session, ShmSession):
+            raise TypeError(f"ShmSessionInterface saves only ShmSession, not {type(session)}")
+        name = self.get_cookie_name(app)
+        options = self._cookie_options(app)
+        if session.accessed:
+            response.vary.add("Cookie")
+
+        if not session:
+            if session.sid is not None and (session.modified or session.rotate):
+                self.store.invalidate(session.sid)  # logout: the server-side record goes
+                session.sid = None
+            if session.stale_cookie or (session.modified and not session.new):
+                response.delete_cookie(name, **options)
+                response.vary.add("Cookie")
+            return
+
+        ttl = self.lifetime(app)
+        if session.modified:  # clear() and regenerate() mark it modified too
+            if session.sid is None or session.rotate:
+                if session.sid is not None:
+                    self.store.invalidate(session.sid)
+                session.sid = self._create(self._encode(session), ttl)
+            elif not self._replace(session, self._encode(session), ttl):
+                # Deleted meanwhile by another request (a logout): it stays deleted.
+                response.delete_cookie(name, **options)
+                response.vary.add("Cookie")
+                return
+        elif self.should_set_cookie(app, session):
+            assert session.sid is not None
+            if not self.store.touch(session.sid, ttl):
+                response.delete_cookie(name, **options)
+                response.vary.add("Cookie")
+                return
+        else:
+            return
+        self._set_cookie(app, session, response, name, options)
+
+    # ------------------------------------------------------------------ store calls
+    def _create(self, data: bytes, ttl: float) -> str:
+        for _ in range(_MAX_NEW_IDS):
+            sid = self.store.new_id()
+            if self.store.add(sid, data, ttl):
+                return sid
+        raise RuntimeError(f"{_MAX_NEW_IDS} fresh session ids were all taken: is the store sane?")
+
+    def _replace(self, session: ShmSession, data: bytes, ttl: float) -> bool:
+        """Overwrite the stored session with ``data``; ``False`` if it no longer exists."""
+        assert session.sid is not None and session.version is not None
+        version = session.version
+        for _ in range(_MAX_CAS_ATTEMPTS):
+            try:
+                session.version = self.store.write(session.sid, data, ttl, expect=version)
+                return True
+            except VersionConflict:
+                pass
+            try:  # another request wrote it: ours is the later whole version, unless it is gone
+                version = self.store.read_versioned(session.sid)[1]
+            except SessionNotFound:
+                return False
+        raise RuntimeError(
+            f"gave up saving a session after {_MAX_CAS_ATTEMPTS} conflicting writes to it"
+        )
+
+    def _set_cookie(
+        self, app: Flask, session: ShmSession, response: Response, name: str,
+        options: Dict[str, Any],
+    ) -> None:
+        signer = self.get_signer(app)
+        assert signer is not None and session.sid is not None
+        expires: Optional[datetime] = self.get_expiration_time(app, session)
+        response.set_cookie(
+            name, signer.sign(session.sid).decode("ascii"), expires=expires, **options
+        )
+        response.vary.add("Cookie")

@@ -1,0 +1,77 @@
+"""A tiny Flask app on ShmSessionInterface, served by a real gunicorn in tests/test_flask.py.
+
+Each worker attaches (``create=False``) to the store the test made, named by the environment
+variable ``SHMSESSION_TEST_STORE``; ``SHMSESSION_TEST_SECRET`` is the app's secret key. Every
+answer is JSON with ``pid``, the worker that answered.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Dict
+
+from flask import Flask, Response, jsonify, request, session
+
+from shmsession.contrib.flask import ShmSessionInterface
+
+app = Flask(__name__)
+app.secret_key = os.environ["SHMSESSION_TEST_SECRET"]
+app.session_interface = ShmSessionInterface(os.environ["SHMSESSION_TEST_STORE"], create=False)
+
+
+def _seconds(arg: str) -> float:
+    """A pause asked for in the query string, bounded to one second."""
+    return min(max(float(request.args.get(arg, 0)), 0.0), 1.0)
+
+
+def _answer(**body: Any) -> Response:
+    return jsonify(pid=os.getpid(), **body)
+
+
+def _view() -> Dict[str, Any]:
+    return {key: session.get(key) for key in ("user", "n", "a", "b", "blob")}
+
+
+@app.post("/login")
+def login() -> Response:
+    session.clear()  # a fresh id for the logged-in session
+    session["user"] = request.args["user"]
+    session["n"] = 0
+    return _answer(session=_view())
+
+
+@app.get("/me")
+def me() -> Response:
+    time.sleep(_seconds("sleep"))  # keeps this worker busy, so others take the next requests
+    return _answer(session=_view())
+
+
+@app.post("/inc")
+def inc() -> Response:
+    if "user" not in session:
+        return _answer(session=None)
+    session["n"] += 1
+    response = _answer(session=_view())
+    # Stay busy a moment after the client has its answer, so the next request of a
+    # sequential client is taken by another worker.
+    linger = _seconds("linger")
+    response.call_on_close(lambda: time.sleep(linger))
+    return response
+
+
+@app.post("/put")
+def put() -> Response:
+    """Writes three fields that must always agree; a pause between them widens the race."""
+    tag = request.args["tag"]
+    session["a"] = tag
+    time.sleep(_seconds("sleep"))
+    session["b"] = tag
+    session["blob"] = tag * 100
+    return _answer(session=_view())
+
+
+@app.post("/logout")
+def logout() -> Response:
+    session.clear()
+    return _answer(session=None)

@@ -1,0 +1,654 @@
+"""ShmSessionInterface: Flask's session contract through Flask's test client, then a real
+gunicorn with 4 sync workers sharing the sessions."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import pytest
+from flask import Flask, session
+from flask.sessions import SecureCookieSessionInterface, SessionInterface
+from flask.testing import FlaskClient
+from itsdangerous import TimestampSigner
+from werkzeug.test import TestResponse
+
+from shmsession import SessionStorage
+from shmsession.contrib.flask import ShmSession, ShmSessionInterface
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SIZE = 4 << 20
+SECRET = "test secret key"
+COOKIE = "session"
+
+
+# --------------------------------------------------------------------------- the test app
+def make_app(store: SessionStorage, **config: Any) -> Flask:
+    """An app on ``store``; two of them on one store stand for two workers."""
+    app = Flask(__name__)
+    app.testing = True
+    app.secret_key = SECRET
+    app.config.update(config)
+    app.session_interface = ShmSessionInterface(store=store)
+    hold: Dict[str, threading.Event] = app.config.setdefault("HOLD", {})
+
+    @app.post("/login/<user>")
+    def login(user: str) -> Dict[str, Any]:
+        session.clear()
+        session["user"] = user
+        session["n"] = 0
+        return {"user": user}
+
+    @app.post("/set/<key>/<value>")
+    def set_(key: str, value: str) -> Dict[str, Any]:
+        session[key] = value
+        return {}
+
+    @app.post("/inc")
+    def inc() -> Dict[str, Any]:
+        session["n"] = session.get("n", 0) + 1
+        return {"n": session["n"]}
+
+    @app.get("/me")
+    def me() -> Dict[str, Any]:
+        return {"session": dict(session)}
+
+    @app.get("/nothing")
+    def nothing() -> str:
+        return "no session here"
+
+    @app.post("/logout")
+    def logout() -> Dict[str, Any]:
+        session.clear()
+        return {}
+
+    @app.post("/permanent")
+    def permanent() -> Dict[str, Any]:
+        session.permanent = True
+        session["p"] = 1
+        return {}
+
+    @app.post("/flag-only")
+    def flag_only() -> Dict[str, Any]:
+        session.permanent = True
+        return {}
+
+    @app.post("/regenerate")
+    def regenerate() -> Dict[str, Any]:
+        iface = app.session_interface
+        assert isinstance(iface, ShmSessionInterface) and isinstance(session, ShmSession)
+        iface.regenerate(session)
+        return {}
+
+    @app.post("/types")
+    def types() -> Dict[str, Any]:
+        session["tuple"] = (1, "two")
+        session["bytes"] = b"\x00\xff"
+        session["when"] = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+        return {}
+
+    @app.get("/types")
+    def read_types() -> Dict[str, Any]:
+        ok = (
+            session["tuple"] == (1, "two")
+            and session["bytes"] == b"\x00\xff"
+            and session["when"] == datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+        )
+        return {"ok": ok}
+
+    @app.post("/held/<key>/<value>")
+    def held(key: str, value: str) -> Dict[str, Any]:
+        """Sets ``key``, waits for the test, sets ``key2``: a request caught mid-way."""
+        session[key] = value
+        hold["entered"].set()
+        assert hold["release"].wait(30)
+        session[key + "2"] = value
+        return {}
+
+    return app
+
+
+@pytest.fixture
+def store(name: str) -> Iterator[SessionStorage]:
+    s = SessionStorage(name, size=SIZE)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def app(store: SessionStorage) -> Flask:
+    return make_app(store)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def signer(app: Flask) -> TimestampSigner:
+    iface = app.session_interface
+    assert isinstance(iface, ShmSessionInterface)
+    found = iface.get_signer(app)
+    assert found is not None
+    return found
+
+
+def cookie_of(client: FlaskClient, name: str = COOKIE) -> Optional[str]:
+    found = client.get_cookie(name)
+    return None if found is None else found.value
+
+
+def sid_of(app: Flask, client: FlaskClient) -> str:
+    value = cookie_of(client)
+    assert value is not None
+    return signer(app).unsign(value).decode()
+
+
+def set_cookies(response: TestResponse) -> List[str]:
+    return response.headers.getlist("Set-Cookie")
+
+
+def stored(store: SessionStorage, sid: str) -> Dict[str, Any]:
+    data: Dict[str, Any] = json.loads(store.read(sid))
+    return data
+
+
+# --------------------------------------------------------------------------- the basics
+def test_login_counter_and_two_apps_share_sessions(store: SessionStorage) -> None:
+    app1, app2 = make_app(store), make_app(store)
+    c1 = app1.test_client()
+    assert c1.post("/login/alice").status_code == 200
+    value = cookie_of(c1)
+    assert value is not None and value.count(".") == 2  # id.timestamp.signature
+    sid = sid_of(app1, c1)
+    assert len(sid) == 43
+    assert stored(store, sid) == {"user": "alice", "n": 0}  # JSON in the store, no pickle
+
+    c2 = app2.test_client()
+    c2.set_cookie(COOKIE, value)  # the same browser, answered by the other "worker"
+    for i in range(1, 11):
+        assert (c1, c2)[i % 2].post("/inc").get_json() == {"n": i}
+    assert c2.get("/me").get_json() == {"session": {"user": "alice", "n": 10}}
+    assert len(store) == 1 and sid_of(app1, c1) == sid  # one record, same id throughout
+
+
+def test_unmodified_session_is_not_written(store: SessionStorage, client: FlaskClient,
+                                           app: Flask) -> None:
+    client.post("/login/alice")
+    sid = sid_of(app, client)
+    _, version = store.read_versioned(sid)
+    for path in ("/me", "/nothing", "/me"):
+        response = client.get(path)
+        assert response.status_code == 200
+        assert set_cookies(response) == []  # not permanent: no refresh either
+    assert store.read_versioned(sid)[1] == version
+    client.post("/inc")
+    assert store.read_versioned(sid)[1] != version
+
+
+def test_anonymous_requests_store_nothing(store: SessionStorage, client: FlaskClient) -> None:
+    for path in ("/me", "/nothing", "/me"):
+        response = client.get(path)
+        assert set_cookies(response) == []
+    assert client.post("/flag-only").status_code == 200  # only "_permanent": still empty
+    assert client.post("/logout").status_code == 200
+    assert len(store) == 0 and cookie_of(client) is None
+
+
+def test_vary_cookie_when_accessed(client: FlaskClient) -> None:
+    assert "Vary" not in client.get("/nothing").headers
+    assert "Cookie" in client.get("/me").headers["Vary"]  # read, even of an empty session
+    client.post("/login/alice")
+    assert "Cookie" in client.get("/me").headers["Vary"]
+    assert "Vary" not in client.get("/nothing").headers
+
+
+def test_logout_deletes_the_record_and_the_cookie(store: SessionStorage, client: FlaskClient,
+                                                  app: Flask) -> None:
+    client.post("/login/alice")
+    old = cookie_of(client)
+    sid = sid_of(app, client)
+    response = client.post("/logout")
+    assert any(c.startswith(f"{COOKIE}=;") and "Expires=Thu, 01 Jan 1970" in c
+               for c in set_cookies(response))
+    assert "Cookie" in response.headers["Vary"]
+    assert sid not in store and len(store) == 0
+    assert cookie_of(client) is None
+
+    assert old is not None
+    other = app.test_client()
+    other.set_cookie(COOKIE, old)  # replay the old cookie
+    assert other.get("/me").get_json() == {"session": {}}
+    assert other.post("/inc").get_json() == {"n": 1}  # an anonymous session, not alice's...
+    assert sid_of(app, other) != sid  # ...under a fresh id
+    assert sid not in store
+
+
+# --------------------------------------------------------------------------- fixation
+def test_login_gives_a_fresh_id_and_drops_the_old_record(store: SessionStorage,
+                                                         client: FlaskClient, app: Flask) -> None:
+    client.post("/set/cart/apples")  # anonymous session with data
+    before = sid_of(app, client)
+    client.post("/login/alice")  # clear() + set
+    after = sid_of(app, client)
+    assert after != before and before not in store
+    assert stored(store, after) == {"user": "alice", "n": 0}
+    client.post("/regenerate")  # keeps the data, changes the id
+    regenerated = sid_of(app, client)
+    assert regenerated not in (before, after) and after not in store
+    assert stored(store, regenerated) == {"user": "alice", "n": 0}
+    assert len(store) == 1
+
+
+def test_an_unknown_id_is_never_adopted(store: SessionStorage, client: FlaskClient,
+                                        app: Flask) -> None:
+    """An attacker's validly signed cookie naming an id of their choice (or an expired one)
+    yields a session saved under a new id."""
+    planted = "attacker-chosen-id"
+    client.set_cookie(COOKIE, signer(app).sign(planted).decode())
+    assert client.get("/me").get_json() == {"session": {}}
+    client.post("/set/user/victim")
+    sid = sid_of(app, client)
+    assert sid != planted and planted not in store
+    assert stored(store, sid) == {"user": "victim"}
+
+
+# --------------------------------------------------------------------------- the cookie
+@pytest.mark.parametrize("forge", ["sid", "signature", "other key", "flask cookie", "garbage"])
+def test_tampered_cookie_is_anonymous(forge: str, store: SessionStorage, client: FlaskClient,
+                                      app: Flask) -> None:
+    client.post("/login/alice")
+    value = cookie_of(client)
+    assert value is not None
+    sid, timestamp, signature = value.split(".")
+    if forge == "sid":
+        other = store.new_id()
+        store.write(other, b'{"user": "mallory"}')
+        forged = f"{other}.{timestamp}.{signature}"
+    elif forge == "signature":
+        forged = f"{sid}.{timestamp}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+    elif forge == "other key":
+        forged = TimestampSigner("another key", salt="shmsession").sign(sid).decode()
+    elif forge == "flask cookie":  # Flask's own signed cookie, same secret key
+        serializer = SecureCookieSessionInterface().get_signing_serializer(app)
+        assert serializer is not None
+        forged = serializer.dumps(sid)  # type: ignore[assignment]
+    else:
+        forged = "\u00e9\x01not even base64"
+    attacker = app.test_client()
+    attacker.set_cookie(COOKIE, forged)
+    response = attacker.get("/me")
+    assert response.get_json() == {"session": {}}
+    # The stale cookie is removed from the browser.
+    assert any(c.startswith(f"{COOKIE}=;") for c in set_cookies(response))
+    assert stored(store, sid_of(app, client)) == {"user": "alice", "n": 0}  # untouched
+
+
+def test_secret_key_rotation(store: SessionStorage) -> None:
+    old_app = make_app(store)
+    old_client = old_app.test_client()
+    old_client.post("/login/alice")
+    value = cookie_of(old_client)
+    assert value is not None
+    new_app = make_app(store, SECRET_KEY_FALLBACKS=[SECRET])
+    new_app.secret_key = "the new key"
+    client = new_app.test_client()
+    client.set_cookie(COOKIE, value)
+    assert client.get("/me").get_json() == {"session": {"user": "alice", "n": 0}}
+    client.post("/inc")  # re-signed with the new key
+    renewed = cookie_of(client)
+    assert renewed is not None and renewed != value
+    only_new_key = TimestampSigner("the new key", salt="shmsession", key_derivation="hmac",
+                                   digest_method=hashlib.sha256)
+    assert only_new_key.unsign(renewed).decode() == sid_of(old_app, old_client)
+
+
+def test_cookie_attributes_from_flask_config(store: SessionStorage) -> None:
+    app = make_app(
+        store,
+        SESSION_COOKIE_NAME="sid",
+        SESSION_COOKIE_DOMAIN="example.test",
+        SESSION_COOKIE_PATH="/shop",
+        SESSION_COOKIE_SECURE=True,
+        SESSION_COOKIE_HTTPONLY=False,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_PARTITIONED=True,
+    )
+    response = app.test_client().post("/login/alice")
+    (header,) = set_cookies(response)
+    assert header.startswith("sid=")
+    attributes = {part.strip().split("=")[0].lower() for part in header.split(";")[1:]}
+    partitioned = {"partitioned"} if hasattr(SessionInterface, "get_cookie_partitioned") else set()
+    assert attributes == {"domain", "path", "secure", "samesite"} | partitioned  # Flask 3.1+
+    assert "Domain=example.test" in header and "Path=/shop" in header
+    assert "SameSite=Strict" in header and "HttpOnly" not in header
+
+    default = make_app(store).test_client().post("/login/bob")
+    (header,) = set_cookies(default)
+    assert header.startswith(f"{COOKIE}=") and "HttpOnly" in header and "Path=/" in header
+    assert "Expires" not in header  # not permanent: a browser-session cookie
+
+
+def test_no_secret_key_refuses_writes(store: SessionStorage) -> None:
+    app = make_app(store)
+    app.secret_key = None
+    client = app.test_client()
+    assert client.get("/me").get_json() == {"session": {}}
+    with pytest.raises(RuntimeError, match="secret"):
+        client.post("/login/alice")
+    assert len(store) == 0
+
+
+# --------------------------------------------------------------------------- lifetime
+def test_permanent_lifetime_is_the_store_ttl(store: SessionStorage) -> None:
+    app = make_app(store, PERMANENT_SESSION_LIFETIME=timedelta(minutes=10))
+    client = app.test_client()
+    response = client.post("/permanent")
+    (header,) = set_cookies(response)
+    expires = re.search(r"Expires=([^;]+)", header)
+    assert expires is not None
+    when = datetime.strptime(expires.group(1), "%a, %d %b %Y %H:%M:%S GMT")
+    left = when.replace(tzinfo=timezone.utc) - datetime.now(timezone.utc)
+    assert timedelta(minutes=9) < left <= timedelta(minutes=10)
+    (info,) = store.sessions()
+    assert info.ttl is not None and 590 < info.ttl <= 600
+
+    # SESSION_REFRESH_EACH_REQUEST (default): a read renews the record and the cookie,
+    # without rewriting the data.
+    sid = sid_of(app, client)
+    _, version = store.read_versioned(sid)
+    time.sleep(1.1)
+    response = client.get("/me")
+    assert len(set_cookies(response)) == 1
+    (info,) = store.sessions()
+    assert info.ttl is not None and info.ttl > 599 - 0.5
+    assert store.read_versioned(sid)[1] == version
+
+    no_refresh = make_app(store, PERMANENT_SESSION_LIFETIME=timedelta(minutes=10),
+                          SESSION_REFRESH_EACH_REQUEST=False).test_client()
+    no_refresh.set_cookie(COOKIE, cookie_of(client) or "")
+    assert set_cookies(no_refresh.get("/me")) == []
+
+
+def test_non_permanent_record_also_lives_the_lifetime(store: SessionStorage) -> None:
+    app = make_app(store, PERMANENT_SESSION_LIFETIME=timedelta(seconds=300))
+    app.test_client().post("/login/alice")
+    (info,) = store.sessions()
+    assert info.ttl is not None and 290 < info.ttl <= 300
+
+
+def test_expired_session_is_anonymous(store: SessionStorage) -> None:
+    app = make_app(store, PERMANENT_SESSION_LIFETIME=timedelta(seconds=1))
+    client = app.test_client()
+    client.post("/login/alice")
+    assert client.get("/me").get_json() == {"session": {"user": "alice", "n": 0}}
+    time.sleep(2.2)  # past the record's ttl and the signature's max_age
+    assert client.get("/me").get_json() == {"session": {}}
+    assert len(store) == 0
+
+
+# --------------------------------------------------------------------------- data
+def test_flask_tagged_types_round_trip(client: FlaskClient) -> None:
+    client.post("/types")
+    assert client.get("/types").get_json() == {"ok": True}
+
+
+def test_unreadable_record_is_anonymous(store: SessionStorage, client: FlaskClient,
+                                        app: Flask) -> None:
+    client.post("/login/alice")
+    sid = sid_of(app, client)
+    for junk in (b"\xff\xfe", b"not json", b"[1, 2]"):
+        store.write(sid, junk)
+        assert client.get("/me").get_json() == {"session": {}}
+        client.set_cookie(COOKIE, signer(app).sign(sid).decode())
+
+
+def test_constructor_takes_a_name_or_a_store(name: str) -> None:
+    with pytest.raises(TypeError):
+        ShmSessionInterface()
+    iface = ShmSessionInterface(name, size=SIZE)
+    try:
+        with pytest.raises(TypeError):
+            ShmSessionInterface(name, store=iface.store)
+        with pytest.raises(TypeError):
+            ShmSessionInterface(store=iface.store, size=SIZE)
+        app = make_app(iface.store)
+        app.test_client().post("/login/alice")
+        assert len(iface.store) == 1
+    finally:
+        iface.store.close()
+
+
+# --------------------------------------------------------------------------- races
+def _held_request(app: Flask, value: str, path: str) -> Tuple[threading.Thread, List[TestResponse]]:
+    hold: Dict[str, threading.Event] = app.config["HOLD"]
+    hold["entered"], hold["release"] = threading.Event(), threading.Event()
+    client = app.test_client()
+    client.set_cookie(COOKIE, value)
+    out: List[TestResponse] = []
+    thread = threading.Thread(target=lambda: out.append(client.post(path)))
+    thread.start()
+    assert hold["entered"].wait(30)
+    return thread, out
+
+
+def test_logout_during_a_request_is_not_undone(store: SessionStorage, client: FlaskClient,
+                                               app: Flask) -> None:
+    client.post("/login/alice")
+    sid = sid_of(app, client)
+    value = cookie_of(client)
+    assert value is not None
+    thread, out = _held_request(app, value, "/held/x/1")  # has read the session, not saved
+    client.post("/logout")
+    app.config["HOLD"]["release"].set()
+    thread.join(30)
+    assert out and out[0].status_code == 200
+    assert sid not in store and len(store) == 0  # not written back
+    assert any(c.startswith(f"{COOKIE}=;") for c in set_cookies(out[0]))
+
+
+def test_concurrent_writes_last_whole_version_wins(store: SessionStorage, client: FlaskClient,
+                                                   app: Flask) -> None:
+    client.post("/login/alice")
+    sid = sid_of(app, client)
+    value = cookie_of(client)
+    assert value is not None
+    thread, out = _held_request(app, value, "/held/k/slow")
+    other = app.test_client()
+    other.set_cookie(COOKIE, value)
+    other.post("/set/k/fast")  # saved while the slow request holds an older version
+    assert stored(store, sid)["k"] == "fast"
+    app.config["HOLD"]["release"].set()
+    thread.join(30)
+    assert out and out[0].status_code == 200
+    assert stored(store, sid) == {"user": "alice", "n": 0, "k": "slow", "k2": "slow"}
+
+
+# --------------------------------------------------------------------------- real gunicorn
+class Server:
+    """gunicorn serving tests/flask_app.py on 127.0.0.1, on a port the kernel picked."""
+
+    WORKERS = 4
+
+    def __init__(self, store_name: str, secret: str) -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix="shmsession-flask-", suffix=".log")
+        env = dict(os.environ, SHMSESSION_TEST_STORE=store_name, SHMSESSION_TEST_SECRET=secret)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--workers", str(self.WORKERS),
+             "--worker-class", "sync", "--bind", "127.0.0.1:0", "--timeout", "60",
+             "--graceful-timeout", "5", "tests.flask_app:app"],
+            cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self.log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.port = 0
+
+    def text(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gunicorn exited {self.proc.returncode}:\n{self.text()}")
+            text = self.text()
+            found = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text)
+            if found and text.count("Booting worker with pid") >= self.WORKERS:
+                self.port = int(found.group(1))
+                try:
+                    if request(self.port, "GET", "/me")[0] == 200:
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        raise AssertionError(f"gunicorn not ready after {timeout} s:\n{self.text()}")
+
+    def stop(self) -> None:
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    pass
+            try:  # whatever is left of its process group (workers), by the group's id
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=20)
+        finally:
+            self.log.close()
+
+
+def request(port: int, method: str, path: str,
+            cookie: Optional[str] = None) -> Tuple[int, Any, List[str]]:
+    """One request over a new connection: (status, JSON body, Set-Cookie headers)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(method, path, headers={"Cookie": f"{COOKIE}={cookie}"} if cookie else {})
+        response = conn.getresponse()
+        body = response.read()
+        return response.status, json.loads(body), response.headers.get_all("Set-Cookie") or []
+    finally:
+        conn.close()
+
+
+def session_cookie(headers: List[str]) -> Optional[str]:
+    for header in headers:
+        jar: SimpleCookie = SimpleCookie()
+        jar.load(header)
+        if COOKIE in jar:
+            return jar[COOKIE].value
+    return None
+
+
+def run_concurrently(n: int, fn: Callable[[int], Any], threads: int = 12) -> List[Any]:
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(fn, range(n), timeout=90))
+
+
+@pytest.mark.timeout(110)
+def test_gunicorn_workers_share_sessions(name: str) -> None:
+    store = SessionStorage(name, size=SIZE)
+    server = Server(name, secrets.token_hex(16))
+    try:
+        server.wait_ready()
+        port = server.port
+
+        status, body, headers = request(port, "POST", "/login?user=alice")
+        cookie = session_cookie(headers)
+        assert status == 200 and cookie is not None
+        assert len(store) == 1
+
+        # Many concurrent requests, each on its own connection: every worker that answers
+        # sees alice's session.
+        def read(_: int) -> Tuple[int, Any]:
+            status, body, _headers = request(port, "GET", "/me?sleep=0.03", cookie)
+            assert status == 200
+            return body["pid"], body["session"]
+
+        seen = run_concurrently(48, read)
+        assert {s["user"] for _, s in seen} == {"alice"}
+        read_pids = {pid for pid, _ in seen}
+        assert len(read_pids) >= 2, read_pids
+
+        # Sequential read-modify-write over workers: no update lost.
+        inc_pids = []
+        for i in range(1, 41):
+            status, body, _ = request(port, "POST", "/inc?linger=0.05", cookie)
+            assert status == 200 and body["session"]["n"] == i, (i, body)
+            inc_pids.append(body["pid"])
+        assert len(set(inc_pids)) >= 2, inc_pids
+        assert json.loads(store.read(_sid(cookie)))["n"] == 40
+
+        # Concurrent writes to one session, with readers in between: every read and the end
+        # state are one whole version (a == b, blob == a * 100), never a mix of two.
+        tags = [f"t{i}" for i in range(16)]
+
+        def write_or_read(i: int) -> Tuple[str, Any]:
+            if i % 2:
+                status, body, _ = request(port, "POST", f"/put?tag={tags[i // 2]}&sleep=0.02",
+                                          cookie)
+            else:
+                status, body, _ = request(port, "GET", "/me", cookie)
+            assert status == 200
+            return ("put" if i % 2 else "get"), body["session"]
+
+        for kind, view in run_concurrently(2 * len(tags), write_or_read):
+            assert view["user"] == "alice" and view["n"] == 40
+            if kind == "get" and view["a"] is None:  # before any put was saved
+                assert view["b"] is None and view["blob"] is None
+            else:
+                assert view["a"] in tags and view["b"] == view["a"]
+                assert view["blob"] == view["a"] * 100
+        final = json.loads(store.read(_sid(cookie)))
+        assert final["a"] in tags and final["b"] == final["a"] and final["blob"] == final["a"] * 100
+        assert len(store) == 1
+
+        # Logout, then replay the old cookie to every worker: anonymous, nothing stored.
+        status, body, headers = request(port, "POST", "/logout", cookie)
+        assert status == 200 and session_cookie(headers) == ""
+        assert len(store) == 0
+        replies = run_concurrently(16, lambda _: request(port, "POST", "/inc", cookie))
+        assert all(status == 200 and body["session"] is None for status, body, _ in replies)
+        assert len(store) == 0
+        print(f"read pids {sorted(read_pids)}; inc pids {sorted(set(inc_pids))}")
+    finally:
+        try:
+            server.stop()
+        finally:
+            store.close()
+
+
+def _sid(cookie: str) -> str:
+    return cookie.split(".")[0]
+
+
+def test_missing_flask_names_the_extra() -> None:
+    script = (
+        "import sys; sys.modules['flask'] = None\n"
+        "from shmsession import MissingExtra\n"
+        "try:\n"
+        "    import shmsession.contrib.flask\n"
+        "except MissingExtra as e:\n"
+        "    assert isinstance(e, ImportError) and \"shmsession[flask]\" in str(e), e\n"
+        "else:\n"
+        "    raise SystemExit('imported without flask')\n"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, check=True, timeout=60)
