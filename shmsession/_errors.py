@@ -13,6 +13,7 @@ __all__ = [
     "CorruptSnapshot",
     "InsufficientSharedMemory",
     "InvalidName",
+    "InvalidOption",
     "InvalidSessionId",
     "InvalidTTL",
     "InvalidType",
@@ -27,6 +28,7 @@ __all__ = [
     "ShmSessionError",
     "StoreClosed",
     "StoreFull",
+    "StoreNotFound",
     "ValueTooLarge",
     "VersionConflict",
 ]
@@ -62,6 +64,10 @@ class InvalidTTL(ShmSessionError, ValueError):
 
 class InvalidName(ShmSessionError, ValueError):
     """A store name that cannot name a shared-memory segment."""
+
+
+class InvalidOption(ShmSessionError, ValueError):
+    """A constructor option out of range (a size under the minimum, an unknown policy...)."""
 
 
 class StoreFull(ShmSessionError):
@@ -104,11 +110,18 @@ class LayoutVersionMismatch(SegmentError):
 
 
 class CorruptSegment(SegmentError):
-    """The segment's header or structures fail their checks."""
+    """The segment's header or structures fail their checks. ``check()`` also puts the list
+    of problems found in ``problems`` (a tuple of str, pickled with the error)."""
+
+    problems: "tuple[str, ...]" = ()
 
 
 class CorruptSnapshot(CorruptSegment):
     """A snapshot file (``dump``/``load``) that is truncated, altered, or not a snapshot."""
+
+
+class StoreNotFound(SegmentError, FileNotFoundError):
+    """No store of that name exists (and the call was not allowed to create one)."""
 
 
 class SegmentMismatch(SegmentError):

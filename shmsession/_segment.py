@@ -32,6 +32,7 @@ from ._errors import (
     SegmentError,
     SegmentPermissionError,
     SegmentUnlinked,
+    StoreNotFound,
 )
 
 PREFIX = "shmsession."
@@ -102,7 +103,7 @@ class Segment:
                 fd = _open_existing(name)
                 if fd is None:
                     if not create:
-                        raise _NoSegment(f"no store named {name!r} exists")
+                        raise _NoStore(f"no store named {name!r} exists")
                     return cls._create(name, size, initialise)
                 try:
                     _check_owner(fd, name)
@@ -128,9 +129,11 @@ class Segment:
             # Nothing was made (create=False, or creation failed and was undone): the lock
             # file has nothing left to guard.
             _remove_lock_file(name)
-            public = (
-                InsufficientSharedMemory if isinstance(exc, InsufficientSharedMemory) else SegmentError
-            )
+            public: type = SegmentError
+            if isinstance(exc, InsufficientSharedMemory):
+                public = InsufficientSharedMemory
+            elif isinstance(exc, _NoStore):
+                public = StoreNotFound
             raise public(str(exc)) from None
         except SegmentError:
             raise
@@ -254,6 +257,10 @@ class _NoSegment(SegmentError):
 
 
 class _NoRoom(_NoSegment, InsufficientSharedMemory):
+    pass
+
+
+class _NoStore(_NoSegment):
     pass
 
 

@@ -21,6 +21,7 @@ from . import _layout as L
 from . import _segment
 from ._errors import (
     CorruptSegment,
+    InvalidOption,
     InvalidSessionId,
     InvalidTTL,
     InvalidType,
@@ -177,13 +178,15 @@ class SessionStorage:
                 if not _is_int(number):
                     raise InvalidType(f"{label} must be an int, not {type(number).__name__}")
                 if number < least:
-                    raise ValueError(f"{label} must be at least {least}, got {number}")
+                    raise InvalidOption(f"{label} must be at least {least}, got {number}")
         if when_full not in ("evict", "raise"):
-            raise ValueError(f'when_full must be "evict" or "raise", got {when_full!r}')
+            raise InvalidOption(f'when_full must be "evict" or "raise", got {when_full!r}')
         if lock_timeout is not None and (
             not _is_number(lock_timeout) or not 0 < lock_timeout < math.inf
         ):
-            raise ValueError(f"lock_timeout must be a positive number or None, got {lock_timeout!r}")
+            raise InvalidOption(
+                f"lock_timeout must be a positive number or None, got {lock_timeout!r}"
+            )
         self.name = name
         self._default_ttl_ns = 0 if ttl is None else _ttl_ns(ttl)
         self._evict = when_full == "evict"
@@ -589,9 +592,11 @@ class SessionStorage:
         finally:
             self._lock.release()
         if problems:
-            raise CorruptSegment(
+            error = CorruptSegment(
                 f"store {self.name!r} fails {len(problems)} check(s): " + "; ".join(problems[:20])
             )
+            error.problems = tuple(problems)
+            raise error
 
     def close(self) -> None:
         """Detach this handle; the store and its sessions stay. Idempotent."""
@@ -689,7 +694,13 @@ class SessionStorage:
         the wall clock): sessions that expired meanwhile are not revived. The store must
         not exist yet: the snapshot brings the secret its digests are keyed with.
 
+        A snapshot that does not fit the new store (``options`` decide its size) is refused
+        and the store removed, unless ``when_full="evict"`` is given explicitly: then the
+        least recently used sessions make room, as in normal operation.
+
         :raises CorruptSnapshot: a truncated or altered file (nothing is created).
+        :raises StoreFull, ValueTooLarge: the sessions do not fit these options (the store
+            is removed again).
         :raises SegmentError: store ``name`` already exists.
         """
         from . import _snapshot
@@ -707,6 +718,7 @@ class SessionStorage:
             store.close()
             raise SegmentError(f"store {name!r} was created by another process meanwhile")
         elapsed = max(0, int((time.time() - written_at) * 1e9))
+        store._evict = options.get("when_full") == "evict"  # for the load only; see above
         try:
             batch: List[Tuple[bytes, bytes, int]] = []
             for digest, ttl_left, _, value in records:
@@ -722,13 +734,21 @@ class SessionStorage:
         except BaseException:
             store.unlink()
             raise
+        store._evict = options.get("when_full", "evict") == "evict"
         return store
 
     def _load_batch(self, batch: List[Tuple[bytes, bytes, int]]) -> None:
+        for _, value, _ in batch:
+            if len(value) > self._max_value:
+                raise ValueTooLarge(
+                    f"the snapshot holds a value of {len(value)} bytes, over this store's "
+                    f"max_value_size of {self._max_value}: load it with a larger max_value_size"
+                )
         self._acquire()
         try:
             for digest, value, ttl_ns in batch:
                 self._put(digest, value, ttl_ns, None, False)
+            self._writes_done = 0  # a restore is not traffic
         finally:
             self._lock.release()
 
@@ -1020,10 +1040,10 @@ def _geometry(size: Optional[int], max_entries: Optional[int],
     entries = max(16, total // 1024) if max_entries is None else max_entries
     value_max = min(1 << 20, total // 16) if max_value is None else max_value
     if value_max > 0xFFFFFFFF:
-        raise ValueError("max_value_size must be under 4 GiB")
+        raise InvalidOption("max_value_size must be under 4 GiB")
     geo = L.Geometry(total, entries, value_max)
     if geo.heap_size < max(2 * L.block_size_for(value_max), 64 << 10):
-        raise ValueError(
+        raise InvalidOption(
             f"size={total} leaves {max(geo.heap_size, 0)} bytes for values after a table for "
             f"{entries} entries; ask for a larger size, fewer max_entries, or a smaller "
             "max_value_size"

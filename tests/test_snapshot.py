@@ -111,3 +111,26 @@ def test_dump_replaces_the_file_atomically(store: SessionStorage, tmp_path: Path
     with open(path, "rb") as f:
         secret, _, records = _snapshot.read_snapshot(f)
     assert [r[3] for r in records] == [b"1"]
+
+
+def test_a_snapshot_that_does_not_fit_is_refused_unless_eviction_is_asked_for(
+    name: str, tmp_path: Path
+) -> None:
+    from shmsession import StoreFull, ValueTooLarge
+
+    path = str(tmp_path / "snap")
+    with SessionStorage(name, size=1 << 20, ttl=None) as s:
+        for k in range(300):
+            s.write(f"k{k}", b"x" * 100)
+        s.write("big", b"y" * 20_000)
+        s.dump(path)
+        s.unlink()
+    with pytest.raises(ValueTooLarge):
+        SessionStorage.load(name, path, size=1 << 20, max_value_size=10_000)
+    assert not SessionStorage.exists(name)
+    with pytest.raises(StoreFull):
+        SessionStorage.load(name, path, size=1 << 20, max_entries=100)
+    assert not SessionStorage.exists(name)
+    with SessionStorage.load(name, path, size=1 << 20, max_entries=100, when_full="evict") as t:
+        assert len(t) == 100 and t.stats().evictions == 201 and t.stats().writes == 0
+        t.unlink()

@@ -29,10 +29,11 @@ def test_public_surface_is_pinned() -> None:
     assert shmsession.__all__ == sorted(shmsession.__all__)
     assert set(shmsession.__all__) == {
         "CorruptSegment", "CorruptSnapshot", "InsufficientSharedMemory", "InvalidName", "InvalidSessionId",
-        "InvalidTTL", "InvalidType", "LayoutVersionMismatch", "LockTimeout", "MissingExtra",
+        "InvalidOption", "InvalidTTL", "InvalidType", "LayoutVersionMismatch", "LockTimeout",
+        "MissingExtra",
         "SegmentError",
         "SegmentMismatch", "SegmentPermissionError", "SegmentUnlinked", "SessionNotFound",
-        "SessionInfo", "SessionStorage", "ShmSessionError", "Stats", "StoreClosed", "StoreFull",
+        "SessionInfo", "SessionStorage", "ShmSessionError", "Stats", "StoreClosed", "StoreFull", "StoreNotFound",
         "ValueTooLarge", "VersionConflict", "__version__",
     }
 
@@ -390,10 +391,11 @@ def test_unlink_removes_segment_and_lock_file_and_tells_other_handles(name: str)
 
 
 def test_create_false_does_not_create(name: str) -> None:
-    from shmsession import SegmentError
+    from shmsession import StoreNotFound
 
-    with pytest.raises(SegmentError):
+    with pytest.raises(StoreNotFound) as info:
         SessionStorage(name, create=False)
+    assert isinstance(info.value, FileNotFoundError)
     assert not SessionStorage.exists(name)
 
 

@@ -1,0 +1,8 @@
+"""``python -m shmsession``: the ``shmsession`` command line (see :mod:`shmsession.cli`)."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

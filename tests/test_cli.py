@@ -1,0 +1,725 @@
+"""The ``shmsession`` command, driven as a user would: real subprocesses, real pipes, and a
+real pseudo-terminal for what only happens on a terminal (confirmation prompts, the live
+``top`` view, Ctrl-C, the progress bar)."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import math
+import os
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import pytest
+
+from shmsession import SessionStorage
+from shmsession import _layout as L
+from shmsession._segment import lock_path, segment_path
+
+from .conftest import remove_store
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+COMMAND = [sys.executable, "-m", "shmsession"]
+RUN_TIMEOUT = 60.0  # one command, on a loaded machine
+SUBCOMMANDS = ("stats", "top", "ls", "check", "clear", "unlink", "dump", "load", "demo")
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def run(*args: str, stdin: Optional[str] = None,
+        timeout: float = RUN_TIMEOUT) -> "subprocess.CompletedProcess[str]":
+    """Run ``shmsession ARGS`` with pipes (no terminal); stdin is empty unless given."""
+    return subprocess.run(
+        COMMAND + list(args), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+        input=stdin if stdin is not None else "",
+    )
+
+
+def assert_one_line_error(result: "subprocess.CompletedProcess[str]", code: int) -> str:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("shmsession ")
+    return lines[0]
+
+
+def fill(name: str, count: int = 10, size: int = 4 << 20) -> List[str]:
+    """Create store ``name`` with ``count`` sessions of growing size; returns their ids."""
+    ids = [f"user-session-{k:05d}-{SessionStorage.new_id()}" for k in range(count)]
+    with SessionStorage(name, size=size) as store:
+        for k, sid in enumerate(ids):
+            store.write(sid, b"v" * (100 * (k + 1)), ttl=math.inf if k == 0 else 600 + k)
+    return ids
+
+
+# --------------------------------------------------------------------------------------------
+# A pseudo-terminal
+# --------------------------------------------------------------------------------------------
+
+
+def _take_controlling_tty() -> None:
+    # In the child, after setsid (start_new_session): make the pty its controlling
+    # terminal, so that Ctrl-C typed on it becomes SIGINT, as in a real terminal.
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class Pty:
+    """``shmsession ARGS`` with a pseudo-terminal as stdin, stdout and stderr (or only the
+    streams in ``on_tty``; the others are pipes)."""
+
+    def __init__(self, args: Sequence[str], on_tty: Sequence[str] = ("stdin", "stdout", "stderr"),
+                 rows: int = 40, columns: int = 120) -> None:
+        self.master, self.slave = os.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        self.attrs_before = termios.tcgetattr(self.slave)
+        streams = {s: (self.slave if s in on_tty else subprocess.PIPE)
+                   for s in ("stdin", "stdout", "stderr")}
+        self.proc = subprocess.Popen(
+            COMMAND + list(args), cwd=REPO_ROOT, start_new_session=True,
+            preexec_fn=_take_controlling_tty if "stdin" in on_tty else None,
+            env={**os.environ, "TERM": "xterm-256color"},
+            **streams,  # type: ignore[arg-type]
+        )
+        self.output = b""
+
+    def read_until(self, pattern: str, timeout: float = 30.0) -> "re.Match[bytes]":
+        """Read the terminal until ``pattern`` (a bytes regex) matches what it showed."""
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern.encode(), re.S)
+        while True:
+            found = regex.search(self.output)
+            if found:
+                return found
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{pattern!r} not shown within {timeout} s; "
+                                     f"shown: {self.output[-3000:]!r}")
+            self._read(min(left, 0.5))
+
+    def _read(self, wait: float) -> None:
+        ready, _, _ = select.select([self.master], [], [], wait)
+        if ready:
+            try:
+                self.output += os.read(self.master, 65536)
+            except OSError as exc:  # EIO: nothing left on the other side
+                if exc.errno != errno.EIO:
+                    raise
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"still running after {timeout} s: {self.output[-2000:]!r}")
+            self._read(0.05)
+        self._read(0.05)  # the last bytes it wrote
+        return self.proc.returncode
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(10)
+        finally:
+            for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    stream.close()
+            os.close(self.master)
+            os.close(self.slave)
+
+
+@pytest.fixture
+def pty_run() -> Iterator[List[Pty]]:
+    """Pty sessions a test starts; each is killed (if still running) and reaped after it."""
+    started: List[Pty] = []
+    try:
+        yield started
+    finally:
+        for session in started:
+            session.close()
+
+
+def start(started: List[Pty], *args: str, **kw: object) -> Pty:
+    session = Pty(args, **kw)  # type: ignore[arg-type]
+    started.append(session)
+    return session
+
+
+# --------------------------------------------------------------------------------------------
+# Help, usage, and a store that is not there
+# --------------------------------------------------------------------------------------------
+
+
+def test_help_lists_every_command_and_the_exit_codes() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for command in SUBCOMMANDS:
+        assert re.search(rf"^\s+{command}\s", result.stdout, re.M), command
+    for code in ("0", "1", "2", "3", "130"):
+        assert re.search(rf"^\s+{code}\s", result.stdout, re.M), code
+    for command in ("stats", "ls", "load"):
+        sub = run(command, "--help")
+        assert sub.returncode == 0 and "exit status" in sub.stdout and "NAME" in sub.stdout
+    demo = run("demo", "--help")  # handed to the demo's own parser
+    assert demo.returncode == 0 and "--workers" in demo.stdout
+
+
+@pytest.mark.parametrize("args", [
+    (),
+    ("stats",),
+    ("stats", "x", "--bogus"),
+    ("stats", "x", "--json", "--prometheus"),
+    ("top", "x", "--interval", "0"),
+    ("ls", "x", "--sort", "colour"),
+    ("load", "x", "f", "--size", "lots"),
+])
+def test_usage_errors_exit_2(args: Tuple[str, ...]) -> None:
+    result = run(*args)
+    assert result.returncode == 2, result
+    assert "usage:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_invalid_store_name_is_a_usage_error() -> None:
+    line = assert_one_line_error(run("stats", "no/slashes"), 2)
+    assert "not valid" in line
+
+
+@pytest.mark.parametrize("args", [
+    ("stats", "{}"), ("stats", "{}", "--prometheus"), ("top", "{}", "--iterations", "1"),
+    ("ls", "{}"), ("check", "{}"), ("clear", "{}", "--yes"), ("unlink", "{}", "--yes"),
+    ("dump", "{}", "/nonexistent-dir/snap"),
+])
+def test_no_such_store_exits_3_and_creates_nothing(name: str, args: Tuple[str, ...]) -> None:
+    line = assert_one_line_error(run(*(a.format(name) for a in args)), 3)
+    assert f"no store named {name!r}" in line
+    assert not os.path.exists(segment_path(name)) and not os.path.exists(lock_path(name))
+
+
+# --------------------------------------------------------------------------------------------
+# stats
+# --------------------------------------------------------------------------------------------
+
+
+def _store_with_traffic(name: str) -> None:
+    """10 sessions, then 6 hits and 4 misses, flushed to the shared counters by close()."""
+    ids = fill(name)
+    with SessionStorage(name, create=False) as store:
+        for sid in ids[:6]:
+            store.read(sid)
+        for k in range(4):
+            assert store.get(f"missing-{k}") is None
+
+
+def test_stats_for_people_and_json(name: str) -> None:
+    _store_with_traffic(name)
+    people = run("stats", name)
+    assert people.returncode == 0, people.stderr
+    text = people.stdout
+    with SessionStorage(name, create=False) as store:
+        expected = store.stats()
+    assert re.search(rf"^entries\s+10 of {expected.max_entries:,} \(\d+\.\d%", text, re.M), text
+    assert re.search(r"^heap\s+\d+\.\d KiB of \d+\.\d MiB used \(\d+\.\d%\)", text, re.M), text
+    assert re.search(r"^hit rate\s+60\.0% \(6 hits, 4 misses\)", text, re.M), text
+    assert re.search(r"^largest free block\s+\d+\.\d MiB$", text, re.M), text
+    for label in ("evictions", "expirations", "lock waits", "writes"):
+        assert re.search(rf"^{label}\s+\d", text, re.M), label
+    assert re.search(r"^lock waits\s+\d+ \(\d+\.\d{3} s waited", text, re.M)
+
+    machine = run("stats", name, "--json")
+    assert machine.returncode == 0
+    data = json.loads(machine.stdout)
+    assert data["name"] == name and data["entries"] == 10
+    assert (data["hits"], data["misses"], data["writes"]) == (6, 4, 10)
+    assert data["hit_rate"] == pytest.approx(0.6)
+    assert data["table_fill"] == pytest.approx(10 / data["max_entries"])
+    assert data["heap_fill"] == pytest.approx(data["bytes_used"] / data["heap_size"])
+    assert data["bytes_used"] >= sum(100 * (k + 1) for k in range(10))
+
+
+_METRIC = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
+_SAMPLE = re.compile(
+    rf"^(?P<name>{_METRIC})(?:\{{(?P<labels>{_LABEL}(?:,{_LABEL})*,?)?\}})? "
+    r"(?P<value>[+-]?(?:\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|Inf|NaN))"
+    r"(?: -?\d+)?$"
+)
+
+
+def parse_prometheus(text: str) -> Dict[str, Tuple[str, Dict[str, str], float]]:
+    """A strict reader of the Prometheus text format (0.0.4) for what this exposition uses:
+    every line is ``# HELP``, ``# TYPE`` or a sample; HELP and TYPE at most once per metric
+    and before its samples; a metric's lines one uninterrupted group; counters end in
+    ``_total``; the text ends with a line feed. Returns {metric: (type, labels, value)}."""
+    assert text.endswith("\n"), "the last line must end with a line feed"
+    types: Dict[str, str] = {}
+    helps: Dict[str, str] = {}
+    samples: Dict[str, Tuple[str, Dict[str, str], float]] = {}
+    done: set = set()
+    current: Optional[str] = None
+    for line in text[:-1].split("\n"):
+        if line.startswith("#"):
+            m = re.fullmatch(rf"# (HELP|TYPE) ({_METRIC}) (.*)", line)
+            assert m, f"not a HELP or TYPE line: {line!r}"
+            kind, metric, rest = m.groups()
+            assert metric not in samples, f"{kind} after a sample of {metric}"
+            if kind == "TYPE":
+                assert rest in ("counter", "gauge", "histogram", "summary", "untyped"), line
+                assert metric not in types, f"two TYPE lines for {metric}"
+                types[metric] = rest
+            else:
+                assert metric not in helps, f"two HELP lines for {metric}"
+                assert "\n" not in rest and re.fullmatch(r"(?:[^\\]|\\[\\n])*", rest), line
+                helps[metric] = rest
+        else:
+            m = _SAMPLE.match(line)
+            assert m, f"not a sample line: {line!r}"
+            metric = m["name"]
+            labels = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"',
+                                     m["labels"] or ""))
+            value = float(m["value"].replace("Inf", "inf"))
+            assert metric not in samples, f"two samples of {metric} with one label set"
+            samples[metric] = (types.get(metric, "untyped"), labels, value)
+        if current is not None and metric != current:
+            done.add(current)
+        assert metric not in done, f"the lines of {metric} are not one group"
+        current = metric
+    for metric, (kind, _, _) in samples.items():
+        assert metric in helps and metric in types, f"{metric} lacks HELP or TYPE"
+        if kind == "counter":
+            assert metric.endswith("_total") and samples[metric][2] >= 0, metric
+    return samples
+
+
+def test_stats_prometheus_text_format_parses_strictly(name: str) -> None:
+    _store_with_traffic(name)
+    result = run("stats", name, "--prometheus")
+    assert result.returncode == 0, result.stderr
+    metrics = parse_prometheus(result.stdout)
+    data = json.loads(run("stats", name, "--json").stdout)
+    for metric, (kind, labels, _) in metrics.items():
+        assert metric.startswith("shmsession_")
+        assert labels == {"store": name}, (metric, labels)
+    counters = {m: v for m, (k, _, v) in metrics.items() if k == "counter"}
+    gauges = {m: v for m, (k, _, v) in metrics.items() if k == "gauge"}
+    for field in ("hits", "misses", "writes", "deletes", "evictions", "expirations",
+                  "lock_waits", "lock_wait_seconds"):
+        assert counters[f"shmsession_{field}_total"] == pytest.approx(data[field]), field
+    assert gauges["shmsession_entries"] == 10
+    assert gauges["shmsession_heap_used_bytes"] == data["bytes_used"]
+    assert gauges["shmsession_heap_largest_free_bytes"] == data["largest_free"]
+    assert gauges["shmsession_table_fill_ratio"] == pytest.approx(data["table_fill"])
+    assert gauges["shmsession_heap_fill_ratio"] == pytest.approx(data["heap_fill"])
+    assert (counters["shmsession_hits_total"], counters["shmsession_misses_total"]) == (6, 4)
+
+
+def test_the_prometheus_reader_is_strict() -> None:
+    good = '# HELP a_total A.\n# TYPE a_total counter\na_total{store="s"} 1\n'
+    assert parse_prometheus(good)["a_total"] == ("counter", {"store": "s"}, 1.0)
+    for bad in (
+        good[:-1],  # no final line feed
+        good.replace("# TYPE a_total counter\n", "") + "# TYPE a_total counter\n",
+        good.replace("counter", "countr"),
+        good.replace('"s"}', '"s}'),
+        good.replace("a_total{", "a total{"),
+        good + '# HELP b B.\n# TYPE b gauge\nb 2\na_total{store="s"} 3\n',
+        good.replace("a_total", "a"),  # a counter not named *_total
+    ):
+        with pytest.raises(AssertionError):
+            parse_prometheus(bad)
+
+
+# --------------------------------------------------------------------------------------------
+# ls
+# --------------------------------------------------------------------------------------------
+
+
+def test_ls_shows_digests_sizes_and_times_never_ids(name: str) -> None:
+    ids = fill(name, 12)
+    with SessionStorage(name, create=False) as store:
+        digests = {info.digest for info in store.sessions()}
+    result = run("ls", name)
+    assert result.returncode == 0, result.stderr
+    for sid in ids:
+        assert sid not in result.stdout and sid[:20] not in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["DIGEST", "SIZE", "AGE", "TIME", "LEFT", "VERSION"]
+    rows = lines[1:-1]
+    assert {row.split()[0] for row in rows} == digests
+    assert re.fullmatch(r"12 live session\(s\), \d+\.\d KiB of values", lines[-1])
+    assert sum("never" in row for row in rows) == 1  # the session written with ttl=inf
+    assert all(re.search(r"\d+(?:\.\d)? (?:B|KiB)\s", row) for row in rows), rows
+    widths = {len(row) for row in lines[:-1]}
+    assert len(widths) == 1, "columns are aligned"
+
+    biggest = run("ls", name, "--sort", "size", "--limit", "3", "--json")
+    assert biggest.returncode == 0
+    listed = json.loads(biggest.stdout)
+    assert [r["size"] for r in listed] == [1200, 1100, 1000]
+    assert set(listed[0]) == {"digest", "size", "age", "ttl", "version"}
+    assert all(r["digest"] in digests for r in listed)
+    soonest = json.loads(run("ls", name, "--sort", "ttl", "--json").stdout)
+    ttls = [r["ttl"] for r in soonest]
+    assert ttls[-1] is None and ttls[:-1] == sorted(ttls[:-1])
+    limited = run("ls", name, "--limit", "2")
+    assert len(limited.stdout.splitlines()) == 4 and "showing 2" in limited.stdout
+
+
+def test_ls_into_a_closed_pipe_ends_quietly(name: str) -> None:
+    with SessionStorage(name, size=16 << 20) as store:  # ~700 KB of listing: more than
+        for k in range(10_000):                          # a pipe and our reads can hold
+            store.write(f"s{k}", b"x")
+    proc = subprocess.Popen(COMMAND + ["ls", name], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().startswith(b"DIGEST")
+        proc.stdout.close()  # like `| head -1`
+        err = proc.stderr.read()
+        assert proc.wait(RUN_TIMEOUT) == 128 + signal.SIGPIPE
+        assert err == b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+# --------------------------------------------------------------------------------------------
+# check, and store errors
+# --------------------------------------------------------------------------------------------
+
+
+def _damage_table(name: str) -> None:
+    """Give one used slot an unknown state, and point another at no heap block."""
+    with open(segment_path(name), "r+b") as seg:
+        ident = L.IDENTITY.unpack(seg.read(L.IDENTITY.size))
+        capacity, table_off = ident[4], ident[8]
+        seg.seek(table_off)
+        table = seg.read(capacity * L.SLOT_SIZE)
+        used = [i for i in range(capacity)
+                if table[i * L.SLOT_SIZE + L.SLOT_STATE] == L.USED]
+        assert len(used) >= 2
+        seg.seek(table_off + used[0] * L.SLOT_SIZE + L.SLOT_STATE)
+        seg.write(b"\x07")
+        seg.seek(table_off + used[1] * L.SLOT_SIZE + 24)  # the value offset
+        seg.write(struct.pack("<Q", 8))
+
+
+def test_check_sound_then_damaged(name: str) -> None:
+    fill(name, 20)
+    sound = run("check", name)
+    assert sound.returncode == 0 and "is sound" in sound.stdout and "20 entries" in sound.stdout
+    _damage_table(name)
+    damaged = run("check", name)
+    assert damaged.returncode == 1, damaged
+    assert "Traceback" not in damaged.stderr
+    problems = [line[4:] for line in damaged.stdout.splitlines() if line.startswith("  - ")]
+    assert any("unknown state 7" in p for p in problems), damaged.stdout
+    assert any("points at 8, which is not a used block" in p for p in problems), damaged.stdout
+    assert any("referenced by no slot" in p for p in problems), damaged.stdout
+    assert re.search(rf"store '{name}' is DAMAGED: {len(problems)} problem", damaged.stdout)
+    machine = run("check", name, "--json")
+    assert machine.returncode == 1
+    report = json.loads(machine.stdout)
+    assert report["sound"] is False and report["problems"] == problems
+
+
+def test_store_errors_are_one_line_messages(name: str) -> None:
+    fill(name, 3)
+    path = segment_path(name)
+    os.chmod(path, 0o644)  # readable by others: the store refuses it
+    line = assert_one_line_error(run("stats", name), 1)
+    assert "group or others" in line or "mode" in line, line
+    os.chmod(path, 0o600)
+    with open(path, "r+b") as seg:  # another layout version
+        seg.seek(8)
+        seg.write(struct.pack("<I", L.LAYOUT_VERSION + 1))
+    line = assert_one_line_error(run("ls", name), 1)
+    assert "layout version" in line, line
+    damaged = run("check", name)  # reported as what it is, not a crash
+    assert damaged.returncode == 1 and "Traceback" not in damaged.stderr
+    gone = run("unlink", name, "--yes")  # the remedy works on a store that cannot be opened
+    assert gone.returncode == 0, gone.stderr
+    assert not SessionStorage.exists(name)
+
+
+def test_a_lock_held_elsewhere_times_out_instead_of_hanging(name: str) -> None:
+    fill(name, 1)
+    fd = os.open(segment_path(name), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # what a worker stopped inside the store would hold
+        started = time.monotonic()
+        line = assert_one_line_error(run("stats", name, "--lock-timeout", "0.5"), 1)
+        assert time.monotonic() - started < RUN_TIMEOUT
+        assert "lock" in line.lower(), line
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------
+# clear and unlink: confirmation
+# --------------------------------------------------------------------------------------------
+
+
+def _live(name: str) -> int:
+    with SessionStorage(name, create=False) as store:
+        return len(store)
+
+
+@pytest.mark.parametrize("command", ["clear", "unlink"])
+def test_refuses_without_yes_when_stdin_is_not_a_terminal(name: str, command: str) -> None:
+    fill(name, 5)
+    line = assert_one_line_error(run(command, name, stdin="y\n"), 2)
+    assert "--yes" in line
+    assert _live(name) == 5
+
+
+def test_clear_asks_on_a_terminal(name: str, pty_run: List[Pty]) -> None:
+    fill(name, 5)
+    no = start(pty_run, "clear", name)
+    no.read_until(r"Delete all 5 session\(s\) of store '[^']+'\?.*\[y/N\] ")
+    no.type(b"n\r")
+    assert no.wait() == 1
+    assert b"nothing was changed" in no.output
+    assert _live(name) == 5
+    yes = start(pty_run, "clear", name)
+    yes.read_until(r"\[y/N\] ")
+    yes.type(b"y\r")
+    assert yes.wait() == 0
+    assert b"5 session(s) deleted" in yes.output
+    assert _live(name) == 0 and SessionStorage.exists(name)
+    assert run("clear", name, "--yes").returncode == 0
+
+
+def test_unlink_asks_on_a_terminal(name: str, pty_run: List[Pty]) -> None:
+    fill(name, 5)
+    no = start(pty_run, "unlink", name)
+    no.read_until(r"Remove store '[^']+' \(5 session\(s\), 4\.0 MiB\)\?.*\[y/N\] ")
+    no.type(b"\r")  # the default is no
+    assert no.wait() == 1
+    assert SessionStorage.exists(name) and _live(name) == 5
+    yes = start(pty_run, "unlink", name)
+    yes.read_until(r"\[y/N\] ")
+    yes.type(b"yes\r")
+    assert yes.wait() == 0
+    assert b"removed store" in yes.output
+    assert not SessionStorage.exists(name)
+
+
+# --------------------------------------------------------------------------------------------
+# dump and load
+# --------------------------------------------------------------------------------------------
+
+
+def test_dump_load_round_trip_and_refusals(name: str, tmp_path: Path) -> None:
+    ids = fill(name, 30)
+    snap = tmp_path / "sessions.snap"
+    target = name + "-b"
+    try:
+        dumped = run("dump", name, str(snap))
+        assert dumped.returncode == 0, dumped.stderr
+        assert re.match(rf"dumped 30 session\(s\) of store '{name}' to .* \(\d+\.\d KiB\)",
+                        dumped.stdout)
+        assert snap.stat().st_mode & 0o777 == 0o600
+
+        loaded = run("load", target, str(snap), "--size", "2M", "--max-entries", "100")
+        assert loaded.returncode == 0, loaded.stderr
+        assert f"loaded 30 session(s) from {snap} into new store '{target}' (2.0 MiB)" \
+            in loaded.stdout
+        assert loaded.stderr == ""  # no progress bar: stderr is not a terminal
+        with SessionStorage(target, create=False) as copy:
+            assert copy.stats().max_entries == 100
+            for k, sid in enumerate(ids):
+                assert copy.read(sid) == b"v" * (100 * (k + 1))
+
+        again = assert_one_line_error(run("load", target, str(snap)), 1)
+        assert "exists" in again
+
+        data = snap.read_bytes()
+        truncated = tmp_path / "truncated.snap"
+        truncated.write_bytes(data[: len(data) // 2])
+        altered = tmp_path / "altered.snap"
+        altered.write_bytes(data[:200] + bytes([data[200] ^ 0xFF]) + data[201:])
+        for bad, why in ((truncated, "truncated"), (altered, "checksum")):
+            line = assert_one_line_error(run("load", name + "-c", str(bad)), 1)
+            assert why in line, line
+            assert not SessionStorage.exists(name + "-c")
+        line = assert_one_line_error(run("load", name + "-c", str(tmp_path / "none")), 1)
+        assert "No such file" in line
+        line = assert_one_line_error(run("load", name + "-c", str(snap), "--size", "1K"), 2)
+        assert "size" in line and not SessionStorage.exists(name + "-c")
+        # Too small for the snapshot: refused whole, rather than logging 14 users out...
+        small = ("--size", "1M", "--max-entries", "16")
+        line = assert_one_line_error(run("load", name + "-c", str(snap), *small), 1)
+        assert "do not fit" in line and "nothing was created" in line
+        assert not SessionStorage.exists(name + "-c")
+        # ... unless asked to evict.
+        evicting = run("load", name + "-c", str(snap), *small, "--evict")
+        assert evicting.returncode == 0, evicting.stderr
+        assert "loaded 16 session(s)" in evicting.stdout
+        assert "14 evicted for lack of room" in evicting.stdout
+    finally:
+        remove_store(target)
+        remove_store(name + "-c")
+
+
+def test_load_draws_a_progress_bar_on_a_terminal(name: str, tmp_path: Path,
+                                                 pty_run: List[Pty]) -> None:
+    snap = tmp_path / "big.snap"
+    with SessionStorage(name, size=4 << 20, max_entries=3000) as store:
+        for k in range(1500):
+            store.write(f"s{k}", b"x" * 32)
+        assert store.dump(str(snap)) == 1500
+        store.unlink()
+    session = start(pty_run, "load", name, str(snap), "--max-entries", "3000",
+                    on_tty=("stderr",))
+    session.read_until(r"loading \[#{30}\] 100%  1,500/1,500\r?\n")
+    assert session.wait() == 0
+    assert session.proc.stdout is not None
+    assert session.proc.stdout.read().startswith(b"loaded 1,500 session(s)")
+    assert _live(name) == 1500
+
+
+# --------------------------------------------------------------------------------------------
+# top
+# --------------------------------------------------------------------------------------------
+
+
+class Traffic:
+    """Reads and writes on the store from a thread of this process, for bounded time."""
+
+    def __init__(self, name: str, seconds: float = 30.0) -> None:
+        self.stop = threading.Event()
+        self.ops = 0
+        self.thread = threading.Thread(target=self._run, args=(name, seconds), daemon=True)
+        self.thread.start()
+
+    def _run(self, name: str, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        with SessionStorage(name, create=False) as store:
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                for k in range(100):
+                    store.write(f"t{k}", b"y" * 64)
+                    store.get(f"t{k}")
+                    store.get(f"absent{k}")
+                self.ops += 300
+                time.sleep(0.01)
+
+    def join(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+def test_top_live_view_under_a_terminal_then_ctrl_c(name: str, pty_run: List[Pty]) -> None:
+    fill(name, 10)
+    traffic = Traffic(name)
+    try:
+        top = start(pty_run, "top", name, "--interval", "0.3")
+        top.read_until(r"\x1b\[\?1049h")  # the alternate screen
+        # A frame with rates: operations per second above zero, a hit rate, both fills.
+        frame = top.read_until(
+            r"\x1b\[H(?:(?!\x1b\[H).)*?operations +[\d,]+ +[1-9][\d,]*\.\d/s"
+            r"(?:(?!\x1b\[H).)*?\x1b\[J"
+        ).group(0).decode()
+    finally:
+        traffic.join()
+    assert f"store '{name}'" in frame
+    assert re.search(r"entries +\d+ / [\d,]+ \(\d+\.\d%\)", frame), frame
+    assert re.search(r"heap used +\d+\.\d KiB / \d+\.\d MiB \(\d+\.\d%\)", frame), frame
+    assert re.search(r"hit rate +\d+\.\d% +\d+\.\d%", frame), frame
+    for label in ("largest free block", "evictions", "expirations", "lock waits",
+                  "lock wait time"):
+        assert label in frame
+    assert "\x1b[?25l" in top.output.decode()  # cursor hidden while it runs
+    shown_before = len(top.output)
+    top.type(b"\x03")  # Ctrl-C, typed on the terminal: the kernel sends SIGINT
+    assert top.wait() == 0
+    tail = top.output[shown_before:].decode()
+    assert tail.endswith("\x1b[0m\x1b[?25h\x1b[?1049l"), repr(tail[-200:])
+    assert "Traceback" not in tail and "interrupted" not in tail
+    assert termios.tcgetattr(top.slave) == top.attrs_before  # echo and line mode are back
+
+
+def test_top_quits_on_q_and_its_keys_do_not_echo(name: str, pty_run: List[Pty]) -> None:
+    fill(name, 3)
+    top = start(pty_run, "top", name, "--interval", "0.2")
+    top.read_until(r"entries +3 / ")
+    during = termios.tcgetattr(top.slave)
+    assert not during[3] & (termios.ECHO | termios.ICANON)
+    top.type(b"q")
+    assert top.wait() == 0
+    assert top.output.endswith(b"\x1b[?1049l")
+    assert termios.tcgetattr(top.slave) == top.attrs_before
+
+
+def test_top_prints_plain_lines_when_stdout_is_not_a_terminal(name: str) -> None:
+    fill(name, 4)
+    plain = run("top", name, "--interval", "0.1", "--iterations", "3")
+    assert plain.returncode == 0, plain.stderr
+    lines = plain.stdout.splitlines()
+    assert len(lines) == 3 and "\x1b" not in plain.stdout
+    for line in lines:
+        assert re.match(r"\d\d:\d\d:\d\d  entries 4/[\d,]+ \(\d+\.\d%\)  heap ", line), line
+    assert "ops -" in lines[0] and re.search(r"ops \d+\.\d/s", lines[1])
+    machine = run("top", name, "--interval", "0.1", "--iterations", "2", "--json")
+    first, second = (json.loads(line) for line in machine.stdout.splitlines())
+    assert first["rates"] is None and first["entries"] == 4
+    assert second["rates"]["ops"] == 0 and second["time"] > first["time"]
+
+
+def test_top_stops_with_a_message_when_the_store_is_removed(name: str) -> None:
+    fill(name, 1)
+    proc = subprocess.Popen(COMMAND + ["top", name, "--interval", "0.1"], cwd=REPO_ROOT,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert "entries 1/" in proc.stdout.readline()
+        SessionStorage.unlink_name(name)
+        out, err = proc.communicate(timeout=RUN_TIMEOUT)
+        assert proc.returncode == 1, (out, err)
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert "unlinked" in err or "removed" in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+
+
+def test_top_ended_by_sigterm_restores_the_terminal(name: str, pty_run: List[Pty]) -> None:
+    fill(name, 1)
+    top = start(pty_run, "top", name, "--interval", "0.2")
+    top.read_until(r"entries +1 / ")
+    top.proc.send_signal(signal.SIGTERM)
+    assert top.wait() == 128 + signal.SIGTERM
+    assert top.output.endswith(b"\x1b[?1049l")
+    assert termios.tcgetattr(top.slave) == top.attrs_before
+
+
+# --------------------------------------------------------------------------------------------
+# demo
+# --------------------------------------------------------------------------------------------
+
+
+def test_demo_runs_through_the_command(name: str) -> None:
+    result = run("demo", "--name", name, "--workers", "2", "--requests", "6",
+                 "--clients", "2", "--burst-visits", "2", timeout=120)
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-2000:])
+    assert "All checks passed" in result.stdout
+    assert not SessionStorage.exists(name)
