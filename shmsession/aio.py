@@ -26,7 +26,8 @@ T = TypeVar("T")
 class AsyncSessionStorage:
     """The async face of :class:`SessionStorage`.
 
-    ``AsyncSessionStorage(store)`` wraps a store you opened; ``AsyncSessionStorage(name,
+    ``AsyncSessionStorage(store)`` wraps a store you opened (a :class:`SessionStorage`, or any
+    object with its methods, such as the Redis store); ``AsyncSessionStorage(name,
     **options)`` opens one (opening takes a file lock, so inside a running event loop
     prefer ``await AsyncSessionStorage.open(name, **options)``). ``executor`` picks the
     threads (default: the loop's default executor).
@@ -39,12 +40,12 @@ class AsyncSessionStorage:
         executor: Optional[Executor] = None,
         **options: Any,
     ) -> None:
-        if isinstance(store, SessionStorage):
+        if isinstance(store, str):
+            self.sync = SessionStorage(store, **options)
+        else:
             if options:
                 raise TypeError("options go to SessionStorage(...) when given a name, not a store")
             self.sync = store
-        else:
-            self.sync = SessionStorage(store, **options)
         self._executor = executor
 
     @classmethod

@@ -1,0 +1,508 @@
+"""Django on a shmsession store: a session engine and a cache backend.
+
+Sessions, in ``settings.py``::
+
+    SESSION_ENGINE = "shmsession.contrib.django"
+    SHMSESSION = {"name": "myapp-sessions", "size": 64 * 2**20}   # options go to SessionStorage
+
+A cache (Django's own ``cache`` and ``cached_db`` session engines work on it too)::
+
+    CACHES = {
+        "default": {
+            "BACKEND": "shmsession.contrib.django.ShmCache",
+            "LOCATION": "myapp-cache",                 # the store's name
+            "OPTIONS": {"size": 64 * 2**20},           # options go to SessionStorage
+            "TIMEOUT": 300,
+        }
+    }
+
+Instead of a name (with options), ``SHMSESSION = {"store": obj}`` and ``"LOCATION": obj`` take
+a store object you opened: a :class:`~shmsession.SessionStorage`, or anything with its
+methods. Give the sessions and each cache a store of their own: ``cache.clear()`` empties the
+whole store.
+
+Each process opens one handle per store name and options, on first use, and keeps it for
+its life: threads share it, and a handle opened before a fork (gunicorn ``--preload``) serves
+the child too. The session engine's async methods (Django 5.0+) run each store operation in
+a worker thread; the cache's are Django's own, which do the same with its sync methods.
+
+The adapters hold no storage logic: they translate Django's vocabulary into the store's
+``get``/``read_versioned``/``write``/``add``/``invalidate``/``touch``/``clear``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import math
+import os
+import pickle
+import threading
+from typing import Any, Callable, Dict, Mapping, Optional, Protocol, Tuple, TypeVar, Union, cast
+
+from .._errors import InvalidSessionId, SessionNotFound, VersionConflict, missing_extra
+from ..store import SessionStorage
+
+try:
+    from django.conf import settings
+    from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
+    from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheKey
+    from django.core.exceptions import ImproperlyConfigured
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
+    raise missing_extra("django", "django") from exc
+
+__all__ = ["SessionStore", "ShmCache", "close_stores"]
+
+T = TypeVar("T")
+
+#: Compare-and-set rounds one save or incr may take. Each lost round means another writer's
+#: write went through, so the writers as a whole always progress.
+MAX_CAS_ATTEMPTS = 1000
+
+
+class Store(Protocol):
+    """What the adapters need of a store: :class:`SessionStorage` has it (and so will any
+    other store with the same API)."""
+
+    def get(self, sid: str) -> Optional[bytes]: ...
+
+    def read_versioned(self, sid: str) -> Tuple[bytes, int]: ...
+
+    def write(
+        self, sid: str, value: bytes, ttl: Optional[float] = None, *, expect: Optional[int] = None
+    ) -> int: ...
+
+    def add(self, sid: str, value: bytes, ttl: Optional[float] = None) -> bool: ...
+
+    def invalidate(self, sid: str) -> bool: ...
+
+    def touch(self, sid: str, ttl: Optional[float] = None) -> bool: ...
+
+    def __contains__(self, sid: object) -> bool: ...
+
+    def clear(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# One handle per process for each store name and options
+# ---------------------------------------------------------------------------------------------
+
+_handles: Dict[Tuple[str, Tuple[Tuple[str, Any], ...]], SessionStorage] = {}
+_handles_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # A fork while another thread held the lock would leave it held forever in the child.
+    # The handles themselves stay valid: SessionStorage re-opens its descriptor after fork.
+    global _handles_lock
+    _handles_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _open(location: object, options: Mapping[str, Any], setting: str) -> Store:
+    """The store that ``location`` (a name, or a store object) and ``options`` designate."""
+    if not isinstance(location, str):
+        if location is None:
+            raise ImproperlyConfigured(f"{setting} must name a shmsession store")
+        if options:
+            raise ImproperlyConfigured(
+                f"{setting}: options go to SessionStorage(name, ...), so they come with a "
+                "store name, not with a store object"
+            )
+        return cast(Store, location)
+    if not location:
+        raise ImproperlyConfigured(f"{setting} must name a shmsession store, not be empty")
+    key = (location, tuple(sorted(options.items())))
+    store = _handles.get(key)
+    if store is None:
+        with _handles_lock:
+            store = _handles.get(key)
+            if store is None:
+                store = _handles[key] = SessionStorage(location, **options)
+    return store
+
+
+def close_stores() -> None:
+    """Close every handle this module opened in this process (at shutdown, or between
+    tests). Sessions and cache entries stay in the stores; the next use opens new handles.
+    Cache objects made before the call keep their closed handle: get new ones from
+    ``django.core.cache.caches``."""
+    global _session_memo
+    with _handles_lock:
+        handles = list(_handles.values())
+        _handles.clear()
+        _session_memo = None
+    for store in handles:
+        store.close()
+
+
+async def _offload(fn: Callable[..., T], *args: Any) -> T:
+    """The async dispatch: ``fn(*args)`` -- whole store operations, never a lock held across
+    an ``await`` -- in a worker thread of the running loop."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(fn, *args))
+
+
+# ---------------------------------------------------------------------------------------------
+# The session engine
+# ---------------------------------------------------------------------------------------------
+
+_session_memo: Optional[Tuple[object, Store]] = None
+
+
+def _session_store() -> Store:
+    """The store ``settings.SHMSESSION`` names, opened once per process (and again when the
+    setting is replaced, as ``override_settings`` does)."""
+    global _session_memo
+    conf = getattr(settings, "SHMSESSION", None)
+    memo = _session_memo
+    if memo is not None and memo[0] is conf:
+        return memo[1]
+    if not isinstance(conf, Mapping):
+        raise ImproperlyConfigured(
+            'SESSION_ENGINE "shmsession.contrib.django" needs SHMSESSION = {"name": ..., '
+            '"size": ...} (options of SessionStorage), or {"store": <a store object>}, in '
+            "settings"
+        )
+    options = dict(conf)
+    if "store" in options:
+        store = _open(options.pop("store"), options, 'SHMSESSION["store"]')
+    else:
+        store = _open(options.pop("name", None), options, 'SHMSESSION["name"]')
+    _session_memo = (conf, store)
+    return store
+
+
+def _ttl_of_age(age: float) -> float:
+    """The store ttl for a session expiring in ``age`` seconds; 0 when it has expired."""
+    return age if age > 0 else 0
+
+
+def _load(store: Store, key: Optional[str]) -> Optional[Tuple[bytes, int]]:
+    if key is None:
+        return None
+    try:
+        return store.read_versioned(key)
+    except (SessionNotFound, InvalidSessionId):  # InvalidSessionId: a cookie no store takes
+        return None
+
+
+def _create(store: Store, key: str, data: bytes, ttl: float) -> None:
+    """Store a new session; :class:`CreateError` when ``key`` is taken."""
+    if ttl:
+        if not store.add(key, data, ttl):
+            raise CreateError
+    elif key in store:  # an already expired session: nothing to store, but the key is taken
+        raise CreateError
+
+
+def _replace(
+    store: Store, key: str, data: bytes, ttl: float, version: Optional[int]
+) -> Optional[int]:
+    """Overwrite the live session ``key``; its new version (None when nothing is stored).
+
+    :raises UpdateError: the session is gone (deleted or expired): it is not resurrected.
+    """
+    if not ttl:  # the session expires now: saving it removes it
+        if not store.invalidate(key):
+            raise UpdateError
+        return None
+    for _ in range(MAX_CAS_ATTEMPTS):
+        if version is None:
+            found = _load(store, key)
+            if found is None:
+                raise UpdateError
+            version = found[1]
+        try:
+            # Compare-and-set makes "only if it still exists" atomic: a logout that lands
+            # between our read and our write makes the write fail instead of undoing it.
+            return store.write(key, data, ttl, expect=version)
+        except VersionConflict:
+            version = None  # someone else saved meanwhile: Django sessions are last-writer-wins
+    raise VersionConflict(
+        f"the session changed {MAX_CAS_ATTEMPTS} times while this request was saving it"
+    )
+
+
+def _exists(store: Store, key: Optional[str]) -> bool:
+    if not key:
+        return False
+    try:
+        return key in store
+    except InvalidSessionId:
+        return False
+
+
+def _delete(store: Store, key: str) -> None:
+    try:
+        store.invalidate(key)
+    except InvalidSessionId:
+        pass
+
+
+class SessionStore(SessionBase):
+    """Django sessions in the shmsession store named by ``settings.SHMSESSION``.
+
+    Session data is encoded as Django's database and file engines encode it (the
+    ``SESSION_SERIALIZER``, signed and compressed). Expiry is the store's: a session lives
+    ``get_expiry_age()`` seconds from its last save, so ``clear_expired`` has nothing to do.
+    """
+
+    def __init__(self, session_key: Optional[str] = None) -> None:
+        super().__init__(session_key)
+        # (key, version) of what this object last read or wrote: a save then needs one store
+        # call, a compare-and-set against that version.
+        self._seen: Optional[Tuple[str, int]] = None
+
+    # -- translation between the two vocabularies (no I/O) ------------------------------------
+    def _decoded(self, key: Optional[str], found: Optional[Tuple[bytes, int]]) -> Dict[str, Any]:
+        if key is None or found is None:
+            self._session_key = None
+            self._seen = None
+            return {}
+        data, version = found
+        self._seen = (key, version)
+        # latin-1 decodes any bytes; what is not Django's encoding fails the signature check
+        # in decode(), which logs it and gives an empty session.
+        return self.decode(data.decode("latin-1"))
+
+    def _encoded(self, session: Dict[str, Any]) -> bytes:
+        return self.encode(session).encode("ascii")
+
+    def _version_for(self, key: str) -> Optional[int]:
+        seen = self._seen
+        return seen[1] if seen is not None and seen[0] == key else None
+
+    def _saved(self, key: str, version: Optional[int]) -> None:
+        self._seen = None if version is None else (key, version)
+
+    # -- SessionBase ---------------------------------------------------------------------------
+    def load(self) -> Dict[str, Any]:
+        key = self._session_key
+        return self._decoded(key, _load(_session_store(), key))
+
+    def exists(self, session_key: Optional[str]) -> bool:
+        return _exists(_session_store(), session_key)
+
+    def create(self) -> None:
+        for _ in range(10000):  # as Django's cache engine; 32 random characters do not collide
+            self._session_key = cast(Any, self)._get_new_session_key()
+            try:
+                self.save(must_create=True)
+            except CreateError:
+                continue
+            self.modified = True
+            return
+        raise RuntimeError("Unable to create a new session key in the shmsession store.")
+
+    def save(self, must_create: bool = False) -> None:
+        if self.session_key is None:
+            return self.create()
+        data = self._encoded(cast(Any, self)._get_session(no_load=must_create))
+        key = self.session_key  # loading above clears a key whose session is gone
+        if key is None:
+            raise UpdateError
+        ttl = _ttl_of_age(self.get_expiry_age())
+        store = _session_store()
+        if must_create:
+            _create(store, key, data, ttl)
+            self._seen = None
+        else:
+            self._saved(key, _replace(store, key, data, ttl, self._version_for(key)))
+
+    def delete(self, session_key: Optional[str] = None) -> None:
+        if session_key is None:
+            if self.session_key is None:
+                return
+            session_key = self.session_key
+        _delete(_session_store(), session_key)
+
+    @classmethod
+    def clear_expired(cls) -> None:
+        """Nothing to do: the store drops expired sessions by itself."""
+
+    # -- the async twins (Django 5.0+) ---------------------------------------------------------
+    async def aload(self) -> Dict[str, Any]:
+        key = self._session_key
+        return self._decoded(key, await _offload(_load, _session_store(), key))
+
+    async def aexists(self, session_key: Optional[str]) -> bool:
+        return await _offload(_exists, _session_store(), session_key)
+
+    async def acreate(self) -> None:
+        for _ in range(10000):
+            self._session_key = await cast(Any, self)._aget_new_session_key()
+            try:
+                await self.asave(must_create=True)
+            except CreateError:
+                continue
+            self.modified = True
+            return
+        raise RuntimeError("Unable to create a new session key in the shmsession store.")
+
+    async def asave(self, must_create: bool = False) -> None:
+        if self.session_key is None:
+            return await self.acreate()
+        session = await cast(Any, self)._aget_session(no_load=must_create)
+        data = self._encoded(session)
+        key = self.session_key
+        if key is None:
+            raise UpdateError
+        ttl = _ttl_of_age(await self.aget_expiry_age())
+        store = _session_store()
+        if must_create:
+            await _offload(_create, store, key, data, ttl)
+            self._seen = None
+        else:
+            version = await _offload(_replace, store, key, data, ttl, self._version_for(key))
+            self._saved(key, version)
+
+    async def adelete(self, session_key: Optional[str] = None) -> None:
+        if session_key is None:
+            if self.session_key is None:
+                return
+            session_key = self.session_key
+        await _offload(_delete, _session_store(), session_key)
+
+    @classmethod
+    async def aclear_expired(cls) -> None:
+        """Nothing to do: the store drops expired sessions by itself."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The cache backend
+# ---------------------------------------------------------------------------------------------
+
+
+def _store_id(key: str) -> str:
+    """The store id for a cache key: the key itself, or, when the store cannot take it (over
+    ``SessionStorage.MAX_ID_BYTES`` of UTF-8, or not encodable), ``sha256-`` and its digest in
+    hex. Django's key function always puts ``:`` in its keys and the digest form has none, so
+    the two forms never meet."""
+    try:
+        raw = key.encode()
+    except UnicodeEncodeError:  # lone surrogates
+        raw = key.encode("utf-8", "surrogatepass")
+    else:
+        if 0 < len(raw) <= SessionStorage.MAX_ID_BYTES:
+            return key
+    return "sha256-" + hashlib.sha256(raw).hexdigest()
+
+
+class ShmCache(BaseCache):
+    """A Django cache backend on a shmsession store, shared by every process that names it.
+
+    ``LOCATION`` is the store's name (or a store object); ``OPTIONS`` go to
+    :class:`~shmsession.SessionStorage` (``size``, ``max_entries``, ``when_full``...): a full
+    store evicts expired entries, then the least recently used ones, unless
+    ``when_full="raise"``. Values are pickled. Timeouts follow Django: ``0`` or less stores
+    nothing (and removes what was there), ``None`` keeps the entry until it is deleted or
+    evicted. ``incr``/``decr`` are atomic across processes (compare-and-set) and, as in
+    Django's ``BaseCache``, give the entry the default timeout. Every key works: keys over
+    the store's 1024 bytes are hashed, so no ``CacheKeyWarning`` is raised for long keys or
+    for characters memcached refuses. ``close()`` keeps the process's handle open (Django
+    calls it after each request).
+    """
+
+    pickle_protocol = pickle.HIGHEST_PROTOCOL
+
+    def __init__(self, location: Union[str, Store], params: Dict[str, Any]) -> None:
+        options = dict(params.get("OPTIONS") or {})
+        for django_option, ours in (("MAX_ENTRIES", "max_entries"), ("CULL_FREQUENCY", None)):
+            if django_option in options:
+                hint = f'use "{ours}"' if ours else "the store evicts by itself (when_full)"
+                raise ImproperlyConfigured(
+                    f"ShmCache OPTIONS: {django_option} is not an option of this backend; {hint}"
+                )
+        super().__init__(params)
+        self._store: Store = _open(location, options, "ShmCache LOCATION")
+
+    # -- translation ---------------------------------------------------------------------------
+    def validate_key(self, key: Any) -> None:
+        """Keys need only be ``str``: the store takes any (long ones through a digest)."""
+        if not isinstance(key, str):
+            raise InvalidCacheKey(f"cache keys must be str, not {type(key).__name__}")
+
+    def _id(self, key: Any, version: Optional[int]) -> str:
+        return _store_id(self.make_and_validate_key(key, version=version))
+
+    def _ttl(self, timeout: Any) -> float:
+        """Store ttl for a Django timeout: ``math.inf`` for None, 0 for "do not store"."""
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = self.default_timeout
+        if timeout is None:
+            return math.inf
+        return float(timeout) if timeout > 0 else 0
+
+    def _dumps(self, value: Any) -> bytes:
+        return pickle.dumps(value, self.pickle_protocol)
+
+    # -- BaseCache -----------------------------------------------------------------------------
+    def add(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Optional[int] = None
+    ) -> bool:
+        sid = self._id(key, version)
+        data = self._dumps(value)
+        ttl = self._ttl(timeout)
+        if ttl:
+            return self._store.add(sid, data, ttl)
+        # Added and expired at once: nothing is stored, and it "was added" if it was absent.
+        return sid not in self._store
+
+    def get(self, key: Any, default: Any = None, version: Optional[int] = None) -> Any:
+        raw = self._store.get(self._id(key, version))
+        return default if raw is None else pickle.loads(raw)
+
+    def set(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Optional[int] = None
+    ) -> None:
+        sid = self._id(key, version)
+        data = self._dumps(value)
+        ttl = self._ttl(timeout)
+        if ttl:
+            self._store.write(sid, data, ttl)
+        else:
+            self._store.invalidate(sid)
+
+    def touch(
+        self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Optional[int] = None
+    ) -> bool:
+        sid = self._id(key, version)
+        ttl = self._ttl(timeout)
+        return self._store.touch(sid, ttl) if ttl else self._store.invalidate(sid)
+
+    def delete(self, key: Any, version: Optional[int] = None) -> bool:
+        return self._store.invalidate(self._id(key, version))
+
+    def has_key(self, key: Any, version: Optional[int] = None) -> bool:
+        return self._id(key, version) in self._store
+
+    def incr(self, key: Any, delta: int = 1, version: Optional[int] = None) -> Any:
+        sid = self._id(key, version)
+        store = self._store
+        for _ in range(MAX_CAS_ATTEMPTS):
+            try:
+                raw, seen = store.read_versioned(sid)
+            except SessionNotFound:
+                raise ValueError(f"Key '{key}' not found") from None
+            value = pickle.loads(raw) + delta
+            ttl = self._ttl(DEFAULT_TIMEOUT)
+            try:
+                if ttl:
+                    store.write(sid, self._dumps(value), ttl, expect=seen)
+                else:
+                    store.invalidate(sid)
+            except VersionConflict:
+                continue  # another process changed it meanwhile: add to its value
+            return value
+        raise VersionConflict(f"cache key {key!r} changed {MAX_CAS_ATTEMPTS} times during incr")
+
+    def clear(self) -> None:
+        """Empty the whole store (every key prefix and version in it)."""
+        self._store.clear()
+
+    def close(self, **kwargs: Any) -> None:
+        """Keep the handle: it is this process's, shared by threads and reused by requests."""

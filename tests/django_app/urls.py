@@ -1,0 +1,12 @@
+from django.urls import path
+
+from tests.django_app import views
+
+urlpatterns = [
+    path("login/", views.login),
+    path("whoami/", views.whoami),
+    path("incr/", views.incr),
+    path("put/", views.put),
+    path("logout/", views.logout),
+    path("cache/incr/", views.cache_incr),
+]

@@ -1,0 +1,1167 @@
+"""shmsession.contrib.django: the session engine and the ShmCache backend held to Django's own
+session and cache contracts (cases ported from Django's ``SessionTestsMixin`` and
+``BaseCacheTests``), Django's ``cache`` and ``cached_db`` session engines running on ShmCache,
+the test Client end to end, and a real gunicorn whose 4 workers share sessions and a cache."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import os
+import pickle
+import shutil
+import string
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import timedelta
+from http.cookies import SimpleCookie
+from importlib import import_module
+from pathlib import Path
+from typing import Any, Callable, Coroutine, Dict, Iterator, List, Optional, Tuple, Type
+
+import pytest
+
+import django
+from django.conf import settings
+
+from tests.django_app import ENV_NAME, STORE_SIZE, cache_name, settings_for
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_DB_DIR = tempfile.mkdtemp(prefix="shmsession-django-test-")
+#: The name settings.configure() gets; every test overrides it with a fresh store.
+_CONFIGURED_NAME = f"t-{os.getpid()}-django-configured"
+
+if not settings.configured:
+    settings.configure(
+        **dict(
+            settings_for(_CONFIGURED_NAME),
+            DATABASES={
+                "default": {
+                    "ENGINE": "django.db.backends.sqlite3",
+                    "NAME": os.path.join(_DB_DIR, "db.sqlite3"),
+                }
+            },
+        )
+    )
+    django.setup()
+
+from django.contrib.sessions.backends.base import (  # noqa: E402
+    CreateError,
+    SessionBase,
+    UpdateError,
+)
+from django.core.cache import caches  # noqa: E402
+from django.core.cache.backends.base import InvalidCacheKey  # noqa: E402
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connections  # noqa: E402
+from django.test import Client, override_settings  # noqa: E402
+
+from shmsession import SessionStorage, StoreFull, ValueTooLarge  # noqa: E402
+from shmsession import demo  # noqa: E402
+from shmsession.contrib.django import SessionStore, ShmCache, close_stores  # noqa: E402
+
+ENGINES = {
+    "shmsession": "shmsession.contrib.django",
+    "cache": "django.contrib.sessions.backends.cache",
+    "cached_db": "django.contrib.sessions.backends.cached_db",
+}
+
+
+def custom_key_func(key: str, key_prefix: str, version: int) -> str:
+    return "CUSTOM-" + "-".join([key_prefix, str(version), key])
+
+
+def _caches_for(location: str) -> Dict[str, Dict[str, Any]]:
+    base = {
+        "BACKEND": "shmsession.contrib.django.ShmCache",
+        "LOCATION": location,
+        "OPTIONS": {"size": STORE_SIZE},
+    }
+    return {
+        "default": dict(base),
+        "prefix": dict(base, KEY_PREFIX="cacheprefix"),
+        "v2": dict(base, VERSION=2),
+        "custom_key": dict(base, KEY_FUNCTION=custom_key_func),
+        # Same LOCATION, another handle option: a second handle on the same segment.
+        "twin": dict(base, OPTIONS={"size": STORE_SIZE, "ttl": 60}),
+        "short": dict(base, TIMEOUT=1),
+        # A handle whose store default ttl is 1 s: timeout=None must still mean forever.
+        "store_ttl_1s": dict(base, TIMEOUT=None, OPTIONS={"size": STORE_SIZE, "ttl": 1}),
+    }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _database() -> Iterator[None]:
+    """The sessions table, for the cached_db engine; the database is removed afterwards."""
+    call_command("migrate", "sessions", verbosity=0, interactive=False)
+    try:
+        yield
+    finally:
+        connections.close_all()
+        close_stores()
+        for leftover in (_CONFIGURED_NAME, cache_name(_CONFIGURED_NAME)):
+            SessionStorage.unlink_name(leftover)
+        shutil.rmtree(_DB_DIR, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def stores(name: str) -> Iterator[str]:
+    """Each test: sessions in a fresh store ``name``, caches in a fresh ``name-cache``."""
+    try:
+        with override_settings(
+            SHMSESSION={"name": name, "size": STORE_SIZE}, CACHES=_caches_for(cache_name(name))
+        ):
+            yield name
+    finally:
+        close_stores()
+        SessionStorage.unlink_name(cache_name(name))
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    return asyncio.run(coro)
+
+
+def raw(name: str) -> SessionStorage:
+    """A handle of the test's own on store ``name``: what any other process would see."""
+    return SessionStorage(name, create=False)
+
+
+# =============================================================================================
+# Session engines: Django's SessionTestsMixin (storage cases), on all three engines
+# =============================================================================================
+
+
+@pytest.fixture(params=list(ENGINES))
+def backend(request: pytest.FixtureRequest) -> Type[SessionBase]:
+    cls: Type[SessionBase] = import_module(ENGINES[request.param]).SessionStore
+    return cls
+
+
+def test_save_then_exists(backend: Type[SessionBase]) -> None:
+    session = backend()
+    session.save()
+    assert session.exists(session.session_key) is True
+
+
+def test_delete(backend: Type[SessionBase]) -> None:
+    session = backend()
+    session.save()
+    session.delete(session.session_key)
+    assert session.exists(session.session_key) is False
+
+
+def test_flush(backend: Type[SessionBase]) -> None:
+    session = backend()
+    session["foo"] = "bar"
+    session.save()
+    prev_key = session.session_key
+    session.flush()
+    assert session.exists(prev_key) is False
+    assert session.session_key is None
+    assert session.modified is True and session.accessed is True
+    assert backend(prev_key).load() == {}
+
+
+def test_cycle(backend: Type[SessionBase]) -> None:
+    session = backend()
+    session["a"], session["b"] = "c", "d"
+    session.save()
+    prev_key = session.session_key
+    prev_data = list(session.items())
+    session.cycle_key()
+    assert session.exists(prev_key) is False
+    assert session.session_key != prev_key
+    assert list(session.items()) == prev_data
+    assert dict(backend(session.session_key).items()) == dict(prev_data)
+
+
+def test_cycle_with_no_session_cache(backend: Type[SessionBase]) -> None:
+    session = backend()
+    session["a"], session["b"] = "c", "d"
+    session.save()
+    prev_data = list(session.items())
+    session = backend(session.session_key)
+    assert not hasattr(session, "_session_cache")
+    session.cycle_key()
+    assert sorted(session.items()) == sorted(prev_data)
+
+
+def test_save_doesnt_clear_data(backend: Type[SessionBase]) -> None:
+    session = backend()
+    session["a"] = "b"
+    session.save()
+    assert session["a"] == "b"
+    assert backend(session.session_key)["a"] == "b"
+
+
+def test_invalid_key(backend: Type[SessionBase]) -> None:
+    session = backend("1")
+    try:
+        session.save()
+        assert session.session_key != "1"
+        assert session.get("cat") is None
+        session.delete()
+    finally:
+        session.delete("1")
+
+
+def test_session_load_does_not_create_record(backend: Type[SessionBase]) -> None:
+    session = backend("someunknownkey")
+    assert session.load() == {}
+    assert session.session_key is None
+    assert session.exists(session.session_key) is False
+    assert session.exists("someunknownkey") is False
+
+
+def test_save_does_not_resurrect_a_session_logged_out_elsewhere(backend: Type[SessionBase]) -> None:
+    s1 = backend()
+    s1["test_data"] = "value1"
+    s1.save(must_create=True)
+    s2 = backend(s1.session_key)
+    s2.delete()
+    s1["test_data"] = "value2"
+    with pytest.raises(UpdateError):
+        s1.save()
+    assert s1.load() == {}
+
+
+def test_a_request_that_loaded_the_session_does_not_resurrect_it(
+    backend: Type[SessionBase],
+) -> None:
+    # The race behind the case above: this request read the session, a logout elsewhere
+    # deleted it, then this request saves. The save must fail, not write it back.
+    s1 = backend()
+    s1["test_data"] = "value1"
+    s1.save()
+    request = backend(s1.session_key)
+    assert request["test_data"] == "value1"  # loaded
+    backend(s1.session_key).delete()
+    request["test_data"] = "value2"
+    with pytest.raises(UpdateError):
+        request.save()
+    assert backend().exists(s1.session_key) is False
+
+
+def test_actual_expiry(backend: Type[SessionBase]) -> None:
+    session = backend()
+    session["foo"] = "bar"
+    session.set_expiry(-timedelta(seconds=10))
+    session.save()
+    old_key = session.session_key
+    new_session = backend(old_key)
+    try:
+        assert "foo" not in new_session  # an expiry in the past: gone at once
+    finally:
+        session.delete(old_key)
+        new_session.delete(new_session.session_key)
+
+
+def test_load_overlong_key(backend: Type[SessionBase]) -> None:
+    session = backend()
+    session._session_key = (string.ascii_letters + string.digits) * 20
+    assert session.load() == {}
+    session._session_key = "k" * 5000  # over the store's 1024 bytes: no store takes it
+    assert session.load() == {}
+    assert session.exists("k" * 5000) is False
+
+
+def test_create_and_save(backend: Type[SessionBase]) -> None:
+    session = backend()
+    session.create()
+    key = session.session_key
+    assert key is not None and session.exists(key)
+    session["x"] = 1
+    session.save()
+    assert backend(key)["x"] == 1
+
+
+def test_save_in_two_contexts_is_last_writer_wins(backend: Type[SessionBase]) -> None:
+    first = backend()
+    first["who"] = "first"
+    first.save()
+    a, b = backend(first.session_key), backend(first.session_key)
+    assert a["who"] == b["who"] == "first"  # both loaded the same version
+    a["who"] = "a"
+    a.save()
+    b["who"] = "b"
+    b.save()  # stale, but the session exists: Django sessions are last-writer-wins
+    assert dict(backend(first.session_key).items()) == {"who": "b"}
+
+
+# -- the async twins (Django 5.0+); cached_db left out: its database calls run in threads ----
+
+
+@pytest.fixture(params=["shmsession", "cache"])
+def async_backend(request: pytest.FixtureRequest) -> Type[SessionBase]:
+    cls: Type[SessionBase] = import_module(ENGINES[request.param]).SessionStore
+    return cls
+
+
+def test_async_save_exists_delete_flush(async_backend: Type[SessionBase]) -> None:
+    async def main() -> None:
+        session = async_backend()
+        await session.aset("foo", "bar")
+        await session.asave()
+        key = session.session_key
+        assert await session.aexists(key) is True
+        assert await async_backend(key).aget("foo") == "bar"
+        await session.aflush()
+        assert await session.aexists(key) is False
+        assert session.session_key is None
+        other = async_backend()
+        await other.asave()
+        await other.adelete(other.session_key)
+        assert await other.aexists(other.session_key) is False
+
+    run(main())
+
+
+def test_async_cycle_create_and_invalid_key(async_backend: Type[SessionBase]) -> None:
+    async def main() -> None:
+        session = async_backend()
+        await session.aset("a", "c")
+        await session.asave()
+        prev = session.session_key
+        await session.acycle_key()
+        assert session.session_key != prev
+        assert await session.aexists(prev) is False
+        assert await async_backend(session.session_key).aget("a") == "c"
+
+        fresh = async_backend()
+        await fresh.acreate()
+        assert await fresh.aexists(fresh.session_key) is True
+
+        invalid = async_backend("1")
+        await invalid.asave()
+        assert invalid.session_key != "1"
+        assert await invalid.aget("cat") is None
+
+    run(main())
+
+
+def test_async_load_and_no_resurrection(async_backend: Type[SessionBase]) -> None:
+    async def main() -> None:
+        unknown = async_backend("someunknownkey")
+        assert await unknown.aload() == {}
+        assert unknown.session_key is None
+        assert await unknown.aexists(unknown.session_key) is False
+
+        s1 = async_backend()
+        await s1.aset("test_data", "value1")
+        await s1.asave(must_create=True)
+        await async_backend(s1.session_key).adelete()
+        await s1.aset("test_data", "value2")
+        with pytest.raises(UpdateError):
+            await s1.asave()
+        assert await s1.aload() == {}
+
+        expired = async_backend()
+        await expired.aset("foo", "bar")
+        await expired.aset_expiry(-timedelta(seconds=10))
+        await expired.asave()
+        assert await async_backend(expired.session_key).ahas_key("foo") is False
+        await async_backend().aclear_expired()
+
+    run(main())
+
+
+# =============================================================================================
+# The shmsession engine itself
+# =============================================================================================
+
+
+def test_sessions_are_in_the_shared_store_in_djangos_encoding(stores: str) -> None:
+    session = SessionStore()
+    session["user"] = "alice"
+    session["cart"] = ["x", "y"]
+    session.save()
+    key = session.session_key
+    assert key is not None
+    with raw(stores) as other:
+        data = other.read(key)
+        assert SessionStore().decode(data.decode()) == {"user": "alice", "cart": ["x", "y"]}
+        # And what another process writes there is what the engine reads.
+        other.write(key, SessionStore().encode({"user": "bob"}).encode())
+    assert dict(SessionStore(key).items()) == {"user": "bob"}
+
+
+def test_must_create_raises_create_error_on_an_existing_key() -> None:
+    first = SessionStore()
+    first["owner"] = "first"
+    first.save()
+    second = SessionStore(first.session_key)
+    second["owner"] = "second"
+    with pytest.raises(CreateError):
+        second.save(must_create=True)
+    assert SessionStore(first.session_key)["owner"] == "first"
+
+
+def test_corrupt_data_in_the_store_loads_as_an_empty_session(stores: str) -> None:
+    session = SessionStore()
+    session["a"] = 1
+    session.save()
+    key = session.session_key
+    assert key is not None
+    with raw(stores) as other:
+        other.write(key, b"\xff\xfe not django's encoding")
+    assert SessionStore(key).load() == {}
+
+
+def test_expiry_is_the_stores_from_get_expiry_age(stores: str) -> None:
+    short, long = SessionStore(), SessionStore()
+    short["a"] = long["a"] = 1
+    short.set_expiry(1)
+    long.set_expiry(3600)
+    short.save()
+    long.save()
+    short_key, long_key = short.session_key, long.session_key
+    assert short_key is not None and long_key is not None
+    assert short.exists(short_key)
+    time.sleep(1.3)
+    assert SessionStore().exists(short_key) is False
+    stale = SessionStore(short_key)
+    assert stale.load() == {} and stale.session_key is None
+    assert SessionStore(long_key)["a"] == 1
+    with pytest.raises(UpdateError):  # saving the expired one does not bring it back
+        short.save()
+    SessionStore.clear_expired()  # the store expires by itself: nothing to do, nothing raised
+    call_command("clearsessions")
+    with raw(stores) as other:
+        assert short_key not in other and long_key in other
+
+
+def test_session_store_needs_no_arguments_and_reads_settings(stores: str) -> None:
+    session = SessionStore()
+    assert session.session_key is None and session.load() == {}
+    with override_settings(SHMSESSION=None):
+        with pytest.raises(ImproperlyConfigured, match="SHMSESSION"):
+            SessionStore().save()
+    with override_settings(SHMSESSION={"size": STORE_SIZE}):
+        with pytest.raises(ImproperlyConfigured, match="name"):
+            SessionStore().save()
+
+
+def test_a_store_object_in_settings(name: str) -> None:
+    other_name = f"{name}-obj"
+    store = SessionStorage(other_name, size=STORE_SIZE)
+    try:
+        with override_settings(SHMSESSION={"store": store}):
+            session = SessionStore()
+            session["via"] = "object"
+            session.save()
+            assert session.session_key in store
+        with override_settings(SHMSESSION={"store": store, "size": STORE_SIZE}):
+            with pytest.raises(ImproperlyConfigured, match="options"):
+                SessionStore().save()
+    finally:
+        store.unlink()
+
+
+def test_concurrent_saves_from_threads_each_land_whole(stores: str) -> None:
+    first = SessionStore()
+    first["writer"] = -1
+    first.save()
+    key = first.session_key
+    versions = [
+        {"writer": i, f"only_{i}": "x" * (100 * i), "items": list(range(i))} for i in range(8)
+    ]
+    barrier = threading.Barrier(len(versions))
+    errors: List[BaseException] = []
+
+    def writer(data: Dict[str, Any]) -> None:
+        try:
+            session = SessionStore(key)
+            session.load()
+            barrier.wait(timeout=30)
+            for _ in range(20):
+                session.clear()
+                session.update(data)
+                session.save()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(v,)) for v in versions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert dict(SessionStore(key).items()) in versions
+
+
+def test_a_handle_opened_before_fork_serves_the_child(stores: str) -> None:
+    # In a fresh interpreter: forking this pytest process, whose helper threads (asgiref's)
+    # may still live, would be unsafe.
+    code = f"""
+import os, sys
+sys.path.insert(0, {str(REPO_ROOT)!r})
+from django.conf import settings
+from tests.django_app import settings_for
+settings.configure(**settings_for({stores!r}))
+import django
+django.setup()
+from shmsession.contrib import django as shm_django
+from shmsession.contrib.django import SessionStore
+before = shm_django._session_store()  # the handle is opened here, in the parent
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    status = 1
+    try:
+        session = SessionStore()
+        session["child"] = os.getpid()
+        session.save()
+        os.write(w, session.session_key.encode())
+        status = 0 if shm_django._session_store() is before else 2
+    finally:
+        os._exit(status)
+os.close(w)
+key = os.read(r, 100).decode()
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert SessionStore(key)["child"] == pid
+session = SessionStore(key)
+session["parent"] = os.getpid()
+session.save()
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+    with raw(stores) as other:
+        assert len(other) == 1
+
+
+def test_missing_django_raises_missing_extra() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['django'] = None\n"
+        "try:\n"
+        "    import shmsession.contrib.django\n"
+        "except ImportError as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert out.startswith("MissingExtra ") and "pip install 'shmsession[django]'" in out
+
+
+# -- with Django's test Client -----------------------------------------------------------------
+
+
+def test_client_login_visit_logout_and_replay(stores: str) -> None:
+    client = Client()
+    assert client.get("/whoami/").status_code == 401
+    assert client.post("/login/?user=alice").status_code == 200
+    cookie = client.cookies["sessionid"].value
+    with raw(stores) as other:
+        assert cookie in other
+        for n in range(1, 4):
+            assert client.post("/incr/").json()["n"] == n
+        assert client.get("/whoami/").json()["session"] == {"user": "alice", "n": 3}
+        # A second browser with the same cookie sees the same session.
+        twin = Client()
+        twin.cookies["sessionid"] = cookie
+        assert twin.get("/whoami/").json()["session"]["n"] == 3
+
+        response = client.post("/logout/")
+        assert response.status_code == 200
+        assert response.cookies["sessionid"].value == ""  # the browser is told to drop it
+        assert cookie not in other  # and the server side is gone
+    replay = Client()
+    replay.cookies["sessionid"] = cookie
+    answer = replay.get("/whoami/")
+    assert answer.status_code == 401 and answer.json()["anonymous"] is True
+
+
+def test_client_login_cycles_the_key_and_bad_cookies_are_anonymous(stores: str) -> None:
+    client = Client()
+    client.post("/login/?user=alice")
+    first = client.cookies["sessionid"].value
+    client.post("/login/?user=bob")
+    second = client.cookies["sessionid"].value
+    assert first != second
+    with raw(stores) as other:
+        assert first not in other and second in other
+    for bad in ("x" * 3000, "short", "ünïcödé-cookie-value", "someunknownkey"):
+        stranger = Client()
+        stranger.cookies["sessionid"] = bad
+        assert stranger.get("/whoami/").status_code == 401
+
+
+# =============================================================================================
+# Django's cache and cached_db engines on ShmCache
+# =============================================================================================
+
+
+def test_cache_engine_stores_in_the_shm_cache(stores: str) -> None:
+    cache_engine = import_module(ENGINES["cache"]).SessionStore
+    session = cache_engine()
+    session["x"] = 1
+    session.save()
+    cache = caches["default"]
+    assert isinstance(cache, ShmCache)
+    assert cache.get(session.cache_key) == {"x": 1}
+    with raw(cache_name(stores)) as other:
+        assert pickle.loads(other.read(cache.make_key(session.cache_key))) == {"x": 1}
+
+
+def test_cached_db_engine_reads_the_shm_cache_first(stores: str) -> None:
+    cached_db = import_module(ENGINES["cached_db"]).SessionStore
+    session = cached_db()
+    session["x"] = 1
+    session.save()
+    cache = caches["default"]
+    assert cache.get(session.cache_key) == {"x": 1}
+    # Change the cached copy: a load shows the cache was read, not the database.
+    cache.set(session.cache_key, {"x": 2})
+    assert cached_db(session.session_key)["x"] == 2
+    # Drop the cached copy: the database still has the session, and refills the cache.
+    cache.delete(session.cache_key)
+    assert cached_db(session.session_key)["x"] == 1
+    assert cache.get(session.cache_key) == {"x": 1}
+
+
+def test_client_with_the_cache_engines(stores: str) -> None:
+    for engine in ("cache", "cached_db"):
+        with override_settings(SESSION_ENGINE=ENGINES[engine]):
+            client = Client()
+            client.post("/login/?user=carol")
+            assert client.post("/incr/").json()["n"] == 1
+            assert client.get("/whoami/").json()["session"] == {"user": "carol", "n": 1}
+            cookie = client.cookies["sessionid"].value
+            client.post("/logout/")
+            replay = Client()
+            replay.cookies["sessionid"] = cookie
+            assert replay.get("/whoami/").status_code == 401, engine
+
+
+# =============================================================================================
+# ShmCache: Django's BaseCacheTests
+# =============================================================================================
+
+
+def f() -> int:
+    return 42
+
+
+class C:
+    def m(self) -> int:
+        return 24
+
+
+class Unpicklable:
+    def __getstate__(self) -> Dict[str, Any]:
+        raise pickle.PickleError()
+
+
+@pytest.fixture
+def cache(stores: str) -> ShmCache:
+    backend = caches["default"]
+    assert isinstance(backend, ShmCache)
+    return backend
+
+
+def test_simple_get_set_and_none(cache: ShmCache) -> None:
+    cache.set("key", "value")
+    assert cache.get("key") == "value"
+    cache.set("key_default_none", None)
+    assert cache.get("key_default_none", default="default") is None
+    assert cache.get("does_not_exist") is None
+    assert cache.get("does_not_exist", "bang!") == "bang!"
+
+
+def test_add(cache: ShmCache) -> None:
+    assert cache.add("addkey1", "value") is True
+    assert cache.add("addkey1", "newvalue") is False
+    assert cache.get("addkey1") == "value"
+
+
+def test_prefix_version_and_custom_key_func_keep_keys_apart(cache: ShmCache) -> None:
+    cache.set("somekey", "value")
+    assert caches["prefix"].has_key("somekey") is False
+    caches["prefix"].set("somekey", "value2")
+    assert cache.get("somekey") == "value"
+    assert caches["prefix"].get("somekey") == "value2"
+
+    cache.set("answer1", 42)
+    assert cache.get("answer1", version=1) == 42
+    assert cache.get("answer1", version=2) is None
+    assert caches["v2"].get("answer1") is None
+    assert caches["v2"].get("answer1", version=1) == 42
+    caches["v2"].set("answer2", 42)
+    assert cache.get("answer2") is None and cache.get("answer2", version=2) == 42
+
+    assert caches["custom_key"].get("answer1") is None
+    caches["custom_key"].set("answer3", 3)
+    assert cache.get("answer3") is None and caches["custom_key"].get("answer3") == 3
+
+
+def test_get_many_set_many_delete_many(cache: ShmCache) -> None:
+    assert cache.set_many({"a": "a", "b": "b", "c": "c", "d": "d"}) == []
+    assert cache.get_many(["a", "c", "d"]) == {"a": "a", "c": "c", "d": "d"}
+    assert cache.get_many(iter(["a", "b", "e"])) == {"a": "a", "b": "b"}
+    cache.delete_many(["a", "b"])
+    assert cache.get_many(["a", "b", "c"]) == {"c": "c"}
+
+
+def test_delete_and_has_key_return_bools(cache: ShmCache) -> None:
+    cache.set_many({"key1": "spam", "key2": "eggs"})
+    assert cache.delete("key1") is True
+    assert cache.delete("key1") is False
+    assert cache.get("key1") is None and cache.get("key2") == "eggs"
+    assert cache.has_key("key2") is True and "key2" in cache
+    assert cache.has_key("goodbye") is False and "goodbye" not in cache
+    cache.set("no_expiry", "here", None)
+    assert cache.has_key("no_expiry")
+
+
+def test_incr_decr(cache: ShmCache) -> None:
+    cache.set("answer", 41)
+    assert cache.incr("answer") == 42 and cache.get("answer") == 42
+    assert cache.incr("answer", 10) == 52
+    assert cache.incr("answer", -10) == 42
+    assert cache.decr("answer") == 41 and cache.decr("answer", -1) == 42
+    with pytest.raises(ValueError):
+        cache.incr("does_not_exist")
+    with pytest.raises(ValueError):
+        cache.decr("does_not_exist")
+    cache.set("answer1", 37, version=1)
+    cache.set("answer1", 42, version=2)
+    cache.incr("answer1", version=2)
+    assert cache.get("answer1", version=1) == 37 and cache.get("answer1", version=2) == 43
+
+
+def test_incr_is_atomic_across_threads_and_handles(cache: ShmCache) -> None:
+    cache.set("counter", 0, None)
+    twin = caches["twin"]  # another handle on the same segment
+    errors: List[BaseException] = []
+
+    def bump(target: Any) -> None:
+        try:
+            for _ in range(100):
+                target.incr("counter")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=bump, args=(t,)) for t in (cache, twin) * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert cache.get("counter") == 600
+
+
+def test_close_keeps_the_handle(cache: ShmCache) -> None:
+    cache.set("k", 1)
+    cache.close()
+    assert cache.get("k") == 1
+
+
+def test_data_types_unicode_and_binary(cache: ShmCache) -> None:
+    stuff = {
+        "string": "this is a string",
+        "int": 42,
+        "list": [1, 2, 3, 4],
+        "tuple": (1, 2, 3, 4),
+        "dict": {"A": 1, "B": 2},
+        "function": f,
+        "class": C,
+        "unicode_ascii": "Iñtërnâtiônàlizætiøn1",
+        "Iñtërnâtiônàlizætiøn": "Iñtërnâtiônàlizætiøn2",
+        "bytes": b"\x00\xff" * 10,
+    }
+    for key, value in stuff.items():
+        cache.set(key, value)
+        assert cache.get(key) == value
+    for key, value in stuff.items():
+        cache.delete(key)
+        assert cache.add(key, value) is True
+        assert cache.get(key) == value
+    cache.clear()
+    cache.set_many(stuff)
+    assert cache.get_many(list(stuff)) == stuff
+
+
+def test_clear(cache: ShmCache, stores: str) -> None:
+    cache.set_many({"key1": "spam", "key2": "eggs"})
+    caches["v2"].set("key3", "ham")
+    cache.clear()
+    assert cache.get("key1") is None and caches["v2"].get("key3") is None
+    with raw(cache_name(stores)) as other:
+        assert len(other) == 0
+
+
+def test_timeouts_zero_negative_forever_long_float(cache: ShmCache) -> None:
+    cache.set("key1", "eggs", 0)
+    assert cache.get("key1") is None
+    assert cache.add("key2", "ham", 0) is True  # "added", and expired at once
+    assert cache.get("key2") is None
+    cache.set_many({"key3": "sausage", "key4": "lobster bisque"}, 0)
+    assert cache.get_many(["key3", "key4"]) == {}
+    cache.set("key5", "belgian fries", timeout=5)
+    assert cache.touch("key5", timeout=0) is True
+    assert cache.get("key5") is None
+    cache.set("key6", "was here")
+    cache.set("key6", "gone", -1)  # a timeout in the past removes what was there
+    assert cache.get("key6") is None
+    cache.set("key7", "present")
+    assert cache.add("key7", "other", 0) is False
+    assert cache.get("key7") == "present"
+
+    cache.set("forever", "eggs", None)
+    cache.add("forever2", "ham", None)
+    assert cache.add("forever", "new eggs", None) is False
+    assert cache.get_many(["forever", "forever2"]) == {"forever": "eggs", "forever2": "ham"}
+
+    cache.set("long", "eggs", 60 * 60 * 24 * 30 + 1)  # 30 days + 1 s: relative, as everywhere
+    assert cache.get("long") == "eggs"
+    cache.set("float", "spam", 100.2)
+    assert cache.get("float") == "spam"
+
+
+def test_expiration_touch_and_default_timeout(cache: ShmCache) -> None:
+    cache.set("expire1", "very quickly", 1)
+    cache.set("expire2", "very quickly", 1)
+    cache.set("expire3", "very quickly", 1)
+    cache.set("touched", "very quickly", 1)
+    assert cache.touch("touched", 10) is True
+    cache.set("forever", "belgian fries", timeout=1)
+    assert cache.touch("forever", timeout=None) is True
+    cache.set_many({"many1": 1, "many2": 2}, 1)
+    caches["short"].set("default_timeout", "1 s")  # TIMEOUT=1 in its settings
+    caches["store_ttl_1s"].set("none", "forever", None)
+    caches["store_ttl_1s"].set("default_none", "forever too")  # TIMEOUT=None in its settings
+    assert cache.touch("nonexistent") is False
+    time.sleep(1.5)
+    assert cache.get("expire1") is None
+    assert cache.add("expire2", "newvalue") is True
+    assert cache.get("expire2") == "newvalue"
+    assert cache.has_key("expire3") is False
+    assert cache.touch("expire3") is False
+    assert cache.get("touched") == "very quickly"
+    assert cache.get("forever") == "belgian fries"
+    assert cache.get_many(["many1", "many2"]) == {}
+    assert caches["short"].get("default_timeout") is None
+    assert caches["store_ttl_1s"].get_many(["none", "default_none"]) == {
+        "none": "forever",
+        "default_none": "forever too",
+    }
+
+
+def test_versions_incr_decr(cache: ShmCache) -> None:
+    cache.set("answer", 42, version=2)
+    assert cache.incr_version("answer", version=2) == 3
+    assert cache.get("answer", version=2) is None and cache.get("answer", version=3) == 42
+    assert cache.decr_version("answer", version=3) == 2
+    assert cache.get("answer", version=2) == 42
+    with pytest.raises(ValueError):
+        cache.incr_version("does_not_exist")
+
+
+def test_get_or_set(cache: ShmCache) -> None:
+    assert cache.get("projector") is None
+    assert cache.get_or_set("projector", 42) == 42
+    assert cache.get("projector") == 42
+    assert cache.get_or_set("null", None) is None
+    assert cache.get_or_set("mykey", lambda: "value") == "value"
+    assert cache.get_or_set("mykey", "other") == "value"
+    assert cache.get_or_set("brian", 1979, version=2) == 1979
+    assert cache.get("brian", version=1) is None
+
+
+def test_pickle_errors_are_not_silent(cache: ShmCache) -> None:
+    with pytest.raises(pickle.PickleError):
+        cache.add("unpicklable", Unpicklable())
+    with pytest.raises(pickle.PickleError):
+        cache.set("unpicklable", Unpicklable())
+
+
+def test_any_key_works_without_warnings(cache: ShmCache, stores: str) -> None:
+    # filterwarnings=error: a CacheKeyWarning would fail this test.
+    keys = [
+        "a" * 250 + "清",
+        "b" * 300,
+        "key with spaces and 清",
+        "control\x00chars\n\t",
+        "ünïcödé" * 100,  # 1,400+ bytes of UTF-8: over the store's limit, hashed
+        "x" * 5000,
+        "x" * 4999 + "y",  # shares a long prefix with the previous key: must not collide
+        "lone \ud800 surrogate",
+    ]
+    for i, key in enumerate(keys):
+        cache.set(key, i)
+    for i, key in enumerate(keys):
+        assert cache.get(key) == i, key[:40]
+        assert cache.has_key(key)
+    assert cache.incr(keys[-2]) == len(keys) - 1
+    assert cache.get_many(keys[:2]) == {keys[0]: 0, keys[1]: 1}
+    for key in keys:
+        assert cache.delete(key) is True
+    with raw(cache_name(stores)) as other:
+        assert len(other) == 0
+    with pytest.raises(InvalidCacheKey):
+        ShmCache(cache_name(stores), {"KEY_FUNCTION": lambda k, p, v: b"bytes"}).get("k")
+
+
+def test_caches_with_the_same_location_share_data(cache: ShmCache, stores: str) -> None:
+    twin = caches["twin"]
+    assert isinstance(twin, ShmCache) and twin._store is not cache._store  # two handles
+    cache.set("shared", {"a": 1})
+    assert twin.get("shared") == {"a": 1}
+    twin.delete("shared")
+    assert cache.get("shared") is None
+    # A cache made from a store object the caller opened.
+    with raw(cache_name(stores)) as other:
+        direct = ShmCache(other, {})
+        direct.set("direct", 5)
+        assert cache.get("direct") == 5
+        with pytest.raises(ImproperlyConfigured, match="options"):
+            ShmCache(other, {"OPTIONS": {"size": STORE_SIZE}})
+
+
+def test_configuration_errors(stores: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match="max_entries"):
+        ShmCache(cache_name(stores), {"OPTIONS": {"MAX_ENTRIES": 10}})
+    with pytest.raises(ImproperlyConfigured, match="when_full"):
+        ShmCache(cache_name(stores), {"OPTIONS": {"CULL_FREQUENCY": 3}})
+    with pytest.raises(ImproperlyConfigured, match="name"):
+        ShmCache("", {})
+
+
+def test_full_store_evicts_or_raises(name: str) -> None:
+    evicting = ShmCache(f"{name}-evict", {"OPTIONS": {"size": 1 << 20, "max_entries": 16}})
+    raising = ShmCache(
+        f"{name}-raise", {"OPTIONS": {"size": 1 << 20, "max_entries": 16, "when_full": "raise"}}
+    )
+    try:
+        for i in range(50):
+            evicting.set(f"cull{i}", "value", 1000)
+        kept = sum(evicting.has_key(f"cull{i}") for i in range(50))
+        assert kept == 16 and evicting.has_key("cull49")  # the newest survives
+        for i in range(16):
+            raising.set(f"k{i}", i, 1000)
+        with pytest.raises(StoreFull):
+            raising.set("one-too-many", 1, 1000)
+        with pytest.raises(ValueTooLarge):
+            evicting.set("huge", b"x" * (1 << 20))
+    finally:
+        close_stores()
+        SessionStorage.unlink_name(f"{name}-evict")
+        SessionStorage.unlink_name(f"{name}-raise")
+
+
+def test_async_cache_api(cache: ShmCache) -> None:
+    async def main() -> None:
+        await cache.aset("a", 1)
+        assert await cache.aget("a") == 1
+        assert await cache.aadd("a", 2) is False
+        assert await cache.aincr("a", 4) == 5
+        assert await cache.atouch("a", 100) is True
+        assert await cache.ahas_key("a") is True
+        assert await cache.aget_many(["a", "b"]) == {"a": 5}
+        assert await cache.adelete("a") is True
+        await cache.aset_many({"x": 1, "y": 2})
+        await cache.aclear()
+        assert await cache.aget("x") is None
+
+    run(main())
+
+
+# =============================================================================================
+# A real gunicorn: 4 sync workers, one session store and one cache between them
+# =============================================================================================
+
+STARTUP_TIMEOUT = 40.0
+#: Most rounds of requests sent until two workers have answered one kind of request.
+SPREAD_ROUNDS = 10
+REQUEST_TIMEOUT = 30.0
+
+
+def _http(
+    port: int, method: str, path: str, cookie: Optional[str] = None, body: Any = None
+) -> Tuple[int, Dict[str, Any], Optional[str]]:
+    """One request over a NEW connection: (status, JSON body, the sessionid it sets or None)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
+    try:
+        headers = {"Connection": "close"}
+        if cookie is not None:
+            headers["Cookie"] = f"sessionid={cookie}"
+        payload = None if body is None else json.dumps(body).encode()
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        conn.request(method, path, body=payload or b"", headers=headers)
+        response = conn.getresponse()
+        raw_body = response.read()
+        set_cookie = None
+        for header in response.headers.get_all("Set-Cookie") or ():
+            jar: SimpleCookie = SimpleCookie(header)
+            if "sessionid" in jar:
+                set_cookie = jar["sessionid"].value
+    finally:
+        conn.close()
+    try:
+        data = json.loads(raw_body)
+    except ValueError:
+        data = {"not_json": raw_body[:300].decode("utf-8", "replace")}
+    return response.status, data, set_cookie
+
+
+def _parallel(calls: List[Callable[[], Any]], timeout: float = 60.0) -> List[Any]:
+    """Run ``calls`` at once, each in its own thread, released together; their results."""
+    results: List[Any] = [None] * len(calls)
+    barrier = threading.Barrier(len(calls))
+
+    def worker(i: int) -> None:
+        try:
+            barrier.wait(timeout=timeout)
+            results[i] = calls[i]()
+        except BaseException as exc:  # noqa: BLE001 - returned to the test
+            results[i] = exc
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "requests did not finish in time"
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
+
+
+def _wait_for_workers(port: int, wanted: int, deadline: float) -> List[int]:
+    """Pids of the workers that answered bursts of concurrent anonymous requests, once
+    ``wanted`` have answered or at ``deadline`` (at most 100 bursts)."""
+    seen: set = set()
+    for _ in range(100):
+        answers = _parallel([lambda: _http(port, "GET", "/whoami/")] * 8)
+        seen.update(body["pid"] for _, body, _ in answers)
+        if len(seen) >= wanted or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    return sorted(seen)
+
+
+def _start_gunicorn(name: str, port: int, log: Path) -> "subprocess.Popen[bytes]":
+    env = dict(os.environ)
+    env[ENV_NAME] = name
+    env["DJANGO_SETTINGS_MODULE"] = "tests.django_app.settings"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    with open(log, "wb") as err:
+        return subprocess.Popen(
+            [
+                sys.executable, "-m", "gunicorn",
+                "--workers", "4", "--worker-class", "sync",
+                "--bind", f"127.0.0.1:{port}",
+                "--log-level", "warning", "--timeout", "60",
+                "tests.django_app.wsgi:application",
+            ],  # fmt: skip
+            cwd=str(REPO_ROOT), env=env, start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+        )
+
+
+@pytest.mark.timeout(150)
+def test_gunicorn_workers_share_sessions_and_cache(stores: str, tmp_path: Path) -> None:
+    name = stores
+    port = demo.free_port()
+    log = tmp_path / "gunicorn.log"
+    server = _start_gunicorn(name, port, log)
+
+    def report() -> str:
+        return log.read_text(errors="replace")[-3000:]
+
+    try:
+        # Up: gunicorn answers (anonymous), then a few workers have answered.
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            assert server.poll() is None, f"gunicorn exited with {server.returncode}\n{report()}"
+            try:
+                status, body, _ = _http(port, "GET", "/whoami/")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"gunicorn did not answer\n{report()}"
+                time.sleep(0.1)
+        assert status == 401 and body["anonymous"] is True, (status, body, report())
+        # gunicorn answers once its first worker is up; the others may still be importing
+        # Django. Bursts of anonymous requests show which workers take connections.
+        workers = _wait_for_workers(port, 4, deadline=time.monotonic() + STARTUP_TIMEOUT)
+        assert len(workers) >= 2, f"only worker(s) {workers} answered\n{report()}"
+
+        # Log in.
+        status, body, cookie = _http(port, "POST", "/login/?user=alice")
+        assert status == 200 and cookie, (status, body, report())
+        with raw(name) as store:
+            assert cookie in store  # the session is in the shared segment
+
+            # Concurrent readers on new connections: every worker that answers sees the
+            # session. Bursts until two workers have answered (a loaded machine may let one
+            # worker take a whole burst).
+            alice = {"user": "alice", "n": 0}
+            read_pids: set = set()
+            for _ in range(SPREAD_ROUNDS):
+                answers = _parallel([lambda: _http(port, "GET", "/whoami/", cookie)] * 20)
+                assert all(s == 200 and b["session"] == alice for s, b, _ in answers), answers
+                read_pids.update(b["pid"] for _, b, _ in answers)
+                if len(read_pids) >= 2:
+                    break
+            assert len(read_pids) >= 2, f"only worker(s) {read_pids} answered"
+
+            # Sequential read-modify-writes -- at least 40, and on at least two workers --
+            # lose no update.
+            incr_pids = []
+            for i in range(1, 40 * SPREAD_ROUNDS + 1):
+                status, body, _ = _http(port, "POST", "/incr/", cookie)
+                assert status == 200 and body["n"] == i, (i, status, body)
+                incr_pids.append(body["pid"])
+                if i >= 40 and len(set(incr_pids)) >= 2:
+                    break
+            assert len(set(incr_pids)) >= 2, f"all increments went to {set(incr_pids)}"
+            status, body, _ = _http(port, "GET", "/whoami/", cookie)
+            assert body["session"] == {"user": "alice", "n": len(incr_pids)}
+
+            # Concurrent writes of whole, distinct sessions end in exactly one of them.
+            versions = [
+                {"user": "alice", "writer": i, f"only_{i}": "v" * 200 * i, "items": [i] * 10 * i}
+                for i in range(8)
+            ]
+            answers = _parallel(
+                [lambda v=v: _http(port, "POST", "/put/", cookie, v) for v in versions]
+            )
+            assert all(s == 200 for s, _, _ in answers), answers
+            status, body, _ = _http(port, "GET", "/whoami/", cookie)
+            assert status == 200 and body["session"] in versions, body
+
+            # The cache: concurrent incr in the workers, no increment lost or repeated.
+            hits: List[int] = []
+            hit_pids: set = set()
+            for _ in range(SPREAD_ROUNDS):
+                answers = _parallel([lambda: _http(port, "POST", "/cache/incr/")] * 20)
+                hits += [b["hits"] for _, b, _ in answers]
+                hit_pids.update(b["pid"] for _, b, _ in answers)
+                if len(hit_pids) >= 2:
+                    break
+            assert sorted(hits) == list(range(1, len(hits) + 1)), hits
+            assert len(hit_pids) >= 2, f"only worker(s) {hit_pids} answered"
+
+            # Log out; the old cookie, replayed to any worker, is anonymous.
+            status, body, new_cookie = _http(port, "POST", "/logout/", cookie)
+            assert status == 200 and new_cookie == "", (status, body)
+            assert cookie not in store
+            replays = _parallel([lambda: _http(port, "GET", "/whoami/", cookie)] * 12)
+            assert all(s == 401 and b["anonymous"] is True for s, b, _ in replays), replays
+        assert server.poll() is None, f"gunicorn died\n{report()}"
+        assert "Traceback" not in report(), report()
+    finally:
+        demo.stop_gunicorn(server)
