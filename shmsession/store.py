@@ -259,40 +259,12 @@ class SessionStorage:
 
     # ------------------------------------------------------------------ validation
     def _digest(self, sid: object) -> bytes:
-        if type(sid) is not str:
-            if isinstance(sid, str):
-                sid = str(sid)
-            else:
-                raise InvalidType(f"a session id must be a str, not {type(sid).__name__}")
-        try:
-            raw = sid.encode()
-        except UnicodeEncodeError:
-            raise InvalidSessionId("a session id must be encodable as UTF-8") from None
-        if not raw or len(raw) > L.MAX_ID_BYTES:
-            raise InvalidSessionId(
-                f"a session id must be 1 to {L.MAX_ID_BYTES} bytes of UTF-8, got {len(raw)}"
-            )
         h = self._hasher.copy()
-        h.update(raw)
+        h.update(check_id(sid))
         return h.digest()
 
     def _value(self, value: object) -> bytes:
-        if isinstance(value, bytes):
-            data = value
-        elif isinstance(value, (bytearray, memoryview)):
-            data = bytes(value)  # a copy: the caller may change theirs while we write
-        else:
-            raise InvalidType(
-                f"a session value must be bytes, bytearray or memoryview, not "
-                f"{type(value).__name__}; serialise it first (json.dumps(...).encode())"
-            )
-        if len(data) > self._max_value:
-            raise ValueTooLarge(
-                f"value of {len(data)} bytes is over this store's max_value_size of "
-                f"{self._max_value}; store less in the session, or create the store with a "
-                "larger max_value_size"
-            )
-        return data
+        return check_value(value, self._max_value)
 
     def _ttl(self, ttl: Optional[float]) -> int:
         return self._default_ttl_ns if ttl is None else _ttl_ns(ttl)
@@ -1030,6 +1002,52 @@ class SessionStorage:
         return problems
 
 
+# Validation shared by every store (this one and ``shmsession.redis``): same rules, same errors.
+def check_id(sid: object) -> bytes:
+    """The UTF-8 bytes of a valid session id.
+
+    :raises InvalidType: not a ``str``. :raises InvalidSessionId: empty, over
+        ``MAX_ID_BYTES``, or not encodable.
+    """
+    if type(sid) is not str:
+        if isinstance(sid, str):
+            sid = str(sid)
+        else:
+            raise InvalidType(f"a session id must be a str, not {type(sid).__name__}")
+    try:
+        raw = sid.encode()
+    except UnicodeEncodeError:
+        raise InvalidSessionId("a session id must be encodable as UTF-8") from None
+    if not raw or len(raw) > L.MAX_ID_BYTES:
+        raise InvalidSessionId(
+            f"a session id must be 1 to {L.MAX_ID_BYTES} bytes of UTF-8, got {len(raw)}"
+        )
+    return raw
+
+
+def check_value(value: object, max_value: int) -> bytes:
+    """``value`` as bytes (a copy of a bytearray or memoryview: the caller may change theirs
+    while the store writes).
+
+    :raises InvalidType: not bytes-like. :raises ValueTooLarge: over ``max_value``.
+    """
+    if isinstance(value, bytes):
+        data = value
+    elif isinstance(value, (bytearray, memoryview)):
+        data = bytes(value)
+    else:
+        raise InvalidType(
+            f"a session value must be bytes, bytearray or memoryview, not "
+            f"{type(value).__name__}; serialise it first (json.dumps(...).encode())"
+        )
+    if len(data) > max_value:
+        raise ValueTooLarge(
+            f"value of {len(data)} bytes is over this store's max_value_size of {max_value}; "
+            "store less in the session, or open the store with a larger max_value_size"
+        )
+    return data
+
+
 def _reopen(name: str, options: Dict[str, Any]) -> SessionStorage:
     return SessionStorage(name, **options)
 
@@ -1059,6 +1077,9 @@ def _is_number(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+_MAX_TTL = 100 * 365 * 86400  # seconds; expiry times are signed 64-bit nanoseconds
+
+
 def _ttl_ns(ttl: object) -> int:
     """Seconds -> nanoseconds; 0 stands for "never expires" (``math.inf``)."""
     if not _is_number(ttl):
@@ -1067,4 +1088,8 @@ def _ttl_ns(ttl: object) -> int:
         return 0
     if not 0 < ttl < math.inf:  # type: ignore[operator]
         raise InvalidTTL(f"ttl must be a positive number of seconds, got {ttl!r}")
+    if ttl > _MAX_TTL:  # type: ignore[operator]
+        raise InvalidTTL(
+            f"ttl of {ttl!r} s is over 100 years; use math.inf for a session that never expires"
+        )
     return max(1, int(ttl * 1_000_000_000))  # type: ignore[operator]

@@ -458,3 +458,14 @@ def test_replace_writes_only_over_a_live_session(store: SessionStorage) -> None:
     time.sleep(0.04)
     assert store.replace("e", b"revived?") is False and "e" not in store
     store.check()
+
+
+def test_a_ttl_over_100_years_is_refused_not_overflowed(store: SessionStorage, name: str) -> None:
+    for ttl in (1e10, 1e300):
+        with pytest.raises(InvalidTTL) as info:
+            store.write("k", b"v", ttl=ttl)
+        assert "math.inf" in str(info.value)
+    with pytest.raises(InvalidTTL):
+        SessionStorage(name + "-x", size=1 << 20, ttl=1e10)
+    store.write("k", b"v", ttl=99 * 365 * 86400)
+    assert store.read("k") == b"v"

@@ -1,0 +1,367 @@
+"""The store contract (tests/contract.py) run against every store, and what only the Redis
+store has to show: keys that hide session ids, a store confined to its prefix, its options,
+its URLs, TLS, and the extra it needs."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import re
+import subprocess
+import sys
+from typing import Any, Callable, Iterator, List
+
+import pytest
+
+from shmsession import (
+    CorruptSegment,
+    InvalidName,
+    InvalidTTL,
+    InvalidType,
+    SessionStorage,
+    StoreClosed,
+)
+from shmsession.aio import AsyncSessionStorage
+from tests.contract import AsyncContract, Blocking, SharedHandleContract, StoreContract
+from tests.redis_server import redis_socket, redis_tls  # noqa: F401 - fixtures
+
+SECRET = b"a test secret of more than 16 bytes"
+
+
+# --------------------------------------------------------------------- the four stores
+def _handles(open_handle: Callable[..., Any], close: Callable[[Any], None]
+             ) -> Iterator[Callable[..., Any]]:
+    """The body of a ``make_store`` fixture: hands out handles, and closes them all after."""
+    handles: List[Any] = []
+
+    def make(**options: Any) -> Any:
+        handles.append(open_handle(**options))
+        return handles[-1]
+
+    try:
+        yield make
+    finally:
+        for h in handles:
+            close(h)
+
+
+def _drop_keys(sock: str, prefix: str) -> None:
+    """Remove whatever a test left under ``prefix`` (the server outlives the test)."""
+    import redis
+
+    from shmsession.redis import _glob_escape
+
+    with redis.Redis(unix_socket_path=sock) as r:
+        keys = list(r.scan_iter(match=_glob_escape(prefix) + "*", count=1000))
+        if keys:
+            r.delete(*keys)
+
+
+class TestSharedMemory(StoreContract, SharedHandleContract):
+    @pytest.fixture
+    def make_store(self, name: str) -> Iterator[Callable[..., Any]]:
+        # The name fixture removes the segment.
+        yield from _handles(lambda **o: SessionStorage(name, size=4 << 20, **o),
+                            SessionStorage.close)
+
+
+class TestAsyncSharedMemory(StoreContract, AsyncContract):
+    @pytest.fixture
+    def make_store(self, name: str) -> Iterator[Callable[..., Any]]:
+        yield from _handles(
+            lambda **o: Blocking(AsyncSessionStorage(SessionStorage(name, size=4 << 20, **o))),
+            Blocking.dispose)
+
+
+class TestRedis(StoreContract, SharedHandleContract):
+    @pytest.fixture
+    def make_store(self, name: str, redis_socket: str) -> Iterator[Callable[..., Any]]:
+        from shmsession.redis import RedisSessionStorage
+
+        url = f"unix://{redis_socket}"
+        try:
+            yield from _handles(lambda **o: RedisSessionStorage(name, url, secret=SECRET, **o),
+                                RedisSessionStorage.close)
+        finally:
+            _drop_keys(redis_socket, f"shmsession:{name}:")
+
+
+class TestAsyncRedis(StoreContract, AsyncContract):
+    @pytest.fixture
+    def make_store(self, name: str, redis_socket: str) -> Iterator[Callable[..., Any]]:
+        from shmsession.redis import AsyncRedisSessionStorage
+
+        url = f"unix://{redis_socket}"
+        try:
+            yield from _handles(
+                lambda **o: Blocking(AsyncRedisSessionStorage(name, url, secret=SECRET, **o)),
+                Blocking.dispose)
+        finally:
+            _drop_keys(redis_socket, f"shmsession:{name}:")
+
+
+def _redis_keys(sock: str, pattern: str = "*") -> List[bytes]:
+    import redis
+
+    with redis.Redis(unix_socket_path=sock) as r:
+        return sorted(r.scan_iter(match=pattern, count=1000))
+
+
+# --------------------------------------------------------------------- Redis only
+@pytest.fixture
+def redis_url(redis_socket: str, name: str) -> Iterator[str]:
+    try:
+        yield f"unix://{redis_socket}"
+    finally:
+        for prefix in (f"shmsession:{name}", "t-other:", "t-[glob]*:", "t-gx:", "t-lone"):
+            _drop_keys(redis_socket, prefix)
+
+
+def test_session_ids_never_reach_redis(redis_url: str, redis_socket: str, name: str) -> None:
+    from shmsession.redis import RedisSessionStorage
+
+    with RedisSessionStorage(name, redis_url, secret=SECRET) as store:
+        ids = [store.new_id() for _ in range(5)] + ["short", "ключ"]
+        for sid in ids:
+            store.write(sid, b"value of " + sid.encode())
+        keys = _redis_keys(redis_socket, f"shmsession:{name}:*")
+        assert len(keys) == len(ids) + 1  # the sessions and the meta hash
+        pattern = re.compile(rb"shmsession:" + re.escape(name.encode()) + rb":(s:[0-9a-f]{32}|meta)")
+        assert all(pattern.fullmatch(k) for k in keys), keys
+        for sid in ids:
+            assert not any(sid.encode() in k for k in keys)
+        # Another secret: other keys, none of these sessions; a str secret is its bytes.
+        with RedisSessionStorage(name, redis_url, secret=b"another secret, 16+ bytes") as other:
+            assert all(other.get(sid) is None for sid in ids) and len(other) == len(ids)
+        with RedisSessionStorage(name, redis_url, secret=SECRET.decode()) as same:
+            assert all(same.read(sid) == b"value of " + sid.encode() for sid in ids)
+
+
+def test_a_store_touches_only_its_own_keys(redis_url: str, redis_socket: str,
+                                           name: str) -> None:
+    import redis
+
+    from shmsession.redis import RedisSessionStorage
+
+    with redis.Redis(unix_socket_path=redis_socket) as raw:
+        raw.set("t-lone", b"not a session")
+        stores = [RedisSessionStorage(name, redis_url, secret=SECRET),
+                  RedisSessionStorage("other", redis_url, secret=SECRET, prefix="t-other:"),
+                  # A prefix of glob characters, which as a pattern would match the next one.
+                  RedisSessionStorage("glob", redis_url, secret=SECRET, prefix="t-[glob]*:"),
+                  RedisSessionStorage("gx", redis_url, secret=SECRET, prefix="t-gx:")]
+        try:
+            for n, s in enumerate(stores):
+                for k in range(n + 1):
+                    s.write(f"s{k}", b"v")
+            assert [len(s) for s in stores] == [1, 2, 3, 4]
+            assert [s.stats().entries for s in stores] == [1, 2, 3, 4]
+            stores[2].clear()
+            assert [len(s) for s in stores] == [1, 2, 0, 4]
+            stores[0].clear()
+            assert [len(s) for s in stores] == [0, 2, 0, 4]
+            assert raw.get("t-lone") == b"not a session"
+            v = stores[1].write("s0", b"w")
+            stores[1].unlink()  # sessions and counters go; versions start again
+            assert _redis_keys(redis_socket, "t-other:*") == []
+            with RedisSessionStorage("other", redis_url, secret=SECRET,
+                                     prefix="t-other:") as again:
+                assert again.write("s0", b"x") == 1 < v
+            assert len(stores[3]) == 4
+        finally:
+            for s in stores:
+                s.close()
+
+
+def test_expiry_is_the_keys_own(redis_url: str, redis_socket: str, name: str) -> None:
+    """What the contract cannot wait for: "never" is no expiry at all, and a ttl is the
+    key's PX, rounded up to whole milliseconds."""
+    import redis
+
+    from shmsession.redis import RedisSessionStorage
+
+    with RedisSessionStorage(name, redis_url, secret=SECRET, ttl=100,
+                             touch_on_read=True) as store, \
+            redis.Redis(unix_socket_path=redis_socket) as raw:
+
+        def pttl(sid: str) -> int:
+            return int(raw.pttl(store._c.key(sid)))
+
+        store.write("inf", b"v", ttl=math.inf)
+        store.read("inf")  # touch_on_read gives no expiry to a session without one
+        store.write("touched-inf", b"v")
+        assert 99_000 < pttl("touched-inf") <= 100_000
+        store.touch("touched-inf", ttl=math.inf)
+        store.write("rewritten", b"v", ttl=5)
+        store.write("rewritten", b"w", ttl=math.inf)
+        assert [pttl(s) for s in ("inf", "touched-inf", "rewritten")] == [-1, -1, -1]
+        store.write("tiny", b"v", ttl=30.0004)
+        assert 29_000 < pttl("tiny") <= 30_001
+        store.touch("tiny", ttl=1e-9)  # rounded up to 1 ms, not down to "no expiry"
+        assert pttl("tiny") in (-2, 0, 1)
+        store.write("long", b"v", ttl=10**9)
+        assert pttl("long") > 10**11
+        with pytest.raises(InvalidTTL):
+            store.write("k", b"v", ttl=1e300)  # too long: not an OverflowError
+        with RedisSessionStorage(name, redis_url, secret=SECRET, ttl=None) as forever:
+            forever.write("none", b"v")
+            forever.add("none-added", b"v")
+            assert pttl("none") == -1 and pttl("none-added") == -1
+
+
+def test_a_foreign_value_under_the_prefix_is_reported(redis_url: str, redis_socket: str,
+                                                      name: str) -> None:
+    import redis
+
+    from shmsession.redis import RedisSessionStorage
+
+    with RedisSessionStorage(name, redis_url, secret=SECRET) as store:
+        store.write("k", b"v")
+        with redis.Redis(unix_socket_path=redis_socket) as raw:
+            raw.set(store._c.key("k"), b"odd")
+        with pytest.raises(CorruptSegment) as info:
+            store.read("k")
+        assert "prefix" in str(info.value)
+
+
+def test_a_client_given_is_used_and_left_open(redis_url: str, redis_socket: str,
+                                              name: str) -> None:
+    import redis
+    import redis.asyncio as aioredis
+
+    from shmsession.redis import AsyncRedisSessionStorage, RedisSessionStorage
+
+    with redis.Redis(unix_socket_path=redis_socket) as client:
+        store = RedisSessionStorage(name, client, secret=SECRET)
+        store.write("k", b"v")
+        store.close()
+        with pytest.raises(StoreClosed):
+            store.read("k")
+        assert client.ping() is True  # still the caller's
+
+    async def main() -> bytes:
+        client = aioredis.Redis(unix_socket_path=redis_socket)
+        try:
+            store = AsyncRedisSessionStorage(name, client, secret=SECRET)
+            value = await store.read("k")
+            await store.close()
+            assert await client.ping() is True
+            return value
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(main()) == b"v"
+
+
+def test_options_are_checked_before_anything_connects(name: str) -> None:
+    import redis
+    import redis.asyncio as aioredis
+
+    from shmsession.redis import AsyncRedisSessionStorage, RedisSessionStorage
+
+    # No server listens there; refusals come from the arguments alone.
+    url = "redis://127.0.0.1:9/0"
+    for cls in (RedisSessionStorage, AsyncRedisSessionStorage):
+        with pytest.raises(TypeError):
+            cls(name, url)  # type: ignore[call-arg]  # secret is required
+        with pytest.raises(ValueError, match="at least 16"):
+            cls(name, url, secret="short")
+        with pytest.raises(InvalidType):
+            cls(name, url, secret=12345678901234567890)  # type: ignore[arg-type]
+        with pytest.raises(InvalidName):
+            cls("no/slash", url, secret=SECRET)
+        with pytest.raises(InvalidType):
+            cls(name, url, secret=SECRET, prefix="")
+        with pytest.raises(InvalidType):
+            cls(name, url, secret=SECRET, max_value_size="big")  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            cls(name, url, secret=SECRET, max_value_size=0)
+        with pytest.raises(ValueError):
+            cls(name, url, secret=SECRET, max_value_size=1 << 40)
+        with pytest.raises(ValueError):
+            cls(name, "http://127.0.0.1/", secret=SECRET)
+    with pytest.raises(InvalidType, match="redis.Redis"):
+        RedisSessionStorage(name, aioredis.Redis(), secret=SECRET)  # type: ignore[arg-type]
+    with pytest.raises(InvalidType, match="redis.asyncio.Redis"):
+        AsyncRedisSessionStorage(name, redis.Redis(), secret=SECRET)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="decode_responses"):
+        RedisSessionStorage(name, redis.Redis(decode_responses=True), secret=SECRET)
+    with pytest.raises(ValueError, match="decode_responses"):
+        AsyncRedisSessionStorage(name, aioredis.Redis(decode_responses=True), secret=SECRET)
+
+
+def test_urls_choose_the_transport_without_connecting(name: str) -> None:
+    import redis
+    import redis.asyncio as aioredis
+
+    from shmsession.redis import AsyncRedisSessionStorage, RedisSessionStorage
+
+    cases = [
+        ("redis://user:pw@cache.invalid:6380/3", redis.Connection, aioredis.Connection,
+         {"host": "cache.invalid", "port": 6380, "db": 3, "username": "user", "password": "pw"}),
+        ("rediss://cache.invalid:6390/0?ssl_ca_certs=/etc/ca.pem", redis.SSLConnection,
+         aioredis.SSLConnection, {"host": "cache.invalid", "port": 6390,
+                                  "ssl_ca_certs": "/etc/ca.pem"}),
+        ("unix:///run/redis/redis.sock?db=2", redis.UnixDomainSocketConnection,
+         aioredis.UnixDomainSocketConnection, {"path": "/run/redis/redis.sock", "db": 2}),
+    ]
+    for url, sync_cls, async_cls, expected in cases:
+        store = RedisSessionStorage(name, url, secret=SECRET)
+        pool = store._r.connection_pool
+        assert pool.connection_class is sync_cls, url
+        assert {k: pool.connection_kwargs.get(k) for k in expected} == expected
+        store.close()
+        astore = AsyncRedisSessionStorage(name, url, secret=SECRET)
+        apool = astore._r.connection_pool
+        assert apool.connection_class is async_cls, url
+        assert {k: apool.connection_kwargs.get(k) for k in expected} == expected
+        asyncio.run(astore.close())
+
+
+def test_tls_round_trip(redis_tls: "tuple[int, str]", name: str) -> None:
+    import redis
+
+    from shmsession.redis import AsyncRedisSessionStorage, RedisSessionStorage
+
+    port, ca = redis_tls
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}"
+    with RedisSessionStorage(name, url, secret=SECRET) as store:
+        assert store._r.connection_pool.connection_class is redis.SSLConnection
+        store.write("k", b"over TLS")
+        assert store.read("k") == b"over TLS"
+
+        async def main() -> bytes:
+            async with AsyncRedisSessionStorage(name, url, secret=SECRET) as astore:
+                return await astore.read("k")
+
+        assert asyncio.run(main()) == b"over TLS"
+        store.unlink()
+    # Without the CA the server's certificate is refused: TLS really is checked.
+    with RedisSessionStorage(name, f"rediss://127.0.0.1:{port}/0", secret=SECRET) as bad:
+        with pytest.raises(redis.ConnectionError, match="(?i)certificate"):
+            bad.read("k")
+    # And plain redis:// to the TLS port gets no answer it understands.
+    with RedisSessionStorage(name, f"redis://127.0.0.1:{port}/0?socket_timeout=5",
+                             secret=SECRET) as plain:
+        with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
+            plain.read("k")
+
+
+def test_without_redis_py_the_import_names_the_extra() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['redis'] = None\n"  # what an environment without redis-py looks like
+        "try:\n"
+        "    import shmsession.redis\n"
+        "except ImportError as e:\n"
+        "    from shmsession import MissingExtra\n"
+        "    assert isinstance(e, MissingExtra), type(e)\n"
+        "    print(e)\n"
+        "else:\n"
+        "    raise SystemExit('imported without redis-py')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'shmsession[redis]'" in out.stdout and "redis-py" in out.stdout
