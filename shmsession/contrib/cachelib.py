@@ -34,10 +34,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-from typing import Any, List, Optional, Protocol, Tuple, Union
+from typing import Any, List, Optional, Union
 
 from .._errors import SessionNotFound, StoreFull, ValueTooLarge, VersionConflict, missing_extra
 from ..store import SessionStorage
+from ._store import Store
 
 try:
     from cachelib.base import BaseCache
@@ -46,27 +47,6 @@ except ImportError as exc:  # pragma: no cover - the extra is installed wherever
     raise missing_extra("cachelib", "cachelib") from exc
 
 __all__ = ["ShmCache", "Store"]
-
-
-class Store(Protocol):
-    """What the cache needs of a store: :class:`SessionStorage` has it, and so does any
-    store with the same API (the Redis one)."""
-
-    def get(self, sid: str) -> Optional[bytes]: ...
-
-    def read_versioned(self, sid: str) -> Tuple[bytes, int]: ...
-
-    def write(
-        self, sid: str, value: bytes, ttl: Optional[float] = None, *, expect: Optional[int] = None
-    ) -> int: ...
-
-    def add(self, sid: str, value: bytes, ttl: Optional[float] = None) -> bool: ...
-
-    def invalidate(self, sid: str) -> bool: ...
-
-    def __contains__(self, sid: object) -> bool: ...
-
-    def clear(self) -> None: ...
 
 
 Timeout = Union[int, float, dt.timedelta, None]

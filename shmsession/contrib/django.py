@@ -39,10 +39,11 @@ import math
 import os
 import pickle
 import threading
-from typing import Any, Callable, Dict, Mapping, Optional, Protocol, Tuple, TypeVar, Union, cast
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, TypeVar, Union, cast
 
 from .._errors import InvalidSessionId, SessionNotFound, VersionConflict, missing_extra
 from ..store import SessionStorage
+from ._store import Store
 
 try:
     from django.conf import settings
@@ -59,29 +60,6 @@ T = TypeVar("T")
 #: Compare-and-set rounds one save or incr may take. Each lost round means another writer's
 #: write went through, so the writers as a whole always progress.
 MAX_CAS_ATTEMPTS = 1000
-
-
-class Store(Protocol):
-    """What the adapters need of a store: :class:`SessionStorage` has it (and so will any
-    other store with the same API)."""
-
-    def get(self, sid: str) -> Optional[bytes]: ...
-
-    def read_versioned(self, sid: str) -> Tuple[bytes, int]: ...
-
-    def write(
-        self, sid: str, value: bytes, ttl: Optional[float] = None, *, expect: Optional[int] = None
-    ) -> int: ...
-
-    def add(self, sid: str, value: bytes, ttl: Optional[float] = None) -> bool: ...
-
-    def invalidate(self, sid: str) -> bool: ...
-
-    def touch(self, sid: str, ttl: Optional[float] = None) -> bool: ...
-
-    def __contains__(self, sid: object) -> bool: ...
-
-    def clear(self) -> None: ...
 
 
 # ---------------------------------------------------------------------------------------------

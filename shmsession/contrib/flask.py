@@ -43,10 +43,11 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional
 
 from .._errors import SessionNotFound, VersionConflict, missing_extra
 from ..store import SessionStorage
+from ._store import Store
 
 try:
     from flask.sessions import SessionInterface, SessionMixin, session_json_serializer
@@ -62,25 +63,6 @@ if TYPE_CHECKING:
     from flask.wrappers import Request, Response
 
 __all__ = ["ShmSession", "ShmSessionInterface", "Store"]
-
-
-class Store(Protocol):
-    """What the interface needs of a store: :class:`SessionStorage` has it, and so does any
-    store with the same API (the Redis one)."""
-
-    def new_id(self) -> str: ...
-
-    def read_versioned(self, sid: str) -> Tuple[bytes, int]: ...
-
-    def write(
-        self, sid: str, value: bytes, ttl: Optional[float] = None, *, expect: Optional[int] = None
-    ) -> int: ...
-
-    def add(self, sid: str, value: bytes, ttl: Optional[float] = None) -> bool: ...
-
-    def invalidate(self, sid: str) -> bool: ...
-
-    def touch(self, sid: str, ttl: Optional[float] = None) -> bool: ...
 
 
 #: Attempts of one save against concurrent writers of the same session. Each failed attempt

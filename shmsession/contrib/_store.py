@@ -1,0 +1,33 @@
+"""The store the synchronous adapters (Django, cachelib, Flask) accept: what they call, and
+nothing else. :class:`~shmsession.SessionStorage` has it, and so has
+:class:`~shmsession.redis.RedisSessionStorage`; the async adapters use ``_async.AsyncStore``."""
+
+from __future__ import annotations
+
+from typing import Optional, Protocol, Tuple
+
+__all__ = ["Store"]
+
+
+class Store(Protocol):
+    def new_id(self) -> str: ...
+
+    def get(self, sid: str) -> Optional[bytes]: ...
+
+    def read_versioned(self, sid: str) -> Tuple[bytes, int]: ...
+
+    def write(
+        self, sid: str, value: bytes, ttl: Optional[float] = None, *, expect: Optional[int] = None
+    ) -> int: ...
+
+    def add(self, sid: str, value: bytes, ttl: Optional[float] = None) -> bool: ...
+
+    def invalidate(self, sid: str) -> bool: ...
+
+    def touch(self, sid: str, ttl: Optional[float] = None) -> bool: ...
+
+    def __contains__(self, sid: object) -> bool: ...
+
+    def clear(self) -> None: ...
+
+    def close(self) -> None: ...
