@@ -3,8 +3,10 @@
 
 Cells: op (read, write) x value size (1 KiB, 16 KiB) x processes at once (1, 4). Each store
 runs every cell in every round, the stores' order rotating between rounds; the table gives the
-median over rounds of each cell's per-op median and p99 latency and aggregate ops/s. Redis over
-a unix socket joins when ``redis-server`` and the ``redis`` package are both there.
+median over rounds of each cell's per-op median and p99 latency and aggregate ops/s. When
+``redis-server`` and the ``redis`` package are both there, two more stores join, on one
+private server over a unix socket: shmsession's own Redis store (``RedisSessionStorage``, the
+same API: what moving to Redis costs) and plain redis-py GET/SET (the floor under it).
 
 Run ``python benchmarks/bench_store.py --quick`` for a sub-minute smoke run; see README.md.
 """
@@ -43,7 +45,8 @@ from _baseline import BaselineTable
 
 HERE = Path(__file__).resolve().parent
 KIB = 1024
-STORES = ("shmsession", "baseline", "redis")
+STORES = ("shmsession", "baseline", "shmsession-redis", "redis")
+REDIS_KINDS = ("shmsession-redis", "redis")
 OPS = ("read", "write")
 SEGMENT_SIZE = 256 * 2**20  # room for 10,000 x 16 KiB with headroom, per the package docs
 MAX_ENTRIES = 20_000
@@ -61,11 +64,14 @@ REDIS_START_TIMEOUT = 10.0
 
 @dataclass(frozen=True)
 class StoreSpec:
-    """What a worker needs to open its own handle: a segment name, or a socket path and db."""
+    """What a worker needs to open its own handle: a segment name, or a socket path and db
+    (and, for shmsession's Redis store, the store's name and secret)."""
 
     kind: str
     name: str
     db: int = 0
+    store: str = ""
+    secret: str = ""
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,13 @@ def open_handle(spec: StoreSpec) -> tuple[Reader, Writer, Callable[[], None]]:
     if spec.kind == "baseline":
         table = BaselineTable(spec.name)
         return table.get, table.set, table.close
+    if spec.kind == "shmsession-redis":
+        from shmsession.redis import RedisSessionStorage
+
+        rstore = RedisSessionStorage(spec.store, f"unix://{spec.name}?db={spec.db}",
+                                     secret=spec.secret)
+        rstore.check()  # connect now, not inside the first timed op
+        return rstore.read, rstore.write, rstore.close
     if spec.kind == "redis":
         import redis
 
@@ -126,8 +139,8 @@ def worker(spec: StoreSpec, op: str, size: int, ids: Sequence[str], nops: int, t
         try:
             # Only the shared-memory stores map the data into this process; a Redis client
             # has nothing to fault in.
-            payload = timed_loop(read, write, spec.kind != "redis", op, size, ids, nops,
-                                 time_cap, seed, index, results, go)
+            payload = timed_loop(read, write, spec.kind not in REDIS_KINDS, op, size, ids,
+                                 nops, time_cap, seed, index, results, go)
         finally:
             close()
         results.put(("done", index, payload))
@@ -381,6 +394,29 @@ def redis_store(sock: str, db: int, ids: Sequence[str], size: int) -> StoreSpec:
     return StoreSpec("redis", sock, db)
 
 
+@contextlib.contextmanager
+def shmsession_redis_store(tag: str, sock: str, db: int, ids: Sequence[str], size: int
+                           ) -> Iterator[StoreSpec]:
+    """shmsession's Redis store, alone in database ``db``, holding the keyspace; deleted
+    (sessions and counters) at the end."""
+    from shmsession.redis import RedisSessionStorage
+
+    name, secret = segment_name(tag), secrets.token_hex(16)
+    store = RedisSessionStorage(name, f"unix://{sock}?db={db}", secret=secret)
+    try:
+        store.clear()
+        value = os.urandom(size)
+        for sid in ids:
+            store.write(sid, value)
+        for sid in ids:
+            if store.read(sid) != value:
+                raise RuntimeError(
+                    f"shmsession-redis: read-back of {sid} differs from what was written")
+        yield StoreSpec("shmsession-redis", sock, db, name, secret)
+    finally:
+        store.unlink()
+
+
 def leftovers(tag: str) -> list[str]:
     """Anything of this run's still in /dev/shm or the temp dir."""
     found = []
@@ -455,9 +491,36 @@ def render(cells: Sequence[Cell], kinds: Sequence[str],
                 f"| {cell.op} | {fmt_size(cell.size)} | {cell.procs} | {kind} | {med:.2f} "
                 f"| {min(meds):.2f}–{max(meds):.2f} | {p99:.2f} | {ops:,.0f} | "
                 + " | ".join(vs) + " |")
+    move = ("shmsession", "shmsession-redis", "redis")
+    if all(kind in kinds for kind in move):
+        lines += render_move(cells, rounds)
     if notes:
         lines += ["", *notes]
     return "\n".join(lines) + "\n"
+
+
+def render_move(cells: Sequence[Cell], rounds: dict[tuple[Cell, str], list[RunResult]]
+                ) -> list[str]:
+    """The cost of moving to Redis: the same calls on shmsession's Redis store, next to the
+    shared-memory store and to plain redis-py GET/SET on the same server."""
+    lines = [
+        "",
+        "## Moving to Redis: the same calls on `RedisSessionStorage`",
+        "",
+        "Median µs per op, from the table above; `÷ shmsession` is what one call costs more "
+        "after the move, `÷ redis-py` what the store adds over a bare GET/SET (its Lua "
+        "script, version and expiry on a write; its keyed id and version header on a read).",
+        "",
+        "| op | value | procs | shmsession µs | shmsession-redis µs | redis-py µs "
+        "| shmsession-redis ÷ shmsession | shmsession-redis ÷ redis-py |",
+        "|---|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for cell in cells:
+        shm, moved, raw = (statistics.median(r.median_ns for r in rounds[(cell, kind)]) / 1e3
+                           for kind in ("shmsession", "shmsession-redis", "redis"))
+        lines.append(f"| {cell.op} | {fmt_size(cell.size)} | {cell.procs} | {shm:.2f} "
+                     f"| {moved:.2f} | {raw:.2f} | {ratio(moved, shm)} | {ratio(moved, raw)} |")
+    return lines
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -474,7 +537,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--sizes", default="1024,16384", help="value sizes in bytes")
     ap.add_argument("--procs", default="1,4", help="process counts")
     ap.add_argument("--stores", default=",".join(STORES),
-                    help="which of shmsession,baseline,redis to run (redis only if available)")
+                    help=f"which of {','.join(STORES)} to run (the Redis ones only if "
+                    "available)")
     ap.add_argument("--start-method", choices=("fork", "spawn"), default="fork")
     ap.add_argument("--output", type=Path, default=HERE / "results" / "store.md")
     args = ap.parse_args(argv)
@@ -491,6 +555,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         ap.error(f"--stores takes a subset of {','.join(STORES)}")
     if min(args.ops, args.keys, args.rounds, *args.sizes, *args.procs) < 1 or args.time_cap <= 0:
         ap.error("counts, sizes and the time cap must be positive")
+    if len(args.sizes) > 8:  # each size takes two of Redis's 16 databases
+        ap.error("at most 8 value sizes")
     return args
 
 
@@ -503,13 +569,16 @@ def run(args: argparse.Namespace, tag: str) -> str:
         except ImportError as exc:
             raise SystemExit(f"shmsession does not import ({exc}); install it with "
                              "`pip install -e .`, or pass --stores baseline") from None
-    if "redis" in kinds:
+    redis_kinds = [k for k in REDIS_KINDS if k in kinds]
+    if redis_kinds:
         why = redis_unavailable()
         if why:
-            kinds.remove("redis")
-            line = f"redis: skipped ({why})"
+            for kind in redis_kinds:
+                kinds.remove(kind)
+            line = f"{', '.join(redis_kinds)}: skipped ({why})"
             print(line, flush=True)
             notes.append(f"- {line}.")
+            redis_kinds = []
 
     ctx = mp.get_context("fork") if args.start_method == "fork" else mp.get_context("spawn")
     ids = [secrets.token_urlsafe(32) for _ in range(args.keys)]  # the format of new_id()
@@ -518,12 +587,15 @@ def run(args: argparse.Namespace, tag: str) -> str:
 
     with contextlib.ExitStack() as stack:
         specs: dict[tuple[str, int], StoreSpec] = {}
-        sock = stack.enter_context(redis_server(tag)) if "redis" in kinds else ""
+        sock = stack.enter_context(redis_server(tag)) if redis_kinds else ""
         for db, size in enumerate(args.sizes):
             if "shmsession" in kinds:
                 specs["shmsession", size] = stack.enter_context(shmsession_store(tag, ids, size))
             if "baseline" in kinds:
                 specs["baseline", size] = stack.enter_context(baseline_store(tag, ids, size))
+            if "shmsession-redis" in kinds:  # databases after those of plain redis-py
+                specs["shmsession-redis", size] = stack.enter_context(
+                    shmsession_redis_store(tag, sock, len(args.sizes) + db, ids, size))
             if "redis" in kinds:
                 specs["redis", size] = redis_store(sock, db, ids, size)
 
@@ -537,7 +609,7 @@ def run(args: argparse.Namespace, tag: str) -> str:
                                    args.time_cap, seed)
                     rounds[(cell, kind)].append(res)
                     print(f"round {r + 1}/{args.rounds}  {cell.op:5} {fmt_size(cell.size):>6} "
-                          f"x{cell.procs}  {kind:10}  median {res.median_ns / 1e3:8.2f} µs  "
+                          f"x{cell.procs}  {kind:16}  median {res.median_ns / 1e3:8.2f} µs  "
                           f"p99 {res.p99_ns / 1e3:8.2f} µs  {res.ops_per_s:10,.0f} ops/s",
                           file=sys.stderr, flush=True)
 
@@ -553,7 +625,7 @@ def run(args: argparse.Namespace, tag: str) -> str:
                          f"(fewest ops {min(short):,} of {args.ops * cell.procs:,}).")
 
     pkgs = [f"shmsession {version('shmsession')}", f"posix_ipc {version('posix_ipc')}"]
-    if "redis" in kinds:
+    if redis_kinds:
         pkgs.append(f"redis-py {version('redis')}, redis-server {redis_server_version()}")
     header = [
         "# shmsession store benchmark",

@@ -1,0 +1,539 @@
+"""Every framework adapter on a REAL Redis store (``shmsession.redis``), through its framework's
+own test client: the one-line move from shared memory to Redis, shown to work. Django's
+session engine and ShmCache, cachelib's ShmCache (and Flask-Session on it), Flask's
+ShmSessionInterface, starsessions' ShmStore and aiohttp-session's ShmStorage; then gunicorn
+with 4 sync workers sharing Redis sessions.
+
+Each test's store has its own name (so its own key prefix) on the session's redis-server,
+and is deleted at the end (``unlink``: sessions and counters); the test then checks that
+nothing is left under the prefix."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Set, Tuple
+
+import pytest
+
+# Django's settings, configured once per process as tests/test_django.py does it (importing
+# it configures them): this module is collected first, and both must agree.
+from tests import test_django  # configures Django
+from tests.redis_server import redis_socket  # noqa: F401 - fixture
+
+from django.contrib.sessions.backends.base import CreateError, UpdateError  # noqa: E402
+from django.core.cache import caches  # noqa: E402
+from django.test import Client, override_settings  # noqa: E402
+
+from shmsession.contrib.django import SessionStore, close_stores  # noqa: E402
+from shmsession.redis import AsyncRedisSessionStorage, RedisSessionStorage  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SECRET = b"a test secret of more than 16 bytes"
+
+
+def _keys(sock: str, prefix: str) -> List[bytes]:
+    """The keys under ``prefix`` on the server, seen by a client of the test's own."""
+    import redis
+
+    from shmsession.redis import _glob_escape
+
+    with redis.Redis(unix_socket_path=sock) as r:
+        return list(r.scan_iter(match=_glob_escape(prefix) + "*", count=1000))
+
+
+@pytest.fixture
+def make_store(name: str, redis_socket: str) -> Iterator[Callable[..., RedisSessionStorage]]:
+    """Opens Redis stores named ``name-<n>`` (a prefix of their own); each is deleted
+    (``unlink``) after the test, and nothing may be left under its prefix."""
+    made: List[RedisSessionStorage] = []
+
+    def make(**options: Any) -> RedisSessionStorage:
+        store = RedisSessionStorage(f"{name}-{len(made)}", f"unix://{redis_socket}",
+                                    secret=SECRET, **options)
+        made.append(store)
+        return store
+
+    try:
+        yield make
+    finally:
+        for store in made:
+            store.unlink()  # its sessions and its counters
+        for store in made:
+            assert _keys(redis_socket, store.prefix) == [], store.prefix
+
+
+@contextlib.asynccontextmanager
+async def async_store(name: str, sock: str, **options: Any
+                      ) -> AsyncIterator[AsyncRedisSessionStorage]:
+    """An async Redis store for one event loop, deleted (``unlink``) in that loop."""
+    store = AsyncRedisSessionStorage(name, f"unix://{sock}", secret=SECRET, **options)
+    try:
+        yield store
+    finally:
+        await store.unlink()  # its sessions and its counters
+
+
+# =============================================================================================
+# Django: the session engine and ShmCache, with SHMSESSION = {"store": ...}, LOCATION = store
+# =============================================================================================
+
+
+@pytest.fixture(scope="session")
+def _django_db_dir() -> Iterator[None]:
+    """Importing tests/test_django.py made its database's temp dir, which its own tests
+    remove; when they do not run, the end of the session does."""
+    try:
+        yield
+    finally:
+        shutil.rmtree(test_django._DB_DIR, ignore_errors=True)
+
+
+@pytest.fixture
+def django_on_redis(_django_db_dir: None, make_store: Callable[..., RedisSessionStorage]
+                    ) -> Iterator[Tuple[RedisSessionStorage, RedisSessionStorage]]:
+    sessions, cache = make_store(), make_store(ttl=1)  # the cache store's default ttl: 1 s
+    cache_conf = {"BACKEND": "shmsession.contrib.django.ShmCache", "LOCATION": cache}
+    try:
+        with override_settings(SHMSESSION={"store": sessions}, CACHES={"default": cache_conf}):
+            yield sessions, cache
+    finally:
+        close_stores()
+
+
+def test_django_client_login_counter_logout(
+    django_on_redis: Tuple[RedisSessionStorage, RedisSessionStorage]
+) -> None:
+    sessions, _ = django_on_redis
+    client = Client()
+    assert client.get("/whoami/").status_code == 401
+    assert client.post("/login/?user=alice").status_code == 200
+    cookie = client.cookies["sessionid"].value
+    data = sessions.read(cookie)  # in Redis, in Django's own encoding
+    assert SessionStore().decode(data.decode()) == {"user": "alice", "n": 0}
+    other = Client()  # another "worker": the same cookie, no state of its own
+    other.cookies["sessionid"] = cookie
+    for i in range(1, 6):
+        assert (client, other)[i % 2].post("/incr/").json()["n"] == i
+    assert other.get("/whoami/").json()["session"] == {"user": "alice", "n": 5}
+    assert [client.post("/cache/incr/").json()["hits"] for _ in range(3)] == [1, 2, 3]
+
+    assert client.post("/logout/").status_code == 200
+    assert cookie not in sessions
+    replay = Client()
+    replay.cookies["sessionid"] = cookie
+    reply = replay.get("/whoami/")
+    assert reply.status_code == 401 and reply.json()["anonymous"] is True
+    assert replay.post("/incr/").status_code == 401
+    assert cookie not in sessions
+
+
+def test_django_session_contract(
+    django_on_redis: Tuple[RedisSessionStorage, RedisSessionStorage]
+) -> None:
+    sessions, _ = django_on_redis
+    unknown = SessionStore("someunknownkey")
+    assert unknown.load() == {} and unknown.session_key is None
+    first = SessionStore()
+    first["owner"] = "first"
+    first.save(must_create=True)
+    key = first.session_key
+    assert key is not None and key in sessions
+    second = SessionStore(key)
+    with pytest.raises(CreateError):
+        second.save(must_create=True)
+    loaded = SessionStore(key)
+    assert loaded["owner"] == "first"
+    SessionStore(key).delete()  # a logout elsewhere
+    loaded["owner"] = "again"
+    with pytest.raises(UpdateError):  # ... is not undone by a request that had loaded it
+        loaded.save()
+    assert key not in sessions
+
+    short = SessionStore()
+    short["a"] = 1
+    short.set_expiry(1)
+    short.save()
+    cycled = SessionStore()
+    cycled["b"] = 2
+    cycled.save()
+    old = cycled.session_key
+    cycled.cycle_key()
+    assert old not in sessions and cycled.session_key in sessions
+    time.sleep(1.3)  # Redis expires the session itself
+    assert short.session_key not in sessions
+    assert SessionStore(short.session_key).load() == {}
+
+
+def test_django_cache_rules(
+    django_on_redis: Tuple[RedisSessionStorage, RedisSessionStorage]
+) -> None:
+    sessions, store = django_on_redis
+    cache = caches["default"]
+    cache.set("forever", 1, None)  # None = forever, whatever the store's default ttl (1 s)
+    cache.set("one-second", 2, 1)
+    cache.set("default", 3)  # Django's default TIMEOUT, 300 s
+    cache.set("zero", 4, 0)  # 0 = do not store
+    assert cache.get("zero") is None and cache.get("forever") == 1
+    assert cache.add("forever", 9) is False and cache.get("forever") == 1
+    assert cache.add("new", 5) is True and cache.get("new") == 5
+    assert cache.incr("new", 10) == 15 and cache.decr("new") == 14
+    with pytest.raises(ValueError):
+        cache.incr("missing")
+    long_key, unicode_key = "k" * 300, "ключ-🔑"
+    cache.set(long_key, "long")
+    cache.set(unicode_key, {"v": [1, 2]})
+    assert cache.get_many([long_key, unicode_key, "missing"]) == {
+        long_key: "long", unicode_key: {"v": [1, 2]}}
+    assert cache.touch("default", 100) is True and cache.touch("missing") is False
+    assert cache.delete(long_key) is True and cache.delete(long_key) is False
+    assert cache.has_key(unicode_key) and not cache.has_key(long_key)
+    time.sleep(1.3)
+    assert cache.get("one-second") is None
+    assert cache.get_many(["forever", "default"]) == {"forever": 1, "default": 3}
+
+    session = SessionStore()
+    session["kept"] = True
+    session.save()
+    cache.clear()  # empties the cache's store, and only it
+    assert cache.get("forever") is None and len(store) == 0
+    assert session.session_key in sessions
+
+
+# =============================================================================================
+# cachelib's ShmCache, and Flask-Session on it
+# =============================================================================================
+
+
+def test_cachelib_shmcache(make_store: Callable[..., RedisSessionStorage]) -> None:
+    from cachelib import BaseCache
+
+    from shmsession.contrib.cachelib import ShmCache
+
+    store = make_store(ttl=1)
+    cache = ShmCache(store=store, default_timeout=0)  # cachelib: 0 = never expire
+    assert isinstance(cache, BaseCache)
+    assert cache.set("a", {"x": [1, 2]}) is True and cache.get("a") == {"x": [1, 2]}
+    assert cache.add("a", "other") is False and cache.get("a") == {"x": [1, 2]}
+    assert cache.add("b", 1, timeout=1) is True
+    assert cache.inc("counter") == 1 and cache.inc("counter", 4) == 5
+    assert cache.dec("counter") == 4
+    assert cache.set_many({"m1": 1, "m2": 2}) == ["m1", "m2"]
+    assert cache.get_many("m1", "m2", "nope") == [1, 2, None]
+    assert cache.has("m1") and cache.delete("m1") is True and not cache.has("m1")
+    assert cache.delete("m1") is False
+    time.sleep(1.3)
+    assert cache.get("b") is None  # its timeout
+    assert cache.get("a") == {"x": [1, 2]}  # timeout 0: never, despite the store's 1 s
+    assert cache.clear() is True and cache.get("a") is None and len(store) == 0
+    cache.close()  # a store it was given stays open
+    assert store.add("still-open", b"1")
+
+
+def test_flask_session_on_cachelib_shmcache(make_store: Callable[..., RedisSessionStorage]
+                                            ) -> None:
+    from flask import Flask, session
+    from flask_session import Session  # type: ignore[import-untyped]
+
+    from shmsession.contrib.cachelib import ShmCache
+
+    store = make_store()
+    cache = ShmCache(store=store)
+
+    def make_app() -> Flask:
+        app = Flask(__name__)
+        app.config.update(SESSION_TYPE="cachelib", SESSION_CACHELIB=cache, SECRET_KEY="k")
+        Session(app)
+
+        @app.post("/login/<user>")
+        def login(user: str) -> Dict[str, Any]:
+            session["user"] = user
+            session["n"] = 0
+            return {"user": user}
+
+        @app.post("/inc")
+        def inc() -> Dict[str, Any]:
+            session["n"] += 1
+            return {"n": session["n"]}
+
+        @app.get("/me")
+        def me() -> Dict[str, Any]:
+            return {"user": session.get("user"), "n": session.get("n")}
+
+        @app.post("/logout")
+        def logout() -> Dict[str, Any]:
+            session.clear()
+            return {}
+
+        return app
+
+    worker1, worker2 = make_app().test_client(), make_app().test_client()
+    worker1.post("/login/alice")
+    found = worker1.get_cookie("session")
+    assert found is not None
+    sid = found.value
+    assert cache.get("session:" + sid) == {"_permanent": True, "user": "alice", "n": 0}
+    worker2.set_cookie("session", sid)
+    for i in range(1, 6):
+        assert (worker1, worker2)[i % 2].post("/inc").get_json() == {"n": i}
+    assert worker2.get("/me").get_json() == {"user": "alice", "n": 5}
+    worker1.post("/logout")
+    assert cache.get("session:" + sid) is None
+    replay = make_app().test_client()
+    replay.set_cookie("session", sid)
+    assert replay.get("/me").get_json() == {"user": None, "n": None}
+
+
+# =============================================================================================
+# Flask's ShmSessionInterface (the app of tests/test_flask.py)
+# =============================================================================================
+
+
+def test_flask_session_interface(make_store: Callable[..., RedisSessionStorage]) -> None:
+    from tests.test_flask import COOKIE, cookie_of, make_app, sid_of
+
+    store = make_store()
+    app1, app2 = make_app(store), make_app(store)  # type: ignore[arg-type]
+    c1 = app1.test_client()
+    assert c1.post("/login/alice").status_code == 200
+    sid = sid_of(app1, c1)
+    assert len(sid) == 43 and json.loads(store.read(sid)) == {"user": "alice", "n": 0}
+    old = cookie_of(c1)
+    assert old is not None
+    c2 = app2.test_client()
+    c2.set_cookie(COOKIE, old)
+    for i in range(1, 11):
+        assert (c1, c2)[i % 2].post("/inc").get_json() == {"n": i}
+    assert c2.get("/me").get_json() == {"session": {"user": "alice", "n": 10}}
+    assert len(store) == 1
+
+    c1.post("/login/bob")  # a login gives a fresh id and drops the old record
+    assert sid_of(app1, c1) != sid and sid not in store
+    c1.post("/logout")
+    assert len(store) == 0 and cookie_of(c1) is None
+    replay = app2.test_client()
+    replay.set_cookie(COOKIE, old)
+    assert replay.get("/me").get_json() == {"session": {}}
+    assert replay.post("/inc").get_json() == {"n": 1}  # anonymous, under a fresh id
+    assert sid_of(app2, replay) != sid and sid not in store
+
+
+# =============================================================================================
+# starsessions' ShmStore (Starlette TestClient) and aiohttp-session's ShmStorage
+# =============================================================================================
+
+
+def test_starsessions_shmstore(name: str, redis_socket: str) -> None:
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from shmsession.contrib.starsessions import ShmStore
+    from tests import starlette_app
+
+    store = AsyncRedisSessionStorage(name, f"unix://{redis_socket}", secret=SECRET)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:  # the store's connections belong to the app's event loop: closed in it
+            yield
+        finally:
+            await store.unlink()
+
+    app = Starlette(routes=starlette_app.ROUTES,
+                    middleware=starlette_app.middleware(ShmStore(store=store), lifetime=600),
+                    lifespan=lifespan)
+    with TestClient(app) as client:
+
+        def stored(sid: str) -> Optional[bytes]:
+            assert client.portal is not None
+            result: Optional[bytes] = client.portal.call(store.get, sid)
+            return result
+
+        assert client.get("/whoami").json()["user"] is None
+        assert client.post("/login?user=alice").json()["user"] == "alice"
+        sid = client.cookies["session"]
+        assert len(sid) == 43
+        for i in range(1, 4):
+            assert client.post("/incr").json()["n"] == i
+        record = stored(sid)
+        assert record is not None
+        assert {k: v for k, v in json.loads(record).items() if k != "__metadata__"} == {
+            "user": "alice", "n": 3}
+        reply = client.post("/logout")
+        assert reply.json()["user"] is None and "1970" in reply.headers["set-cookie"]
+        assert stored(sid) is None
+        client.cookies.clear()
+        old = {"cookie": f"session={sid}"}
+        assert client.get("/whoami", headers=old).json()["user"] is None
+        assert client.post("/incr", headers=old).json()["n"] == 1  # a new, anonymous session
+        assert stored(sid) is None
+    assert _keys(redis_socket, store.prefix) == []
+
+
+@pytest.mark.filterwarnings(  # as in tests/test_aiohttp.py: aiohttp-session's, not ours
+    "ignore:It is recommended to use web.RequestKey:aiohttp.web_exceptions.NotAppKeyWarning"
+)
+def test_aiohttp_shmstorage(name: str, redis_socket: str) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from shmsession.contrib.aiohttp import ShmStorage
+    from tests.aiohttp_app import make_app
+
+    async def main() -> None:
+        async with async_store(name, redis_socket) as store:
+            app = make_app(ShmStorage(store=store, max_age=600))
+            async with TestClient(TestServer(app)) as client:
+                assert (await (await client.get("/whoami")).json())["user"] is None
+                reply = await client.post("/login?user=alice")
+                assert (await reply.json())["user"] == "alice"
+                sid = reply.cookies["AIOHTTP_SESSION"].value
+                assert len(sid) == 43
+                for i in range(1, 4):
+                    assert (await (await client.post("/incr")).json())["n"] == i
+                record = await store.get(sid)
+                assert record is not None
+                assert json.loads(record)["session"] == {"user": "alice", "n": 3}
+                await client.post("/logout")
+                assert await store.get(sid) is None
+                client.session.cookie_jar.clear()
+                old = {"Cookie": f"AIOHTTP_SESSION={sid}"}
+                assert (await (await client.get("/whoami", headers=old)).json())["user"] is None
+                assert (await (await client.post("/incr", headers=old)).json())["n"] == 1
+                assert await store.get(sid) is None
+        assert _keys(redis_socket, store.prefix) == []
+
+    asyncio.run(main())
+
+
+# =============================================================================================
+# A real gunicorn: 4 sync workers, one Redis store between them (tests/flask_redis_app.py)
+# =============================================================================================
+
+WORKERS = 4
+
+
+class Gunicorn:
+    def __init__(self, env: Dict[str, str]) -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix="shmsession-flask-redis-", suffix=".log")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--workers", str(WORKERS),
+             "--worker-class", "sync", "--bind", "127.0.0.1:0", "--timeout", "60",
+             "--graceful-timeout", "5", "tests.flask_redis_app:app"],
+            cwd=REPO_ROOT, env=dict(os.environ, **env), stdin=subprocess.DEVNULL,
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.port = 0
+
+    def text(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        from tests.test_flask import request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gunicorn exited {self.proc.returncode}:\n{self.text()}")
+            text = self.text()
+            found = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text)
+            if found and text.count("Booting worker with pid") >= WORKERS:
+                self.port = int(found.group(1))
+                try:
+                    if request(self.port, "GET", "/me")[0] == 200:
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        raise AssertionError(f"gunicorn not ready after {timeout} s:\n{self.text()}")
+
+    def stop(self) -> None:
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    pass
+            try:  # whatever is left of its process group (workers), by the group's id
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=20)
+        finally:
+            self.log.close()
+
+
+@pytest.mark.timeout(110)
+def test_gunicorn_workers_share_redis_sessions(name: str, redis_socket: str) -> None:
+    from tests.test_flask import request, run_concurrently, session_cookie
+
+    secret = secrets.token_hex(16)
+    store = RedisSessionStorage(name, f"unix://{redis_socket}", secret=secret)
+    server = Gunicorn({"SHMSESSION_TEST_REDIS": redis_socket, "SHMSESSION_TEST_STORE": name,
+                       "SHMSESSION_TEST_SECRET": secret})
+    try:
+        server.wait_ready()
+        port = server.port
+        status, body, headers = request(port, "POST", "/login?user=alice")
+        cookie = session_cookie(headers)
+        assert status == 200 and cookie and body["user"] == "alice", (body, server.text())
+        sid = cookie.rsplit(".", 2)[0]
+        assert json.loads(store.read(sid)) == {"user": "alice", "n": 0}
+
+        # Concurrent readers, each keeping its worker busy a moment: several workers answer,
+        # and every one sees the session.
+        pids: Set[int] = set()
+        for _ in range(5):
+            answers = run_concurrently(8, lambda _: request(port, "GET", "/me?sleep=0.2",
+                                                            cookie), threads=8)
+            assert all(s == 200 and b["user"] == "alice" for s, b, _ in answers), answers
+            pids.update(b["pid"] for _, b, _ in answers)
+            if len(pids) >= 2:
+                break
+        assert len(pids) >= 2, f"only worker(s) {pids} answered"
+
+        # Sequential read-modify-writes across workers lose nothing.
+        inc_pids = []
+        for i in range(1, 201):
+            status, body, _ = request(port, "POST", "/inc?linger=0.05", cookie)
+            assert status == 200 and body["n"] == i, (i, body)
+            inc_pids.append(body["pid"])
+            if i >= 30 and len(set(inc_pids)) >= 2:
+                break
+        assert len(set(inc_pids)) >= 2, f"all increments went to {set(inc_pids)}"
+        assert json.loads(store.read(sid))["n"] == len(inc_pids)
+
+        # Log out; the old cookie, replayed to the workers, is anonymous.
+        status, body, headers = request(port, "POST", "/logout", cookie)
+        assert status == 200 and body["user"] is None
+        assert sid not in store
+        replays = run_concurrently(8, lambda _: request(port, "GET", "/me", cookie), threads=8)
+        assert all(s == 200 and b["user"] is None for s, b, _ in replays), replays
+        status, body, _ = request(port, "POST", "/inc", cookie)
+        assert body["n"] is None and sid not in store
+        assert server.proc.poll() is None and "Traceback" not in server.text(), server.text()
+    finally:
+        server.stop()
+        store.unlink()
+    assert _keys(redis_socket, store.prefix) == []
+
+
+def test_the_stores_are_interchangeable() -> None:
+    """The one-line move: the Redis stores have every call the adapters make."""
+    from shmsession.contrib._async import AsyncStore
+    from shmsession.contrib._store import Store
+
+    for protocol, cls in ((Store, RedisSessionStorage), (AsyncStore, AsyncRedisSessionStorage)):
+        wanted = [m for m in vars(protocol) if not m.startswith("_") or m == "__contains__"]
+        assert wanted and all(callable(getattr(cls, m, None)) for m in wanted), (cls, wanted)
