@@ -17,6 +17,11 @@ merge buried inside a larger one. The heap reports those with ``guard``, and ``r
 records whatever part of its target they cover (eviction, then the new value copied into
 the evicted space, is the case that needs it).
 
+``begin()`` also makes the segment's read sequence word odd, and ``commit()`` makes it even
+again: readers that take no lock trust a copy only if they saw one even number before and
+after it (``SessionStorage._peek``). Control words (journal length, dirty, sequence) are
+stored through ``words``, one 8-byte store each (see ``_layout``).
+
 Everything here runs with the store's lock held by the caller; nothing opens, locks, sleeps
 or reads the clock, so a ``bytearray`` is enough to test it.
 """
@@ -32,10 +37,11 @@ from ._errors import CorruptSegment
 
 Buffer = Union[bytearray, memoryview, mmap.mmap]  # any writable buffer
 
-_U64 = L.U64
 _ENTRY = L.ENTRY
 _CRC_IN = L.ENTRY_CRC_INPUT
-_BEGIN = L.BEGIN
+_USED_W = L.USED_W
+_DIRTY_W = L.DIRTY_W
+_SEQ_W = L.SEQ_W
 
 
 class JournalFull(Exception):
@@ -49,10 +55,12 @@ def _entry_crc(txid: int, off: int, n: int) -> int:
 class Journal:
     """Undo log over ``buf[base:base+size]``; the caller holds the store's lock."""
 
-    __slots__ = ("buf", "base", "size", "txid", "used", "state_logged", "freed", "fault")
+    __slots__ = ("buf", "words", "base", "size", "txid", "used", "state_logged", "freed",
+                 "fault")
 
     def __init__(self, buf: Buffer, base: int, size: int) -> None:
         self.buf = buf
+        self.words = L.words(buf)  # the control words, one 8-byte store each (see _layout)
         self.base = base
         self.size = size
         self.txid = 0
@@ -65,14 +73,21 @@ class Journal:
 
     def begin(self) -> None:
         """Open a transaction; the store must be clean (``recover`` ran at lock time)."""
-        buf = self.buf
+        w = self.words
         fault = self.fault
-        txid = (_U64.unpack_from(buf, L.NEXT_TXID_OFF)[0] + 1) & 0xFFFFFFFFFFFFFFFF or 1
+        txid = (w[L.NEXT_TXID_W] + 1) & 0xFFFFFFFFFFFFFFFF or 1
         if fault is not None:
             fault()
-        # used=0 lands before dirty=txid (see _layout.BEGIN); from the dirty store on, a crash
-        # means "roll back whatever was recorded" (possibly nothing).
-        _BEGIN.pack_into(buf, L.JOURNAL_USED_OFF, 0, txid, txid)
+        # Readers that take no lock stop trusting what they copy from here on.
+        seq_open(w)
+        if fault is not None:
+            fault()
+        # used=0 lands before dirty=txid: a dirty word never pairs with the last transaction's
+        # used count. From the dirty store on, a crash means "roll back whatever was recorded"
+        # (possibly nothing).
+        w[_USED_W] = 0
+        w[L.NEXT_TXID_W] = txid
+        w[_DIRTY_W] = txid
         self.txid = txid
         self.used = 0
         self.state_logged = False
@@ -96,7 +111,7 @@ class Journal:
         if fault is not None:
             fault()
         # The record counts from this store on; before it, the target is still untouched.
-        _U64.pack_into(buf, L.JOURNAL_USED_OFF, end)
+        self.words[_USED_W] = end
         self.used = end
 
     def write(self, off: int, data: bytes) -> None:
@@ -130,7 +145,7 @@ class Journal:
         buf[pb + 16 : pb + 16 + nb] = buf[b : b + nb]
         if fault is not None:
             fault()
-        _U64.pack_into(buf, L.JOURNAL_USED_OFF, end)  # both records count from here
+        self.words[_USED_W] = end  # both records count from here
         self.used = end
         if fault is not None:
             fault()
@@ -165,20 +180,45 @@ class Journal:
 
     def commit(self) -> None:
         """Make the transaction durable: one store of 0 into the shared dirty word."""
-        if self.fault is not None:
-            self.fault()
-        _U64.pack_into(self.buf, L.DIRTY_OFF, 0)
+        fault = self.fault
+        if fault is not None:
+            fault()
+        w = self.words
+        w[_DIRTY_W] = 0
+        # The new state is whole: lock-free readers may trust it again. (A writer stopped
+        # between these two stores leaves what one stopped before begin's dirty store does:
+        # nothing open and the sequence odd, which the next lock holder closes.)
+        seq_close(w)
         self.txid = 0
 
     def rollback(self) -> None:
         """Undo the open transaction (used in ``finally`` when an operation raised)."""
         recover(self.buf, self.base, self.size)
+        seq_close(self.words)
         self.txid = 0
+
+    def close(self) -> None:
+        """Let go of the buffer (an mmap cannot close while a view pins it)."""
+        self.words.release()
+
+
+def seq_open(words: memoryview) -> None:
+    """Make the read sequence odd (if it is not already): shared bytes are about to change."""
+    seq = words[_SEQ_W]
+    if not seq & 1:
+        words[_SEQ_W] = seq + 1
+
+
+def seq_close(words: memoryview) -> None:
+    """Make the read sequence even again, a new number: the bytes are one whole state."""
+    seq = words[_SEQ_W]
+    if seq & 1:
+        words[_SEQ_W] = (seq + 1) & 0xFFFFFFFFFFFFFFFF
 
 
 def is_dirty(buf: Buffer) -> bool:
     """True when a transaction was left open (its writer died or raised)."""
-    return bool(_U64.unpack_from(buf, L.DIRTY_OFF)[0])
+    return bool(L.USED_TXID_DIRTY.unpack_from(buf, L.JOURNAL_USED_OFF)[2])
 
 
 def recover(buf: Buffer, base: int, size: int) -> bool:
@@ -206,7 +246,14 @@ def recover(buf: Buffer, base: int, size: int) -> bool:
             )
         entries.append((off, n, base + pos + 16))
         pos += 16 + ((n + 7) & ~7)
-    for off, n, src in reversed(entries):
-        buf[off : off + n] = buf[src : src + n]
-    _U64.pack_into(buf, L.DIRTY_OFF, 0)
+    w = L.words(buf)
+    try:
+        seq_open(w)  # odd already (begin makes it odd before dirty); made sure of here
+        for off, n, src in reversed(entries):
+            buf[off : off + n] = buf[src : src + n]
+        w[_DIRTY_W] = 0
+    finally:
+        w.release()
+    # The sequence stays odd: the caller closes it once every repair is done (a clear() may
+    # still be waiting to be finished).
     return True

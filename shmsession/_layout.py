@@ -8,7 +8,8 @@
                     |                   the per-segment secret  (written once)    |
                     |   112  IDENTITY_CRC  crc32 of the identity bytes            |
                     |   128  CONTROL    dirty txid, journal bytes used, next      |
-                    |                   txid, flags  (single-word writes)         |
+                    |                   txid, flags, version counter, read        |
+                    |                   sequence  (single-word writes)            |
                     |   256  STATE      entries, heap bytes used, version         |
                     |                   counter, bin bitmap, NBINS bin heads      |
                     |                   (undo-logged as one range per txn)        |
@@ -21,17 +22,23 @@
                     | heap: blocks [header | payload ... | footer], 16-aligned    |
     total_size      +-------------------------------------------------------------+
 
-Every integer is little-endian. Offsets stored in the segment are absolute (from byte 0);
-0 means "none", which no block can be since the header sits at 0.
+Every integer is little-endian except the header's control words and counters (offsets
+128-191 and 1024 on): those are native 8-byte words, each written by ONE aligned 8-byte
+store, through a ``memoryview`` cast to ``"Q"`` (see ``words``). ``struct.pack_into`` will
+not do for them: it zeroes its target before it packs (and packs "<Q" a byte at a time), so
+a writer killed in between leaves a word that was never meant -- a journal length of 0 that
+hides every record, a version counter back at 0 -- and a reader without the lock can see the
+zero. Offsets stored in the segment are absolute (from byte 0); 0 means "none", which no
+block can be since the header sits at 0.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Final
+from typing import Any, Final
 
 MAGIC: Final = b"SHMSESS\x00"
-LAYOUT_VERSION: Final = 1
+LAYOUT_VERSION: Final = 2  # 2: the read sequence word (SEQ_OFF)
 HEADER_SIZE: Final = 4096
 
 # --- identity: written once by the creator, then only read --------------------------------
@@ -47,23 +54,35 @@ SECRET_SIZE: Final = 32
 # --- control words: each written alone, each write its own commit point ------------------
 #   journal_used Q | last txid Q | dirty Q (txid of the open transaction, 0 when none) |
 #   flags Q | version counter Q
-CONTROL: Final = struct.Struct("<QQQQ")
+CONTROL: Final = struct.Struct("QQQQ")
 CONTROL_OFF: Final = 128
 JOURNAL_USED_OFF: Final = CONTROL_OFF
 NEXT_TXID_OFF: Final = CONTROL_OFF + 8
 DIRTY_OFF: Final = CONTROL_OFF + 16
 FLAGS_OFF: Final = CONTROL_OFF + 24
-# begin() writes used=0, the txid, then dirty=txid with ONE pack_into, which stores the fields
-# in this order (and SystemExit cannot land inside a C call): a dirty word never pairs with
-# the previous transaction's used count.
-BEGIN: Final = struct.Struct("<QQQ")
+# begin() stores used=0, the txid, then dirty=txid, in this order: a dirty word never pairs
+# with the previous transaction's used count.
 # The last version handed out. Not journaled: a rolled-back write may burn a number, which is
 # harmless -- a version is only ever compared for equality with one that was published, and
 # the counter only grows (it survives clear() too), so no number is published twice.
 VERSION_OFF: Final = CONTROL_OFF + 32
 
-# dirty and flags read with one unpack on every lock acquisition
-USED_TXID_DIRTY: Final = struct.Struct("<QQQ")
+# The read sequence word (a seqlock): odd while shared bytes may be changing -- from a
+# transaction's begin to its commit, during clear(), after unlink() for good, and after a
+# writer died mid-transaction until the next lock holder repairs. Readers that take no lock
+# read it before and after copying; equal and even means they copied one committed state.
+# Like every control word it is read and written through ``words``, one 8-byte access each.
+SEQ_OFF: Final = CONTROL_OFF + 40
+
+# Indexes of the control words in ``words(buf)``.
+USED_W: Final = JOURNAL_USED_OFF >> 3
+NEXT_TXID_W: Final = NEXT_TXID_OFF >> 3
+DIRTY_W: Final = DIRTY_OFF >> 3
+FLAGS_W: Final = FLAGS_OFF >> 3
+VERSION_W: Final = VERSION_OFF >> 3
+SEQ_W: Final = SEQ_OFF >> 3
+
+USED_TXID_DIRTY: Final = struct.Struct("QQQ")
 FLAG_UNLINKED: Final = 1  # set by unlink() before the name goes, so attached handles notice
 FLAG_CLEARING: Final = 2  # clear() in progress: redo it (it is idempotent), never undo
 
@@ -94,8 +113,9 @@ COUNTER_NAMES: Final = (
     "sweep_cursor",
 )
 COUNTERS_OFF: Final = 1024
-COUNTERS: Final = struct.Struct("<" + "Q" * len(COUNTER_NAMES))
+COUNTERS: Final = struct.Struct("Q" * len(COUNTER_NAMES))  # native, like WORD
 COUNTER_OFF: Final = {name: COUNTERS_OFF + 8 * i for i, name in enumerate(COUNTER_NAMES)}
+COUNTER_W: Final = {name: off >> 3 for name, off in COUNTER_OFF.items()}
 
 # --- journal entries ----------------------------------------------------------------------
 #   target offset Q | length I | crc32(txid, offset, length) I | old bytes, padded to 8
@@ -112,6 +132,7 @@ SLOT_STATE: Final = 16
 SLOT_EXPIRES: Final = 40
 SLOT_ATIME: Final = 48
 SLOT_STATE_EXPIRES: Final = struct.Struct("<16xB23xq16x")  # a sweep's view of a slot
+SLOT_PEEK: Final = struct.Struct("<20xIQ8xq8xQ")  # a lock-free read's: length, offset, expires, version
 EMPTY: Final = 0
 USED: Final = 1
 NEVER: Final = 0  # an expires of 0: the entry never expires
@@ -136,6 +157,17 @@ INPLACE_MAX: Final = 64 << 10  # values up to this are overwritten in place (old
 MAX_ID_BYTES: Final = 1024
 LOAD_FACTOR_NUM: Final = 4  # capacity >= max_entries * 4 / 3: load factor at most 0.75
 LOAD_FACTOR_DEN: Final = 3
+
+
+def words(buf: Any) -> memoryview:
+    """``buf`` as native unsigned 8-byte words: ``w[off >> 3]`` loads or stores the word at
+    ``off`` (8-aligned) with one 8-byte access (memoryview packs with a sized memcpy). The
+    view pins ``buf``: ``release()`` it before closing an mmap."""
+    whole = memoryview(buf)
+    try:
+        return whole[: len(whole) & ~7].cast("Q")
+    finally:
+        whole.release()
 
 
 def round_up(n: int, to: int) -> int:

@@ -72,6 +72,26 @@ class StoreLock:
             tlock.release()
             raise
 
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free this instant; never waits."""
+        tlock = self._tlock
+        if not tlock.acquire(False):
+            return False
+        try:
+            _flock(self.fd, _LOCK_NB)
+        except BlockingIOError:
+            tlock.release()
+            return False
+        except OSError as exc:
+            tlock.release()
+            raise SegmentError(
+                f"the store's descriptor is unusable ({exc.strerror}); re-open the store"
+            ) from None
+        except BaseException:
+            tlock.release()
+            raise
+        return True
+
     def release(self) -> None:
         _flock(self.fd, _LOCK_UN)
         self._tlock.release()

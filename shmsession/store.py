@@ -1,8 +1,10 @@
 """``SessionStorage``: the shared-memory session store, and the only layer that takes the lock.
 
-Arguments are validated and digested before the lock is taken; every operation then runs
-as: lock, repair what a dead writer left (if anything), one journaled transaction, unlock.
-Callbacks (the streaming forms of ``read`` and ``write``) run outside the lock.
+Arguments are validated and digested before the lock is taken; every change then runs as:
+lock, repair what a dead writer left (if anything), one journaled transaction, unlock.
+Reads take no lock where the processor allows it (a seqlock, see ``_peek``) and fall back to
+the locked path for anything that must write. Callbacks (the streaming forms of ``read``
+and ``write``) run outside the lock.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import io
 import math
 import os
+import platform
 import random
 import secrets
 import time
@@ -35,7 +38,7 @@ from ._errors import (
     VersionConflict,
 )
 from ._heap import Heap
-from ._journal import Journal, JournalFull, recover
+from ._journal import Journal, JournalFull, recover, seq_close, seq_open
 from ._lock import StoreLock
 from ._table import Table
 
@@ -48,12 +51,18 @@ Provider = Callable[[BinaryIO], Any]
 _U64 = L.U64
 _I64 = L.I64
 _SLOT = L.SLOT
-_CONTROL = L.CONTROL
+_DIRTY_W = L.DIRTY_W
+_FLAGS_W = L.FLAGS_W
+_VERSION_W = L.VERSION_W
+_SEQ_W = L.SEQ_W
+_ATIME_W = L.SLOT_ATIME >> 3
+_HOME = L.U64
+_PEEK_SLOT = L.SLOT_PEEK
 _STATE_EXPIRES = L.SLOT_STATE_EXPIRES
 _USED = L.USED
 _NEVER = L.NEVER
 _monotonic_ns = time.monotonic_ns
-_C = L.COUNTER_OFF
+_C = L.COUNTER_W  # counters by word index (see _bump)
 _HITS = _C["hits"]
 _MISSES = _C["misses"]
 _WRITES = _C["writes"]
@@ -69,6 +78,14 @@ _SAMPLE = 8  # used slots sampled to pick a least-recently-used victim (as Redis
 # Lock acquisitions between two housekeeping passes: checking that the segment is still
 # linked (an fstat), and adding this handle's hit/miss/write counts to the shared counters.
 _HOUSEKEEPING_EVERY = 64
+
+# Reads take no lock where the processor keeps stores in order for other cores and loads in
+# order with each other (x86's TSO): a seqlock needs no more than that and the compiler barrier
+# that every CPython call boundary is. Elsewhere (ARM, POWER: weaker ordering, and Python
+# offers no fence) every read takes the lock. See ``_peek``.
+LOCK_FREE_READS = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+_PEEK_TRIES = 3  # lock-free attempts before a read takes the lock
+_LOCKED = object()  # _peek's answer "take the lock and read again"
 
 
 @dataclass(frozen=True)
@@ -119,6 +136,10 @@ class _ClosedLock:
 
     def acquire(self) -> None:
         raise StoreClosed("this SessionStorage was closed; open a new one to use the store")
+
+    def try_acquire(self) -> bool:
+        self.acquire()
+        return False  # pragma: no cover - acquire never returns
 
     def release(self) -> None:  # pragma: no cover - acquire never succeeds
         pass
@@ -207,9 +228,11 @@ class SessionStorage:
         def initialise(buf: Any) -> None:
             # Runs under the life-cycle lock before any other process can attach. The identity
             # (magic first in memory order) goes last, so a half-made segment is never valid.
-            heap = Heap(buf, Journal(buf, want.journal_off, want.journal_size), want.heap_off,
-                        want.heap_size)
-            heap.format()
+            journal = Journal(buf, want.journal_off, want.journal_size)
+            try:
+                Heap(buf, journal, want.heap_off, want.heap_size).format()
+            finally:
+                journal.close()
             buf[: L.IDENTITY.size + 4] = want.pack_identity(secret)
 
         seg = _segment.Segment.open(
@@ -242,6 +265,7 @@ class SessionStorage:
         self._max_entries = geo.max_entries
         self._hasher = hashlib.blake2b(key=ident[13], digest_size=L.DIGEST_SIZE)
         self._j = journal = Journal(buf, geo.journal_off, geo.journal_size)
+        self._w = journal.words  # control words and counters: see _layout.words
         self._t = Table(buf, journal, geo.table_off, geo.capacity)
         self._h = Heap(buf, journal, geo.heap_off, geo.heap_size)
 
@@ -256,6 +280,12 @@ class SessionStorage:
         # (and by stats() and close()): one shared read-modify-write per op saved.
         self._hits = self._misses = self._writes_done = 0
         self._writes = 0
+        # For _peek: read without the lock (False after close(), and where unsupported).
+        self._lock_free = LOCK_FREE_READS
+        self._table_off = geo.table_off
+        self._mask = geo.capacity - 1
+        self._heap_off = geo.heap_off
+        self._heap_end = geo.heap_off + geo.heap_size
 
     # ------------------------------------------------------------------ validation
     def _digest(self, sid: object) -> bytes:
@@ -273,12 +303,12 @@ class SessionStorage:
     def _acquire(self) -> None:
         lock = self._lock
         lock.acquire()
-        buf = self._buf
-        _, _, dirty, flags = _CONTROL.unpack_from(buf, L.CONTROL_OFF)
+        w = self._w
         self._ops += 1
-        if dirty or flags or lock.waits or not self._ops % _HOUSEKEEPING_EVERY:
+        if (w[_DIRTY_W] or w[_FLAGS_W] or w[_SEQ_W] & 1 or lock.waits
+                or not self._ops % _HOUSEKEEPING_EVERY):
             try:
-                self._repair(dirty, flags)
+                self._repair()
             except BaseException:
                 lock.release()
                 raise
@@ -286,19 +316,20 @@ class SessionStorage:
     def _release(self) -> None:
         self._lock.release()
 
-    def _repair(self, dirty: int, flags: int) -> None:
-        """Under the lock: undo what a dead writer left, finish a clear, count lock waits."""
+    def _repair(self) -> None:
+        """Under the lock: undo what a dead writer left, finish a clear, let lock-free
+        readers back in, count lock waits."""
         buf = self._buf
-        lock = self._lock
+        flags = self._w[_FLAGS_W]
         if flags & L.FLAG_UNLINKED or self._seg.unlinked():
             raise SegmentUnlinked(
                 f"store {self.name!r} was unlinked while this handle was open; open it "
                 "again to use a new segment"
             )
-        if dirty:
-            recover(buf, self._geo.journal_off, self._geo.journal_size)
+        recover(buf, self._geo.journal_off, self._geo.journal_size)  # if a txn was left open
         if flags & L.FLAG_CLEARING:
             self._redo_clear()
+        seq_close(self._w)  # a writer may have died with the sequence odd, even after commit
         self._flush_counters()
 
     def _flush_counters(self) -> None:
@@ -323,10 +354,11 @@ class SessionStorage:
         if fault is not None:
             fault()
 
-    def _bump(self, off: int, by: int = 1) -> None:
-        # Advisory counters: not journaled; a writer killed here loses at most this count.
-        buf = self._buf
-        _U64.pack_into(buf, off, (_U64.unpack_from(buf, off)[0] + by) & 0xFFFFFFFFFFFFFFFF)
+    def _bump(self, counter: int, by: int = 1) -> None:
+        # Advisory counters (word indexes): not journaled; a writer killed here loses at
+        # most this count.
+        w = self._w
+        w[counter] = (w[counter] + by) & 0xFFFFFFFFFFFFFFFF
 
     # ------------------------------------------------------------------ the public API
     @staticmethod
@@ -346,12 +378,7 @@ class SessionStorage:
 
         :raises SessionNotFound: no such session, or it has expired.
         """
-        digest = self._digest(sid)
-        self._acquire()
-        try:
-            found = self._fetch(digest)
-        finally:
-            self._lock.release()
+        found = self._find(self._digest(sid))
         if found is None:
             raise SessionNotFound(f"no session with this id (absent or expired)")
         if consumer is None:
@@ -363,24 +390,14 @@ class SessionStorage:
 
         :raises SessionNotFound: no such session, or it has expired.
         """
-        digest = self._digest(sid)
-        self._acquire()
-        try:
-            found = self._fetch(digest)
-        finally:
-            self._lock.release()
+        found = self._find(self._digest(sid))
         if found is None:
             raise SessionNotFound("no session with this id (absent or expired)")
         return found
 
     def get(self, sid: str, default: Optional[T] = None) -> Union[bytes, T, None]:
         """The session's bytes, or ``default`` when it is absent or expired."""
-        digest = self._digest(sid)
-        self._acquire()
-        try:
-            found = self._fetch(digest)
-        finally:
-            self._lock.release()
+        found = self._find(self._digest(sid))
         return default if found is None else found[0]
 
     def write(
@@ -487,16 +504,7 @@ class SessionStorage:
             self._lock.release()
 
     def __contains__(self, sid: object) -> bool:
-        digest = self._digest(sid)
-        self._acquire()
-        try:
-            i = self._t.lookup(digest)
-            if i < 0:
-                return False
-            expires = self._t.get(i)[5]
-            return not (expires and expires <= _monotonic_ns())
-        finally:
-            self._lock.release()
+        return self._find(self._digest(sid)) is not None
 
     def __len__(self) -> int:
         """Live sessions (a scan of the table; not for hot paths)."""
@@ -512,11 +520,14 @@ class SessionStorage:
         next lock holder (clearing is idempotent, so it is redone, not undone)."""
         self._acquire()
         try:
-            buf = self._buf
-            flags = _U64.unpack_from(buf, L.FLAGS_OFF)[0]
+            w = self._w
             self._fault()
-            _U64.pack_into(buf, L.FLAGS_OFF, flags | L.FLAG_CLEARING)  # from here: redo
+            seq_open(w)
+            self._fault()
+            w[_FLAGS_W] |= L.FLAG_CLEARING  # from here on: redo
             self._redo_clear()
+            self._fault()
+            seq_close(w)
         finally:
             self._lock.release()
 
@@ -580,9 +591,11 @@ class SessionStorage:
                 self._flush_counters()
             finally:
                 self._lock = _ClosedLock()
+                self._lock_free = False
             try:
                 lock.release()
             finally:
+                self._j.close()  # the view of the control words pins the mapping
                 self._seg.close()
 
     def unlink(self) -> None:
@@ -591,8 +604,8 @@ class SessionStorage:
         if isinstance(self._lock, StoreLock):
             self._acquire()
             try:
-                flags = _U64.unpack_from(self._buf, L.FLAGS_OFF)[0]
-                _U64.pack_into(self._buf, L.FLAGS_OFF, flags | L.FLAG_UNLINKED)
+                self._w[_FLAGS_W] |= L.FLAG_UNLINKED
+                seq_open(self._w)  # for good: lock-free readers take the lock, and learn
             finally:
                 self._lock.release()
         _segment.unlink(self.name)
@@ -755,6 +768,86 @@ class SessionStorage:
         # A handle crosses a process boundary (multiprocessing spawn) by name.
         return (_reopen, (self.name, self._options))
 
+    # ------------------------------------------------------------------ reading
+    def _find(self, digest: bytes) -> Optional[Tuple[bytes, int]]:
+        """Value and version, or None: lock-free when it can be, else under the lock."""
+        if self._lock_free:
+            try:
+                found = self._peek(digest)
+            except ValueError:  # the mapping was closed by another thread: say so, below
+                found = _LOCKED
+            if found is not _LOCKED:
+                return found  # type: ignore[return-value]
+        self._acquire()
+        try:
+            return self._fetch(digest)
+        finally:
+            self._lock.release()
+
+    def _peek(self, digest: bytes) -> object:
+        """A read that takes no lock (a seqlock): value and version, None, or ``_LOCKED``.
+
+        Every writer makes the sequence word odd before it changes a shared byte and even
+        (a new number) once the change is whole (``_journal.seq_open``/``seq_close``). So a
+        copy made between two loads of one even number is one committed state: a value and
+        version written together, and a miss that is a real miss (not a hole a deletion was
+        shifting an entry over). Anything else -- an odd number, a change, a torn or
+        out-of-range slot -- is tried again, then handed to the locked path, which also
+        does whatever needs writing: reclaiming an expired entry, sliding expiry, repairs.
+        Every ``_HOUSEKEEPING_EVERY``-th operation also checks for an unlinked segment and
+        flushes this handle's counters, if the lock is free that instant (a holder that is
+        not writing never holds reads up). The one store made here is the advisory
+        last-access time of the slot just read.
+        """
+        self._ops += 1
+        if not self._ops % _HOUSEKEEPING_EVERY and self._lock.try_acquire():
+            try:
+                self._repair()
+            finally:
+                self._lock.release()
+        buf = self._buf
+        w = self._w
+        mask = self._mask
+        base = self._table_off
+        home = _HOME.unpack_from(digest)[0] & mask
+        for _ in range(_PEEK_TRIES):
+            seq = w[_SEQ_W]
+            if seq & 1:
+                return _LOCKED  # a writer is at work (or died): wait for it in the kernel
+            i = home
+            probes = 0
+            while probes <= mask:
+                pos = base + (i << 6)
+                if not buf[pos + 16]:
+                    i = -1
+                    break
+                if buf[pos : pos + 16] == digest:
+                    break
+                i = (i + 1) & mask
+                probes += 1
+            else:
+                continue  # no empty slot seen in a whole lap: a torn view
+            if i < 0:
+                if w[_SEQ_W] != seq:
+                    continue
+                self._misses += 1
+                return None
+            n, voff, expires, version = _PEEK_SLOT.unpack_from(buf, pos)
+            now = _monotonic_ns()
+            if expires and (expires <= now or self._touch_on_read and self._default_ttl_ns):
+                return _LOCKED  # reclaim it, or slide its expiry: both write
+            if n > self._max_value or voff < self._heap_off or voff + n > self._heap_end:
+                continue  # torn: the slot changed under us
+            value = buf[voff : voff + n]
+            if w[_SEQ_W] != seq:
+                continue
+            # Advisory, like the locked path's: steers eviction only. Racing a writer it may
+            # land on a slot that moved or emptied; nothing reads it there.
+            w[(pos >> 3) + _ATIME_W] = now
+            self._hits += 1
+            return value, version
+        return _LOCKED
+
     # ------------------------------------------------------------------ under the lock
     def _fetch(self, digest: bytes) -> Optional[Tuple[bytes, int]]:
         """Value and version, or None; reclaims an expired entry. Caller holds the lock."""
@@ -777,7 +870,7 @@ class SessionStorage:
         if self._touch_on_read and expires and self._default_ttl_ns:
             self._transact(self._set_expires, i, now + self._default_ttl_ns)
         # Advisory, not journaled: last access only steers eviction.
-        _I64.pack_into(buf, t.off + i * L.SLOT_SIZE + L.SLOT_ATIME, now)
+        self._w[((t.off + i * L.SLOT_SIZE) >> 3) + _ATIME_W] = now
         self._hits += 1
         return value, slot[7]
 
@@ -836,8 +929,8 @@ class SessionStorage:
                     "the session changed since it was read" if slot is not None
                     else "the session was deleted or expired since it was read"
                 )
-            version = _U64.unpack_from(buf, L.VERSION_OFF)[0] + 1
-            _U64.pack_into(buf, L.VERSION_OFF, version)  # not journaled: see _layout
+            version = self._w[_VERSION_W] + 1
+            self._w[_VERSION_W] = version  # not journaled: see _layout
             n = len(data)
             expires = now + ttl_ns if ttl_ns else _NEVER
             if slot is not None:
@@ -926,7 +1019,7 @@ class SessionStorage:
         buf = self._buf
         t = self._t
         mask = t.mask
-        cursor = _U64.unpack_from(buf, _SWEEP_CURSOR)[0] & mask
+        cursor = self._w[_SWEEP_CURSOR] & mask
         removed = 0
         i = cursor
         left = min(slots, t.capacity)
@@ -946,7 +1039,7 @@ class SessionStorage:
             self._drop(i, t.get(i))
             self._bump(_EXPIRATIONS)
             removed += 1
-        _U64.pack_into(buf, _SWEEP_CURSOR, i)  # advisory
+        self._w[_SWEEP_CURSOR] = i  # advisory
         return removed
 
     def _redo_clear(self) -> None:
@@ -961,8 +1054,7 @@ class SessionStorage:
         self._fault()
         _U64.pack_into(buf, L.ENTRIES_OFF, 0)
         self._fault()
-        flags = _U64.unpack_from(buf, L.FLAGS_OFF)[0]
-        _U64.pack_into(buf, L.FLAGS_OFF, flags & ~L.FLAG_CLEARING)
+        self._w[_FLAGS_W] &= ~L.FLAG_CLEARING
 
     def _problems(self) -> List[str]:
         import zlib
@@ -982,7 +1074,7 @@ class SessionStorage:
             problems.append(f"header counts {entries} entries, table holds {len(slots)}")
         if entries > self._max_entries:
             problems.append(f"{entries} entries, over max_entries {self._max_entries}")
-        version = _U64.unpack_from(buf, L.VERSION_OFF)[0]
+        version = self._w[_VERSION_W]
         referenced = set()
         for i, slot in slots.items():
             voff, vlen = slot[3], slot[2]

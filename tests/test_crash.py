@@ -22,6 +22,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 from shmsession import SessionStorage
+from shmsession import _layout as L
 
 from .conftest import remove_store
 
@@ -291,6 +292,57 @@ def test_sigkill_at_random_moments_never_tears_a_session() -> None:
                 assert int(kk) == k and got == _value(k, int(gen)), "a torn or foreign value"
                 gens[k] = int(gen)
         assert len(gens) > 10
+    finally:
+        store.close()
+        remove_store(name)
+
+
+def test_control_words_are_never_seen_half_written() -> None:
+    """Every control word (journal length, dirty, version counter, sequence) is stored with
+    one 8-byte store. ``struct.pack_into`` zeroes its target before it packs: a writer killed
+    in between would leave a journal length of 0 that hides its records, or a version counter
+    back at 0. A watcher samples the words while another process writes: the version counter
+    only grows, and the journal length is never 0 inside a transaction past its first record."""
+    name = f"t-crash-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    store = SessionStorage(name, size=2 << 20, ttl=None)
+    try:
+        store.write("k", b"v" * 100)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                deadline = time.monotonic() + 1.5
+                n = 0
+                while time.monotonic() < deadline and n < 1_000_000:
+                    store.write("k", b"w" * (100 + n % 2000))  # in place, and moved
+                    n += 1
+            finally:
+                os._exit(0)
+        w = store._w
+        last = w[L.VERSION_W]
+        samples = backwards = shrunk = 0
+        seen_txid = seen_used = 0
+        deadline = time.monotonic() + 1.0
+        try:
+            while time.monotonic() < deadline:
+                for _ in range(1000):
+                    version = w[L.VERSION_W]
+                    if version < last:
+                        backwards += 1
+                    last = max(last, version)
+                    txid = w[L.DIRTY_W]
+                    used = w[L.USED_W]
+                    if txid and w[L.DIRTY_W] == txid:  # one transaction around the sample
+                        if txid == seen_txid and used < seen_used:
+                            shrunk += 1
+                        seen_txid, seen_used = txid, used
+                samples += 1000
+        finally:
+            os.waitpid(pid, 0)
+        assert samples > 100_000
+        assert backwards == 0, f"the version counter went back {backwards} times"
+        assert shrunk == 0, f"a journal length shrank mid-transaction {shrunk} times"
+        assert last > 1000  # the writer did write meanwhile
+        store.check()
     finally:
         store.close()
         remove_store(name)

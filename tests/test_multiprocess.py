@@ -563,7 +563,7 @@ def test_lock_timeout_raises_then_releases_cleanly(name: str) -> None:
             child.expect("held")
             t0 = time.monotonic()
             with pytest.raises(LockTimeout) as info:
-                store.read("k")
+                store.write("k", b"x")  # (a read takes no lock on x86: it would not wait)
             elapsed = time.monotonic() - t0
             assert 0.2 <= elapsed <= 2.5, f"LockTimeout after {elapsed:.3f} s, lock_timeout=0.3"
             assert isinstance(info.value, TimeoutError)
@@ -603,7 +603,7 @@ def test_fork_after_a_lock_timeout_is_not_held_up_by_the_abandoned_wait(name: st
             holder = kids.start(_hold_lock_child, name, hold)
             holder.expect("held")
             with pytest.raises(LockTimeout):
-                store.read("k")
+                store.write("k", b"w")
             t0 = time.monotonic()
             other = kids.start(_noop_child)  # a fork while the holder still holds the lock
             forked_in = time.monotonic() - t0
@@ -691,12 +691,12 @@ def test_waiter_gets_the_lock_as_soon_as_the_holder_releases(name: str,
                 child = kids.start(_hold_lock_child, name, hold)
                 child.expect("held")
                 t0 = time.monotonic()
-                assert store.read("k") == b"v"
+                store.write("k", b"w")
                 t_end = time.monotonic()
                 t_release = child.expect("released")
                 child.expect("done")
                 kids.join_all()
-            assert t_end - t0 >= hold * 0.5, "the read did not wait for the holder"
+            assert t_end - t0 >= hold * 0.5, "the write did not wait for the holder"
             assert t_end >= t_release
             lags.append(t_end - t_release)
         assert max(lags) < 0.1, f"wake-up lags after release: {lags}"
