@@ -17,6 +17,7 @@ from typing import Dict
 import pytest
 
 from shmsession import SessionNotFound, SessionStorage
+from shmsession import _layout as L
 from shmsession.store import LOCK_FREE_READS
 
 from .test_multiprocess import Children, Conn, _hold_lock_child
@@ -167,5 +168,53 @@ def test_reads_racing_writers_never_see_a_torn_value_or_a_false_miss(name: str) 
         # The reads did overlap the writes: most sessions were seen in several versions.
         assert sum(len(v) > 3 for v in seen.values()) > permanent // 2
         store.check()
+    finally:
+        store.close()
+
+
+class _WriterBetweenLoads:
+    """The store's control words, with a whole transaction's worth of sequence change (+2)
+    landing between a read's first and second load of the sequence word -- the moment a
+    concurrent writer would have to hit, made certain."""
+
+    def __init__(self, words: memoryview, moves: int) -> None:
+        self.words = words
+        self.moves = moves
+        self.seq_loads = 0
+
+    def __getitem__(self, i: int) -> int:
+        if i == L.SEQ_W:
+            self.seq_loads += 1
+            if self.seq_loads % 2 == 0 and self.moves:
+                self.moves -= 1
+                self.words[i] += 2
+        return int(self.words[i])
+
+    def __setitem__(self, i: int, v: int) -> None:
+        self.words[i] = v
+
+
+@pytest.mark.parametrize("present", [True, False], ids=["hit", "miss"])
+def test_a_read_that_saw_the_sequence_move_looks_again(name: str, present: bool) -> None:
+    store = SessionStorage(name, size=SIZE)
+    try:
+        if present:
+            store.write("k", b"v")
+        words = store._w
+        spy = _WriterBetweenLoads(words, moves=1)
+        store._w = spy  # type: ignore[assignment]
+        try:
+            assert store.get("k") == (b"v" if present else None)
+        finally:
+            store._w = words
+        assert spy.seq_loads == 4, "the first copy was kept though the sequence had moved"
+        # Moving on every attempt: the read gives up on lock-free copies and takes the lock.
+        spy = _WriterBetweenLoads(words, moves=100)
+        store._w = spy  # type: ignore[assignment]
+        try:
+            assert store.get("k") == (b"v" if present else None)
+        finally:
+            store._w = words
+        assert spy.seq_loads >= 6
     finally:
         store.close()
