@@ -78,8 +78,10 @@ class Journal:
         txid = (w[L.NEXT_TXID_W] + 1) & 0xFFFFFFFFFFFFFFFF or 1
         if fault is not None:
             fault()
-        # Readers that take no lock stop trusting what they copy from here on.
-        seq_open(w)
+        # Readers that take no lock stop trusting what they copy from here on (seq_open).
+        seq = w[_SEQ_W]
+        if not seq & 1:
+            w[_SEQ_W] = seq + 1
         if fault is not None:
             fault()
         # used=0 lands before dirty=txid: a dirty word never pairs with the last transaction's
@@ -91,7 +93,8 @@ class Journal:
         self.txid = txid
         self.used = 0
         self.state_logged = False
-        self.freed = []
+        if self.freed:
+            self.freed = []
 
     def record(self, off: int, n: int) -> None:
         """Save the ``n`` bytes at ``off`` before the caller changes them."""
@@ -139,9 +142,9 @@ class Journal:
         pb = self.base + mid
         if fault is not None:
             fault()
-        _ENTRY.pack_into(buf, pa, a, na, _entry_crc(txid, a, na))
+        _ENTRY.pack_into(buf, pa, a, na, crc32(_CRC_IN.pack(txid, a, na)))  # = _entry_crc
         buf[pa + 16 : pa + 16 + na] = buf[a : a + na]
-        _ENTRY.pack_into(buf, pb, b, nb, _entry_crc(txid, b, nb))
+        _ENTRY.pack_into(buf, pb, b, nb, crc32(_CRC_IN.pack(txid, b, nb)))
         buf[pb + 16 : pb + 16 + nb] = buf[b : b + nb]
         if fault is not None:
             fault()
@@ -185,10 +188,12 @@ class Journal:
             fault()
         w = self.words
         w[_DIRTY_W] = 0
-        # The new state is whole: lock-free readers may trust it again. (A writer stopped
-        # between these two stores leaves what one stopped before begin's dirty store does:
-        # nothing open and the sequence odd, which the next lock holder closes.)
-        seq_close(w)
+        # The new state is whole: lock-free readers may trust it again (seq_close). A writer
+        # stopped between these two stores leaves what one stopped before begin's dirty store
+        # does: nothing open and the sequence odd, which the next lock holder closes.
+        seq = w[_SEQ_W]
+        if seq & 1:
+            w[_SEQ_W] = (seq + 1) & 0xFFFFFFFFFFFFFFFF
         self.txid = 0
 
     def rollback(self) -> None:

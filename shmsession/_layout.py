@@ -132,7 +132,8 @@ SLOT_STATE: Final = 16
 SLOT_EXPIRES: Final = 40
 SLOT_ATIME: Final = 48
 SLOT_STATE_EXPIRES: Final = struct.Struct("<16xB23xq16x")  # a sweep's view of a slot
-SLOT_PEEK: Final = struct.Struct("<20xIQ8xq8xQ")  # a lock-free read's: length, offset, expires, version
+# a lock-free read's view of a slot: digest, state, length, offset, expires, version
+SLOT_PEEK: Final = struct.Struct("<16sB3xIQ8xq8xQ")
 EMPTY: Final = 0
 USED: Final = 1
 NEVER: Final = 0  # an expires of 0: the entry never expires

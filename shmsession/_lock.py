@@ -33,13 +33,15 @@ _LOCK_NB = fcntl.LOCK_EX | fcntl.LOCK_NB
 _LOCK_UN = fcntl.LOCK_UN
 _flock = fcntl.flock
 _SPINS = 20  # retries before a timed wait starts its helper thread
+_SPIN_ROUNDS = 3  # flock tries after watching the holder finish its change
+_SPIN_LOADS = 100  # looks at the holder's progress per try (~10 us in all here)
 
 
 class StoreLock:
     """Exclusive lock of one store handle. ``acquire``/``release`` pair in one thread."""
 
     __slots__ = ("fd", "timeout", "_tlock", "_handed_over", "waits", "wait_ns", "_reopen",
-                 "__weakref__")
+                 "busy", "__weakref__")
 
     def __init__(self, fd: int, timeout: Optional[float], reopen: Callable[[], int]) -> None:
         self.fd = fd
@@ -52,6 +54,10 @@ class StoreLock:
         # shared counters while it holds the lock.
         self.waits = 0
         self.wait_ns = 0
+        # Set by the store: true while the holder is mid-change (the sequence word is odd).
+        # A waiter watches it before it sleeps in flock: a change takes microseconds, a
+        # sleep and wake-up tens of them.
+        self.busy: Optional[Callable[[], bool]] = None
         _live.add(self)
 
     def acquire(self) -> None:
@@ -112,7 +118,9 @@ class StoreLock:
         fd = self.fd
         handed_over = [False]
         try:
-            if self.timeout is None:
+            if self._spin_until_free(fd):
+                pass
+            elif self.timeout is None:
                 _flock(fd, _LOCK_EX)
             else:
                 for _ in range(_SPINS):
@@ -136,6 +144,25 @@ class StoreLock:
             raise
         self.waits += 1
         self.wait_ns += time.monotonic_ns() - t0
+
+    def _spin_until_free(self, fd: int) -> bool:
+        """While the holder is mid-change, watch for its end and try once more; True when
+        that got the lock. Bounded: _SPIN_ROUNDS tries of _SPIN_LOADS loads each."""
+        busy = self.busy
+        if busy is None:
+            return False
+        for _ in range(_SPIN_ROUNDS):
+            for _ in range(_SPIN_LOADS):
+                if not busy():
+                    break
+            else:
+                return False  # still mid-change: the holder may be descheduled; sleep
+            try:
+                _flock(fd, _LOCK_NB)
+                return True
+            except BlockingIOError:
+                continue
+        return False
 
     def _wait_in_thread(self, fd: int, timeout: float, handed_over: List[bool]) -> None:
         # A blocking flock cannot be given a deadline, so a helper thread blocks in it. If the

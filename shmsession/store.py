@@ -78,6 +78,7 @@ _SAMPLE = 8  # used slots sampled to pick a least-recently-used victim (as Redis
 # Lock acquisitions between two housekeeping passes: checking that the segment is still
 # linked (an fstat), and adding this handle's hit/miss/write counts to the shared counters.
 _HOUSEKEEPING_EVERY = 64
+_MEMO_SIZE = 4096  # ids whose digests a handle remembers (see _digest)
 
 # Reads take no lock where the processor keeps stores in order for other cores and loads in
 # order with each other (x86's TSO): a seqlock needs no more than that and the compiler barrier
@@ -85,6 +86,7 @@ _HOUSEKEEPING_EVERY = 64
 # offers no fence) every read takes the lock. See ``_peek``.
 LOCK_FREE_READS = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 _PEEK_TRIES = 3  # lock-free attempts before a read takes the lock
+_SPIN = 200  # loads of an odd sequence word (~6 us here) before a read takes the lock
 _LOCKED = object()  # _peek's answer "take the lock and read again"
 
 
@@ -264,6 +266,8 @@ class SessionStorage:
         self._max_value = geo.max_value
         self._max_entries = geo.max_entries
         self._hasher = hashlib.blake2b(key=ident[13], digest_size=L.DIGEST_SIZE)
+        self._memo: Dict[str, bytes] = {}
+        self._memo_old: Dict[str, bytes] = {}
         self._j = journal = Journal(buf, geo.journal_off, geo.journal_size)
         self._w = journal.words  # control words and counters: see _layout.words
         self._t = Table(buf, journal, geo.table_off, geo.capacity)
@@ -273,7 +277,10 @@ class SessionStorage:
             seg.reopen()
             return seg.fd
 
-        self._lock: Union[StoreLock, _ClosedLock] = StoreLock(seg.fd, lock_timeout, reopen)
+        lock = StoreLock(seg.fd, lock_timeout, reopen)
+        words = self._w
+        lock.busy = lambda: bool(words[_SEQ_W] & 1)
+        self._lock: Union[StoreLock, _ClosedLock] = lock
         self.created = seg.created
         self._ops = 0
         # Counted here and added to the shared counters every _HOUSEKEEPING_EVERY operations
@@ -289,6 +296,26 @@ class SessionStorage:
 
     # ------------------------------------------------------------------ validation
     def _digest(self, sid: object) -> bytes:
+        """The keyed digest of a valid id. A keyed blake2b costs ~0.5 us and a dict lookup
+        ~0.08, and a session's requests come back to the same worker's handle, so a memo
+        keeps the digests of the ids seen lately: two generations of ``_MEMO_SIZE`` ids;
+        when the young one fills it becomes the old one and the old one goes (an LRU
+        approximation with O(1) steps and at most ``2 * _MEMO_SIZE`` ids held)."""
+        if type(sid) is str:  # exactly str: a subclass could redefine equality
+            digest = self._memo.get(sid)
+            if digest is not None:
+                return digest
+            digest = self._memo_old.get(sid)
+            if digest is None:
+                h = self._hasher.copy()
+                h.update(check_id(sid))
+                digest = h.digest()
+            memo = self._memo
+            if len(memo) >= _MEMO_SIZE:
+                self._memo_old = memo
+                self._memo = memo = {}
+            memo[sid] = digest
+            return digest
         h = self._hasher.copy()
         h.update(check_id(sid))
         return h.digest()
@@ -813,30 +840,35 @@ class SessionStorage:
         for _ in range(_PEEK_TRIES):
             seq = w[_SEQ_W]
             if seq & 1:
-                return _LOCKED  # a writer is at work (or died): wait for it in the kernel
+                # A writer is at work: it takes microseconds, a sleep in flock and the
+                # wake-up take tens, so watch the word a little first. (It may have died:
+                # then the lock, which repairs, is the way on.)
+                for _ in range(_SPIN):
+                    seq = w[_SEQ_W]
+                    if not seq & 1:
+                        break
+                else:
+                    return _LOCKED
             i = home
-            probes = 0
-            while probes <= mask:
+            while True:
                 pos = base + (i << 6)
-                if not buf[pos + 16]:
-                    i = -1
-                    break
-                if buf[pos : pos + 16] == digest:
+                key, used, n, voff, expires, version = _PEEK_SLOT.unpack_from(buf, pos)
+                if not used or key == digest:
                     break
                 i = (i + 1) & mask
-                probes += 1
-            else:
-                continue  # no empty slot seen in a whole lap: a torn view
-            if i < 0:
+                if i == home:
+                    break  # a whole lap without an empty slot: a torn view
+            if not used:
                 if w[_SEQ_W] != seq:
                     continue
                 self._misses += 1
                 return None
-            n, voff, expires, version = _PEEK_SLOT.unpack_from(buf, pos)
+            if key != digest:
+                continue
             now = _monotonic_ns()
             if expires and (expires <= now or self._touch_on_read and self._default_ttl_ns):
                 return _LOCKED  # reclaim it, or slide its expiry: both write
-            if n > self._max_value or voff < self._heap_off or voff + n > self._heap_end:
+            if voff < self._heap_off or voff + n > self._heap_end or n > self._max_value:
                 continue  # torn: the slot changed under us
             value = buf[voff : voff + n]
             if w[_SEQ_W] != seq:
