@@ -53,8 +53,7 @@ SECRET_SIZE: Final = 32
 
 # --- control words: each written alone, each write its own commit point ------------------
 #   journal_used Q | last txid Q | dirty Q (txid of the open transaction, 0 when none) |
-#   flags Q | version counter Q
-CONTROL: Final = struct.Struct("QQQQ")
+#   flags Q | version counter Q | read sequence Q   (native words, stored through ``words``)
 CONTROL_OFF: Final = 128
 JOURNAL_USED_OFF: Final = CONTROL_OFF
 NEXT_TXID_OFF: Final = CONTROL_OFF + 8
