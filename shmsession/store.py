@@ -332,7 +332,10 @@ class SessionStorage:
         lock.acquire()
         w = self._w
         self._ops += 1
-        if (w[_DIRTY_W] or w[_FLAGS_W] or w[_SEQ_W] & 1 or lock.waits
+        # Repairs when something is left to repair; otherwise housekeeping (the unlinked
+        # check is an fstat, counters are flushed) every _HOUSEKEEPING_EVERY ops, not after
+        # every wait: under contention most writes wait, and this runs inside the lock.
+        if (w[_DIRTY_W] or w[_FLAGS_W] or w[_SEQ_W] & 1
                 or not self._ops % _HOUSEKEEPING_EVERY):
             try:
                 self._repair()

@@ -705,6 +705,8 @@ def test_waiter_gets_the_lock_as_soon_as_the_holder_releases(name: str,
             lags.append(t_end - t_release)
         assert max(lags) < 0.1, f"wake-up lags after release: {lags}"
         assert max(cpu) < 0.05, f"CPU seconds spent waiting {hold} s for the lock: {cpu}"
+        waited = store.stats()  # counts this handle's waits, flushed by stats()
+        assert waited.lock_waits >= 3 and waited.lock_wait_seconds >= 3 * hold * 0.5, waited
         store.check()
     finally:
         store.close()
