@@ -948,14 +948,23 @@ class SessionStorage:
             self._writes += 1
             if not self._writes % _SWEEP_EVERY:
                 self._sweep(now, _SWEEP_SLOTS, 8)
-            i = t.lookup(digest)
-            slot: Optional[Tuple[Any, ...]] = None
-            if i >= 0:
-                slot = t.get(i)
-                if slot[5] and slot[5] <= now:
-                    self._drop(i, slot)
-                    self._bump(_EXPIRATIONS)
+            # t.lookup and t.get in one: one unpack per probe (the hottest path).
+            mask = self._mask
+            base = self._table_off
+            i = _HOME.unpack_from(digest)[0] & mask
+            slot: Optional[Tuple[Any, ...]]
+            while True:
+                slot = _SLOT.unpack_from(buf, base + (i << 6))
+                if not slot[1]:
                     slot = None
+                    break
+                if slot[0] == digest:
+                    if slot[5] and slot[5] <= now:
+                        self._drop(i, slot)
+                        self._bump(_EXPIRATIONS)
+                        slot = None
+                    break
+                i = (i + 1) & mask
             if (slot is not None and only_new) or (slot is None and only_live):
                 j.commit()  # what the sweep or the expiry above reclaimed stays reclaimed
                 return -1
