@@ -130,7 +130,6 @@ DIGEST_SIZE: Final = 16
 SLOT_STATE: Final = 16
 SLOT_EXPIRES: Final = 40
 SLOT_ATIME: Final = 48
-SLOT_STATE_EXPIRES: Final = struct.Struct("<16xB23xq16x")  # a sweep's view of a slot
 # a lock-free read's view of a slot: digest, state, length, offset, expires, version
 SLOT_PEEK: Final = struct.Struct("<16sB3xIQ8xq8xQ")
 EMPTY: Final = 0

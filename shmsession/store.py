@@ -17,6 +17,7 @@ import platform
 import random
 import secrets
 import time
+from bisect import bisect_right
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple, TypeVar, Union, overload
 
@@ -58,7 +59,6 @@ _SEQ_W = L.SEQ_W
 _ATIME_W = L.SLOT_ATIME >> 3
 _HOME = L.U64
 _PEEK_SLOT = L.SLOT_PEEK
-_STATE_EXPIRES = L.SLOT_STATE_EXPIRES
 _USED = L.USED
 _NEVER = L.NEVER
 _monotonic_ns = time.monotonic_ns
@@ -70,6 +70,7 @@ _DELETES = _C["deletes"]
 _EVICTIONS = _C["evictions"]
 _EXPIRATIONS = _C["expirations"]
 _SWEEP_CURSOR = _C["sweep_cursor"]
+_SLOT_WORDS = L.SLOT_SIZE >> 3
 
 _SWEEP_EVERY = 32  # writes of this handle between two bounded sweeps for expired entries
 _SWEEP_SLOTS = 64  # slots one sweep examines
@@ -1059,31 +1060,47 @@ class SessionStorage:
 
     def _sweep(self, now: int, slots: int, limit: int) -> int:
         """Reclaim up to ``limit`` expired entries among ``slots`` slots from the shared sweep
-        cursor; returns how many. Caller holds the lock, inside a transaction."""
-        buf = self._buf
+        cursor; returns how many. Caller holds the lock, inside a transaction.
+
+        It runs inside the lock every ``_SWEEP_EVERY`` writes, so a span with nothing due --
+        the common case -- is passed over in C: its expires words (0 for an empty slot and
+        for one that never expires) read through a strided view, sorted, and the smallest
+        nonzero one compared with ``now``."""
+        w = self._w
         t = self._t
         mask = t.mask
-        cursor = self._w[_SWEEP_CURSOR] & mask
+        first = (t.off + L.SLOT_EXPIRES) >> 3  # word index of slot 0's expires
+        cursor = w[_SWEEP_CURSOR] & mask
         removed = 0
         i = cursor
         left = min(slots, t.capacity)
         while left and removed < limit:
             span = min(left, t.capacity - i)  # up to the end of the table, then wrap
-            run = buf[t.off + i * L.SLOT_SIZE : t.off + (i + span) * L.SLOT_SIZE]
-            for k, (state, expires) in enumerate(_STATE_EXPIRES.iter_unpack(run)):
-                if state and expires and expires <= now:
-                    break
-            else:
+            run = w[first + i * _SLOT_WORDS : first + (i + span) * _SLOT_WORDS : _SLOT_WORDS]
+            expires = run.tolist()
+            run.release()
+            due = sorted(expires)
+            z = bisect_right(due, 0)
+            if z == span or due[z] > now:
                 i = (i + span) & mask
                 left -= span
                 continue
+            k = 0
+            for k, e in enumerate(expires):
+                if 0 < e <= now:
+                    break
             i += k
             left -= k
+            slot = t.get(i)
+            if not slot[1]:  # not an entry: a damaged slot is check()'s to report
+                i = (i + 1) & mask
+                left -= 1
+                continue
             # Slot i stays under the cursor: a later entry may shift into it.
-            self._drop(i, t.get(i))
+            self._drop(i, slot)
             self._bump(_EXPIRATIONS)
             removed += 1
-        self._w[_SWEEP_CURSOR] = i  # advisory
+        w[_SWEEP_CURSOR] = i  # advisory
         return removed
 
     def _redo_clear(self) -> None:

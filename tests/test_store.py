@@ -190,6 +190,28 @@ def test_no_ttl_and_infinite_ttl_never_expire(name: str) -> None:
         s.unlink()
 
 
+def test_writes_now_and_then_sweep_expired_entries_out(name: str) -> None:
+    """Every _SWEEP_EVERY-th write of a handle reclaims up to 8 expired entries, though
+    the store is far from full: entries that never expire and empty slots are passed
+    over."""
+    with SessionStorage(name, size=1 << 20, max_entries=16) as s:
+        for k in range(10):
+            s.write(f"old-{k}", b"x" * 100, ttl=0.05)
+        s.write("forever", b"f", ttl=math.inf)
+        s.write("keep", b"k", ttl=60)
+        time.sleep(0.08)
+        for _ in range(31):
+            s.write("keep", b"k", ttl=60)
+        assert s.stats().expirations == 8  # one sweep so far, at 8 removals
+        for _ in range(32):
+            s.write("keep", b"k", ttl=60)
+        st = s.stats()
+        assert st.expirations == 10 and st.entries == 2
+        assert s.read("forever") == b"f" and s.read("keep") == b"k"
+        s.check()
+        s.unlink()
+
+
 def test_expired_entries_are_reclaimed_by_writes_without_reads(name: str) -> None:
     with SessionStorage(name, size=1 << 20, max_entries=200, ttl=0.05) as s:
         for k in range(150):
