@@ -79,7 +79,7 @@ _SAMPLE = 8  # used slots sampled to pick a least-recently-used victim (as Redis
 # Lock acquisitions between two housekeeping passes: checking that the segment is still
 # linked (an fstat), and adding this handle's hit/miss/write counts to the shared counters.
 _HOUSEKEEPING_EVERY = 64
-_MEMO_SIZE = 4096  # ids whose digests a handle remembers (see _digest)
+_MEMO_SIZE = 16384  # ids whose digests a handle remembers (see _digest): ~5 MB at most
 
 # Reads take no lock where the processor keeps stores in order for other cores and loads in
 # order with each other (x86's TSO): a seqlock needs no more than that and the compiler barrier
