@@ -804,6 +804,30 @@ class SessionStorage:
         """Value and version, or None: lock-free when it can be, else under the lock."""
         if self._lock_free:
             try:
+                # The common case straight through: no writer at work, the entry (or an
+                # empty slot) at its home, nothing to write but the advisory access time.
+                # Anything else goes to _peek, which also does the housekeeping.
+                self._ops += 1
+                if self._ops % _HOUSEKEEPING_EVERY:
+                    buf = self._buf
+                    w = self._w
+                    seq = w[_SEQ_W]
+                    if not seq & 1:
+                        pos = self._table_off + ((_HOME.unpack_from(digest)[0] & self._mask) << 6)
+                        key, used, n, voff, expires, version = _PEEK_SLOT.unpack_from(buf, pos)
+                        if key == digest:
+                            now = _monotonic_ns()
+                            if ((not expires or expires > now and not self._touch_on_read)
+                                    and self._heap_off <= voff and voff + n <= self._heap_end
+                                    and n <= self._max_value):
+                                value = buf[voff : voff + n]
+                                if w[_SEQ_W] == seq:
+                                    w[(pos >> 3) + _ATIME_W] = now  # advisory: see _peek
+                                    self._hits += 1
+                                    return value, version
+                        elif not used and w[_SEQ_W] == seq:
+                            self._misses += 1
+                            return None
                 found = self._peek(digest)
             except ValueError:  # the mapping was closed by another thread: say so, below
                 found = _LOCKED
@@ -825,12 +849,11 @@ class SessionStorage:
         shifting an entry over). Anything else -- an odd number, a change, a torn or
         out-of-range slot -- is tried again, then handed to the locked path, which also
         does whatever needs writing: reclaiming an expired entry, sliding expiry, repairs.
-        Every ``_HOUSEKEEPING_EVERY``-th operation also checks for an unlinked segment and
-        flushes this handle's counters, if the lock is free that instant (a holder that is
-        not writing never holds reads up). The one store made here is the advisory
-        last-access time of the slot just read.
+        Every ``_HOUSEKEEPING_EVERY``-th operation (``_find`` counts them and sends those
+        here) also checks for an unlinked segment and flushes this handle's counters, if the
+        lock is free that instant (a holder that is not writing never holds reads up). The
+        one store made here is the advisory last-access time of the slot just read.
         """
-        self._ops += 1
         if not self._ops % _HOUSEKEEPING_EVERY and self._lock.try_acquire():
             try:
                 self._repair()
