@@ -17,10 +17,14 @@ merge buried inside a larger one. The heap reports those with ``guard``, and ``r
 records whatever part of its target they cover (eviction, then the new value copied into
 the evicted space, is the case that needs it).
 
-``begin()`` also makes the segment's read sequence word odd, and ``commit()`` makes it even
-again: readers that take no lock trust a copy only if they saw one even number before and
-after it (``SessionStorage._peek``). Control words (journal length, dirty, sequence) are
-stored through ``words``, one 8-byte store each (see ``_layout``).
+The first store of a transaction that a reader could copy -- in ``write``, ``write2`` or
+``raw``, after the undo records it needs -- makes the segment's read sequence word odd, and
+``commit()`` makes it even again: readers that take no lock trust a copy only if they saw one
+even number before and after it (``SessionStorage._peek``). Undo records, control words and
+the header's STATE range are nothing a reader copies, so a transaction holds readers off only
+from its first visible store to its commit, not from ``begin()``: for an overwrite in place,
+two copies and the commit. Control words (journal length, dirty, sequence) are stored
+through ``words``, one 8-byte store each (see ``_layout``).
 
 Everything here runs with the store's lock held by the caller; nothing opens, locks, sleeps
 or reads the clock, so a ``bytearray`` is enough to test it.
@@ -78,12 +82,6 @@ class Journal:
         txid = (w[L.NEXT_TXID_W] + 1) & 0xFFFFFFFFFFFFFFFF or 1
         if fault is not None:
             fault()
-        # Readers that take no lock stop trusting what they copy from here on (seq_open).
-        seq = w[_SEQ_W]
-        if not seq & 1:
-            w[_SEQ_W] = seq + 1
-        if fault is not None:
-            fault()
         # used=0 lands before dirty=txid: a dirty word never pairs with the last transaction's
         # used count. From the dirty store on, a crash means "roll back whatever was recorded"
         # (possibly nothing).
@@ -121,8 +119,15 @@ class Journal:
         """Record the old bytes at ``off``, then overwrite them with ``data``."""
         n = len(data)
         self.record(off, n)
-        if self.fault is not None:
-            self.fault()
+        fault = self.fault
+        w = self.words
+        seq = w[_SEQ_W]
+        if not seq & 1:  # readers that take no lock stop trusting their copies (seq_open)
+            if fault is not None:
+                fault()
+            w[_SEQ_W] = seq + 1
+        if fault is not None:
+            fault()
         self.buf[off : off + n] = data
 
     def write2(self, a: int, data_a: bytes, b: int, data_b: bytes) -> None:
@@ -148,8 +153,14 @@ class Journal:
         buf[pb + 16 : pb + 16 + nb] = buf[b : b + nb]
         if fault is not None:
             fault()
-        self.words[_USED_W] = end  # both records count from here
+        w = self.words
+        w[_USED_W] = end  # both records count from here
         self.used = end
+        seq = w[_SEQ_W]
+        if not seq & 1:  # see write
+            if fault is not None:
+                fault()
+            w[_SEQ_W] = seq + 1
         if fault is not None:
             fault()
         buf[a : a + na] = data_a
@@ -177,8 +188,15 @@ class Journal:
                 hi = min(stop, end)
                 if lo < hi:
                     self.record(lo, hi - lo)
-        if self.fault is not None:
-            self.fault()
+        fault = self.fault
+        w = self.words
+        seq = w[_SEQ_W]
+        if not seq & 1:  # see write
+            if fault is not None:
+                fault()
+            w[_SEQ_W] = seq + 1
+        if fault is not None:
+            fault()
         self.buf[off : off + len(data)] = data
 
     def commit(self) -> None:
@@ -189,8 +207,8 @@ class Journal:
         w = self.words
         w[_DIRTY_W] = 0
         # The new state is whole: lock-free readers may trust it again (seq_close). A writer
-        # stopped between these two stores leaves what one stopped before begin's dirty store
-        # does: nothing open and the sequence odd, which the next lock holder closes.
+        # stopped between these two stores leaves nothing open and the sequence odd, which
+        # the next lock holder closes (_acquire repairs when it finds the sequence odd).
         seq = w[_SEQ_W]
         if seq & 1:
             w[_SEQ_W] = (seq + 1) & 0xFFFFFFFFFFFFFFFF
@@ -253,7 +271,7 @@ def recover(buf: Buffer, base: int, size: int) -> bool:
         pos += 16 + ((n + 7) & ~7)
     w = L.words(buf)
     try:
-        seq_open(w)  # odd already (begin makes it odd before dirty); made sure of here
+        seq_open(w)  # odd already if the writer stored anything a reader sees; made sure
         for off, n, src in reversed(entries):
             buf[off : off + n] = buf[src : src + n]
         w[_DIRTY_W] = 0

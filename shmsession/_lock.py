@@ -61,9 +61,9 @@ class StoreLock:
         # shared counters while it holds the lock.
         self.waits = 0
         self.wait_ns = 0
-        # Set by the store: true while the holder is mid-change (the sequence word is odd).
-        # A waiter watches it before it sleeps in flock: a change takes microseconds, a
-        # sleep and wake-up tens of them.
+        # Set by the store: true while the holder is mid-transaction (the journal's dirty
+        # word is set). A waiter watches it between its tries for the lock: a try while the
+        # holder is mid-change cannot win.
         self.busy: Optional[Callable[[], bool]] = None
         _live.add(self)
 

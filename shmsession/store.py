@@ -280,7 +280,10 @@ class SessionStorage:
 
         lock = StoreLock(seg.fd, lock_timeout, reopen)
         words = self._w
-        lock.busy = lambda: bool(words[_SEQ_W] & 1)
+        # A waiting writer watches for the holder's transaction to end (see StoreLock.busy):
+        # the dirty word is set from begin to commit, the sequence word only around the
+        # stores a reader could copy.
+        lock.busy = lambda: bool(words[_DIRTY_W])
         self._lock: Union[StoreLock, _ClosedLock] = lock
         self.created = seg.created
         self._ops = 0

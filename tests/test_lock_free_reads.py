@@ -63,14 +63,18 @@ def test_a_read_does_not_wait_for_a_lock_holder_that_is_not_writing(name: str) -
         store.close()
 
 
-def _mid_transaction_child(conn: Conn, name: str, hold: float) -> None:
+def _mid_transaction_child(conn: Conn, name: str, hold: float, visible: bool = True) -> None:
     """Open a transaction that overwrites "k" in place, and sit in it for ``hold`` s (or
-    until SIGKILLed); then finish it."""
+    until SIGKILLed); then finish it. With ``visible`` false it sits after saving the undo
+    record, before the overwrite."""
     s = SessionStorage(name)
     s._acquire()
     voff = s._t.get(s._t.lookup(s._digest("k")))[3]
     s._j.begin()
-    s._j.write(voff, b"TORN")
+    if visible:
+        s._j.write(voff, b"TORN")
+    else:
+        s._j.record(voff, 4)
     conn.send(("held", time.monotonic()))
     conn.poll(hold)
     s._j.commit()
@@ -93,6 +97,27 @@ def test_a_read_waits_for_a_writer_in_the_middle_of_a_change(name: str) -> None:
             kids.join_all()
         assert waited >= 0.25, "the read did not wait for the writer's commit"
         assert got == b"TORN and more"  # what the writer committed, whole
+    finally:
+        store.close()
+
+
+def test_a_read_does_not_wait_for_a_transaction_that_changed_nothing_it_copies(name: str) -> None:
+    """The sequence word goes odd at a transaction's first store a reader could copy, not at
+    begin(): undo records and control words are not such stores."""
+    store = SessionStorage(name, size=SIZE)
+    try:
+        store.write("k", b"1234 and more")
+        with Children("fork") as kids:
+            child = kids.start(_mid_transaction_child, name, 0.5, False)
+            child.expect("held")
+            t0 = time.monotonic()
+            got = store.read("k")
+            waited = time.monotonic() - t0
+            child.expect("released")
+            child.expect("done")
+            kids.join_all()
+        assert waited < 0.25, f"the read waited {waited:.3f} s for a transaction it cannot see"
+        assert got == b"1234 and more"
     finally:
         store.close()
 
