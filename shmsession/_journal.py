@@ -59,12 +59,15 @@ def _entry_crc(txid: int, off: int, n: int) -> int:
 class Journal:
     """Undo log over ``buf[base:base+size]``; the caller holds the store's lock."""
 
-    __slots__ = ("buf", "words", "base", "size", "txid", "used", "state_logged", "freed",
+    __slots__ = ("buf", "words", "view", "base", "size", "txid", "used", "state_logged", "freed",
                  "fault")
 
     def __init__(self, buf: Buffer, base: int, size: int) -> None:
         self.buf = buf
         self.words = L.words(buf)  # the control words, one 8-byte store each (see _layout)
+        # Old bytes are copied into the journal view to view: one memmove. A slice of an
+        # mmap is a new bytes object first (16 KiB: 0.81 us a record against 0.40).
+        self.view = memoryview(buf)
         self.base = base
         self.size = size
         self.txid = 0
@@ -108,7 +111,8 @@ class Journal:
         _ENTRY.pack_into(buf, pos, off, n, _entry_crc(self.txid, off, n))
         if fault is not None:
             fault()
-        buf[pos + 16 : pos + 16 + n] = buf[off : off + n]
+        view = self.view
+        view[pos + 16 : pos + 16 + n] = view[off : off + n]
         if fault is not None:
             fault()
         # The record counts from this store on; before it, the target is still untouched.
@@ -148,9 +152,10 @@ class Journal:
         if fault is not None:
             fault()
         _ENTRY.pack_into(buf, pa, a, na, crc32(_CRC_IN.pack(txid, a, na)))  # = _entry_crc
-        buf[pa + 16 : pa + 16 + na] = buf[a : a + na]
+        view = self.view
+        view[pa + 16 : pa + 16 + na] = view[a : a + na]
         _ENTRY.pack_into(buf, pb, b, nb, crc32(_CRC_IN.pack(txid, b, nb)))
-        buf[pb + 16 : pb + 16 + nb] = buf[b : b + nb]
+        view[pb + 16 : pb + 16 + nb] = view[b : b + nb]
         if fault is not None:
             fault()
         w = self.words
@@ -223,6 +228,7 @@ class Journal:
     def close(self) -> None:
         """Let go of the buffer (an mmap cannot close while a view pins it)."""
         self.words.release()
+        self.view.release()
 
 
 def seq_open(words: memoryview) -> None:

@@ -629,7 +629,7 @@ class SessionStorage:
             try:
                 lock.release()
             finally:
-                self._j.close()  # the view of the control words pins the mapping
+                self._j.close()  # the journal's views pin the mapping
                 self._seg.close()
 
     def unlink(self) -> None:
