@@ -123,15 +123,7 @@ class Journal:
         """Record the old bytes at ``off``, then overwrite them with ``data``."""
         n = len(data)
         self.record(off, n)
-        fault = self.fault
-        w = self.words
-        seq = w[_SEQ_W]
-        if not seq & 1:  # readers that take no lock stop trusting their copies (seq_open)
-            if fault is not None:
-                fault()
-            w[_SEQ_W] = seq + 1
-        if fault is not None:
-            fault()
+        self._expose()
         self.buf[off : off + n] = data
 
     def write2(self, a: int, data_a: bytes, b: int, data_b: bytes) -> None:
@@ -161,17 +153,25 @@ class Journal:
         w = self.words
         w[_USED_W] = end  # both records count from here
         self.used = end
+        self._expose()
+        buf[a : a + na] = data_a
+        if fault is not None:
+            fault()
+        buf[b : b + nb] = data_b
+
+    def _expose(self) -> None:
+        """Called just before a store that a reader without the lock could copy (``write``,
+        ``write2``, ``raw``): the first in a transaction makes the read sequence word odd,
+        so such readers stop trusting their copies until ``commit`` makes it even again."""
+        w = self.words
+        fault = self.fault
         seq = w[_SEQ_W]
-        if not seq & 1:  # see write
+        if not seq & 1:
             if fault is not None:
                 fault()
             w[_SEQ_W] = seq + 1
         if fault is not None:
             fault()
-        buf[a : a + na] = data_a
-        if fault is not None:
-            fault()
-        buf[b : b + nb] = data_b
 
     def log_state(self) -> None:
         """Record the header's STATE range once per transaction (bins, counts, version)."""
@@ -193,15 +193,7 @@ class Journal:
                 hi = min(stop, end)
                 if lo < hi:
                     self.record(lo, hi - lo)
-        fault = self.fault
-        w = self.words
-        seq = w[_SEQ_W]
-        if not seq & 1:  # see write
-            if fault is not None:
-                fault()
-            w[_SEQ_W] = seq + 1
-        if fault is not None:
-            fault()
+        self._expose()
         self.buf[off : off + len(data)] = data
 
     def commit(self) -> None:
@@ -211,12 +203,10 @@ class Journal:
             fault()
         w = self.words
         w[_DIRTY_W] = 0
-        # The new state is whole: lock-free readers may trust it again (seq_close). A writer
-        # stopped between these two stores leaves nothing open and the sequence odd, which
-        # the next lock holder closes (_acquire repairs when it finds the sequence odd).
-        seq = w[_SEQ_W]
-        if seq & 1:
-            w[_SEQ_W] = (seq + 1) & 0xFFFFFFFFFFFFFFFF
+        # The new state is whole: lock-free readers may trust it again. A writer stopped
+        # between these two stores leaves nothing open and the sequence odd, which the next
+        # lock holder closes (_acquire repairs when it finds the sequence odd).
+        seq_close(w)
         self.txid = 0
 
     def rollback(self) -> None:
