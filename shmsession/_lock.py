@@ -72,28 +72,25 @@ class StoreLock:
         tlock = self._tlock
         if not tlock.acquire(False):
             self._thread_wait(tlock)
-        try:
-            _flock(self.fd, _LOCK_NB)
-        except BlockingIOError:
+        if not self._flock_now(tlock):
             self._process_wait()
-        except OSError as exc:
-            tlock.release()
-            raise SegmentError(
-                f"the store's descriptor is unusable ({exc.strerror}); re-open the store"
-            ) from None
-        except BaseException:
-            tlock.release()
-            raise
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free this instant; never waits."""
         tlock = self._tlock
         if not tlock.acquire(False):
             return False
+        if self._flock_now(tlock):
+            return True
+        tlock.release()
+        return False
+
+    def _flock_now(self, tlock: threading.Lock) -> bool:
+        """With ``tlock`` held, take the flock if it is free this instant: True when taken,
+        False when another process holds it. Any other failure lets go of ``tlock``."""
         try:
             _flock(self.fd, _LOCK_NB)
         except BlockingIOError:
-            tlock.release()
             return False
         except OSError as exc:
             tlock.release()
