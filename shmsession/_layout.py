@@ -66,9 +66,9 @@ FLAGS_OFF: Final = CONTROL_OFF + 24
 # the counter only grows (it survives clear() too), so no number is published twice.
 VERSION_OFF: Final = CONTROL_OFF + 32
 
-# The read sequence word (a seqlock): odd while shared bytes may be changing -- from a
-# transaction's begin to its commit, during clear(), after unlink() for good, and after a
-# writer died mid-transaction until the next lock holder repairs. Readers that take no lock
+# The read sequence word (a seqlock): odd while bytes a reader copies may be changing -- from
+# a transaction's first such store to its commit (see _journal), during clear(), after
+# unlink() for good, and after a writer died mid-change until the next lock holder repairs. Readers that take no lock
 # read it before and after copying; equal and even means they copied one committed state.
 # Like every control word it is read and written through ``words``, one 8-byte access each.
 SEQ_OFF: Final = CONTROL_OFF + 40

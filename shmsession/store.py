@@ -845,8 +845,8 @@ class SessionStorage:
     def _peek(self, digest: bytes) -> object:
         """A read that takes no lock (a seqlock): value and version, None, or ``_LOCKED``.
 
-        Every writer makes the sequence word odd before it changes a shared byte and even
-        (a new number) once the change is whole (``_journal.seq_open``/``seq_close``). So a
+        Every writer makes the sequence word odd before it changes a byte a reader copies
+        and even (a new number) once the change is committed (``_journal``). So a
         copy made between two loads of one even number is one committed state: a value and
         version written together, and a miss that is a real miss (not a hole a deletion was
         shifting an entry over). Anything else -- an odd number, a change, a torn or
