@@ -12,7 +12,7 @@ import os
 import random
 import signal
 import time
-from typing import Dict
+from typing import Dict, Tuple
 
 import pytest
 
@@ -82,12 +82,15 @@ def _mid_transaction_child(conn: Conn, name: str, hold: float, visible: bool = T
     conn.send(("released", time.monotonic()))
 
 
-def test_a_read_waits_for_a_writer_in_the_middle_of_a_change(name: str) -> None:
+def _read_during_transaction(name: str, visible: bool) -> Tuple[bytes, float]:
+    """Read "k" while another process sits 0.5 s in a transaction that has overwritten its
+    first bytes (``visible``) or only saved their undo record; the value read, and how long
+    the read took."""
     store = SessionStorage(name, size=SIZE)
     try:
         store.write("k", b"1234 and more")
         with Children("fork") as kids:
-            child = kids.start(_mid_transaction_child, name, 0.5)
+            child = kids.start(_mid_transaction_child, name, 0.5, visible)
             child.expect("held")
             t0 = time.monotonic()
             got = store.read("k")
@@ -95,31 +98,23 @@ def test_a_read_waits_for_a_writer_in_the_middle_of_a_change(name: str) -> None:
             child.expect("released")
             child.expect("done")
             kids.join_all()
-        assert waited >= 0.25, "the read did not wait for the writer's commit"
-        assert got == b"TORN and more"  # what the writer committed, whole
+        return got, waited
     finally:
         store.close()
+
+
+def test_a_read_waits_for_a_writer_in_the_middle_of_a_change(name: str) -> None:
+    got, waited = _read_during_transaction(name, visible=True)
+    assert waited >= 0.25, "the read did not wait for the writer's commit"
+    assert got == b"TORN and more"  # what the writer committed, whole
 
 
 def test_a_read_does_not_wait_for_a_transaction_that_changed_nothing_it_copies(name: str) -> None:
     """The sequence word goes odd at a transaction's first store a reader could copy, not at
     begin(): undo records and control words are not such stores."""
-    store = SessionStorage(name, size=SIZE)
-    try:
-        store.write("k", b"1234 and more")
-        with Children("fork") as kids:
-            child = kids.start(_mid_transaction_child, name, 0.5, False)
-            child.expect("held")
-            t0 = time.monotonic()
-            got = store.read("k")
-            waited = time.monotonic() - t0
-            child.expect("released")
-            child.expect("done")
-            kids.join_all()
-        assert waited < 0.25, f"the read waited {waited:.3f} s for a transaction it cannot see"
-        assert got == b"1234 and more"
-    finally:
-        store.close()
+    got, waited = _read_during_transaction(name, visible=False)
+    assert waited < 0.25, f"the read waited {waited:.3f} s for a transaction it cannot see"
+    assert got == b"1234 and more"
 
 
 def test_a_read_after_a_writer_died_mid_change_sees_the_change_undone(name: str) -> None:
