@@ -1,21 +1,24 @@
 """The value allocator over a buffer: knows blocks, not keys.
 
 Blocks carry boundary tags (the same ``size | used`` word as header and footer), so freeing
-coalesces with both neighbours at once and no two free blocks are ever adjacent. Free blocks
+coalesces with both neighbours at once and no two free blocks are ever adjacent. A used
+block also keeps its owner (the entry's 16-byte digest, opaque here) in front of its
+footer, so a walk in address order can name the entry behind every block it passes. Free blocks
 sit in doubly linked lists, one per power-of-two size class, with a bitmap of the non-empty
 classes in the header. ``alloc`` tries the exact class first (bounded first fit, close to
 best fit), then takes the head of the next non-empty larger class and splits it: the
 segregated-fit scheme of dlmalloc and TLSF, which keeps fragmentation low under churn of
-mixed sizes (tests/test_heap.py measures it at 70% fill).
+mixed sizes (tests/test_structures.py measures it at 70% fill).
 
 Every metadata change goes through the journal; the caller holds the store's lock.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Set
+from typing import Dict, List
 
 from . import _layout as L
+from ._errors import CorruptSegment
 from ._journal import Buffer, Journal
 
 _U64 = L.U64
@@ -23,6 +26,7 @@ _FREE_HEAD = L.FREE_HEAD
 _USED = L.USED_BIT
 _MIN = L.MIN_BLOCK
 _BINS = L.BINS_OFF
+_TAIL = L.BLOCK_TAIL
 _SCAN = 16  # nodes of the exact size class examined before taking a larger block
 
 
@@ -104,8 +108,9 @@ class Heap:
         return int(_U64.unpack_from(buf, _BINS + 8 * b)[0])
 
     # -- the interface -------------------------------------------------------------------------
-    def alloc(self, n: int) -> int:
-        """A payload offset with room for ``n`` bytes, or 0 when no free block is big enough."""
+    def alloc(self, n: int, owner: bytes) -> int:
+        """A payload offset with room for ``n`` bytes, or 0 when no free block is big enough.
+        ``owner`` (16 bytes: the entry's digest) is kept in the block's tail (``owner_of``)."""
         need = L.block_size_for(n)
         blk = self._find(need)
         if not blk:
@@ -123,7 +128,7 @@ class Heap:
         # them without a record of its own.
         j.record(blk, 24)
         j.raw(blk, tag)
-        j.write(blk + need - 8, tag)
+        j.write(blk + need - _TAIL, owner + tag)
         j.log_state()
         used = _U64.unpack_from(buf, L.HEAP_USED_OFF)[0]
         _U64.pack_into(buf, L.HEAP_USED_OFF, used + need)
@@ -169,24 +174,64 @@ class Heap:
         return self.end - self.off - self.used_bytes()
 
     def largest_free(self) -> int:
-        """Payload bytes of the largest free block (a scan of the top non-empty class)."""
+        """Payload bytes of the largest free block (a scan of the top non-empty class).
+
+        :raises CorruptSegment: the list is longer than the heap has room for blocks.
+        """
         buf = self.buf
         bitmap = _U64.unpack_from(buf, L.BITMAP_OFF)[0]
         if not bitmap:
             return 0
         node = _U64.unpack_from(buf, _BINS + 8 * (bitmap.bit_length() - 1))[0]
         best = 0
-        while node:
-            best = max(best, _U64.unpack_from(buf, node)[0])
+        for _ in range(self.max_blocks()):
+            if not node:
+                return max(0, best - L.BLOCK_OVERHEAD)
+            self._check_block(node)
+            best = max(best, _U64.unpack_from(buf, node)[0] & ~_USED)
             node = _U64.unpack_from(buf, node + 8)[0]
-        return max(0, best - L.BLOCK_OVERHEAD)
+        raise CorruptSegment("a free list of the heap is longer than the heap: it has a cycle")
+
+    # -- walking blocks in address order (for making contiguous room) -------------------------
+    def max_blocks(self) -> int:
+        """The most blocks the heap can hold: the bound of every walk over it."""
+        return (self.end - self.off) // _MIN + 1
+
+    def block(self, blk: int) -> "tuple[int, bool]":
+        """``(size, used)`` of the block starting at ``blk``.
+
+        :raises CorruptSegment: the block's tag is not one a sound heap can hold.
+        """
+        self._check_block(blk)
+        tag = _U64.unpack_from(self.buf, blk)[0]
+        size = tag & ~_USED
+        if size < _MIN or size & (L.ALIGN - 1) or blk + size > self.end:
+            raise CorruptSegment(f"heap block at {blk} has a bad size {size}")
+        return int(size), bool(tag & _USED)
+
+    def block_before(self, blk: int) -> int:
+        """The start of the block that ends at ``blk`` (read from its footer)."""
+        size = _U64.unpack_from(self.buf, blk - 8)[0] & ~_USED
+        start = blk - size
+        if size < _MIN or size & (L.ALIGN - 1) or start < self.off:
+            raise CorruptSegment(f"heap block ending at {blk} has a bad size {size}")
+        return int(start)
+
+    def owner_of(self, blk: int, size: int) -> bytes:
+        """The owner recorded in the used block ``blk`` of ``size`` bytes."""
+        end = blk + size - _TAIL
+        return bytes(self.buf[end : end + 16])
+
+    def _check_block(self, blk: int) -> None:
+        if not self.off <= blk < self.end or blk & (L.ALIGN - 1):
+            raise CorruptSegment(f"a heap link points at {blk}, outside the heap")
 
     # -- verification ------------------------------------------------------------------------------
-    def check(self) -> "tuple[Set[int], List[str]]":
-        """Walk every block and list; returns (payload offsets in use, problems found)."""
+    def check(self) -> "tuple[Dict[int, bytes], List[str]]":
+        """Walk every block and list; returns (owner by payload offset in use, problems)."""
         buf = self.buf
         problems: List[str] = []
-        used: Set[int] = set()
+        used: Dict[int, bytes] = {}
         free_blocks: Dict[int, int] = {}
         used_total = 0
         pos = self.off
@@ -200,7 +245,7 @@ class Heap:
             if _U64.unpack_from(buf, pos + size - 8)[0] != tag:
                 problems.append(f"heap block at {pos}: footer differs from header")
             if tag & _USED:
-                used.add(pos + 8)
+                used[pos + 8] = self.owner_of(pos, size)
                 used_total += size
                 prev_free = False
             else:

@@ -19,7 +19,8 @@
     table_off       +-------------------------------------------------------------+
                     | table: capacity x SLOT (64 bytes), open addressing          |
     heap_off        +-------------------------------------------------------------+
-                    | heap: blocks [header | payload ... | footer], 16-aligned    |
+                    | heap: blocks [header | payload ... | owner | footer],       |
+                    |       16-aligned (owner: the digest of the entry, if used)  |
     total_size      +-------------------------------------------------------------+
 
 Every integer is little-endian except the header's control words and counters (offsets
@@ -38,7 +39,7 @@ import struct
 from typing import Any, Final
 
 MAGIC: Final = b"SHMSESS\x00"
-LAYOUT_VERSION: Final = 2  # 2: the read sequence word (SEQ_OFF)
+LAYOUT_VERSION: Final = 3  # 2: the read sequence word (SEQ_OFF); 3: block owners, room counters
 HEADER_SIZE: Final = 4096
 
 # --- identity: written once by the creator, then only read --------------------------------
@@ -110,6 +111,9 @@ COUNTER_NAMES: Final = (
     "lock_waits",
     "lock_wait_ns",
     "sweep_cursor",
+    "room_writes",
+    "room_evictions",
+    "room_max_evictions",
 )
 COUNTERS_OFF: Final = 1024
 COUNTERS: Final = struct.Struct("Q" * len(COUNTER_NAMES))  # native, like WORD
@@ -138,11 +142,15 @@ NEVER: Final = 0  # an expires of 0: the entry never expires
 assert SLOT.size == SLOT_SIZE
 
 # --- heap blocks -----------------------------------------------------------------------------
-#   header Q (size | USED_BIT) | payload ... | footer Q (same word)
-#   a free block keeps next Q and prev Q (absolute offsets, 0 = none) after its header
+#   used: header Q (size | USED_BIT) | payload ... | owner 16s | footer Q (same word as header)
+#   free: header Q (size) | next Q | prev Q (absolute offsets, 0 = none) | ... | footer Q
+# A used block's owner is the digest of the entry whose value it holds: a walk over the heap
+# in address order can find the slot of each block it passes (eviction of a victim's
+# physical neighbours, see ``store._plan_room``) and ``check()`` can match blocks to slots.
 ALIGN: Final = 16
 BLOCK_HEADER: Final = 8
-BLOCK_OVERHEAD: Final = 16
+BLOCK_TAIL: Final = 24  # owner + footer: a used block's owner sits at ``end - BLOCK_TAIL``
+BLOCK_OVERHEAD: Final = BLOCK_HEADER + BLOCK_TAIL
 MIN_BLOCK: Final = 32
 USED_BIT: Final = 1
 FREE_HEAD: Final = struct.Struct("<QQQ")  # header, next, prev

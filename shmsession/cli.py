@@ -157,12 +157,17 @@ def stats_lines(s: Stats) -> List[str]:
         ("heap", f"{format_bytes(s.bytes_used)} of {format_bytes(s.heap_size)} used "
                  f"({_percent(d['heap_fill'])}), {format_bytes(s.bytes_free)} free"),
         ("largest free block", format_bytes(s.largest_free)),
+        ("fragmentation", f"{_percent(s.fragmentation)} of the free space is outside the "
+                          "largest free block"),
         ("hit rate", f"{_percent(d['hit_rate'])} ({_count(s.hits)} hits, "
                      f"{_count(s.misses)} misses)"),
         ("writes", _count(s.writes)),
         ("deletes", _count(s.deletes)),
         ("evictions", _count(s.evictions)),
         ("expirations", _count(s.expirations)),
+        ("room made", f"{_count(s.room_writes)} writes evicted {_count(s.room_evictions)} "
+                      f"sessions for contiguous room (at most {_count(s.room_max_evictions)} "
+                      "at once)"),
         ("lock waits", f"{_count(s.lock_waits)} ({s.lock_wait_seconds:.3f} s waited in all)"),
     ]
     width = max(len(label) for label, _ in rows)
@@ -184,6 +189,10 @@ _GAUGES: Tuple[_Metric, ...] = (
      lambda s: s.largest_free),
     ("heap_fill_ratio", "heap_used_bytes / heap_size_bytes.",
      lambda s: s.bytes_used / s.heap_size if s.heap_size else 0.0),
+    ("heap_fragmentation_ratio", "1 - largest free block / free bytes.",
+     lambda s: s.fragmentation),
+    ("room_max_evictions", "Most sessions one write evicted for contiguous room.",
+     lambda s: s.room_max_evictions),
 )
 _COUNTERS: Tuple[_Metric, ...] = (
     ("hits", "Reads that found a live session.", lambda s: s.hits),
@@ -192,6 +201,10 @@ _COUNTERS: Tuple[_Metric, ...] = (
     ("deletes", "Live sessions deleted.", lambda s: s.deletes),
     ("evictions", "Live sessions evicted to make room.", lambda s: s.evictions),
     ("expirations", "Expired sessions reclaimed.", lambda s: s.expirations),
+    ("room_writes", "Writes that evicted sessions for contiguous room.",
+     lambda s: s.room_writes),
+    ("room_evictions", "Sessions evicted for contiguous room (also in evictions, expirations).",
+     lambda s: s.room_evictions),
     ("lock_waits", "Lock acquisitions that had to wait.", lambda s: s.lock_waits),
     ("lock_wait_seconds", "Seconds spent waiting for the lock.", lambda s: s.lock_wait_seconds),
 )

@@ -297,6 +297,10 @@ class _Core:
             expirations=int(info.get("expired_keys", 0)),
             lock_waits=0,
             lock_wait_seconds=0.0,
+            room_writes=0,
+            room_evictions=0,
+            room_max_evictions=0,
+            fragmentation=0.0,
         )
 
 
@@ -474,7 +478,7 @@ class RedisSessionStorage:
         ``bytes_used`` (``used_memory``), ``size`` and ``heap_size`` (``maxmemory``, 0 when
         unlimited), ``bytes_free`` (``maxmemory - used_memory``, 0 when unlimited). Always
         0 here: ``max_entries``, ``table_slots``, ``largest_free``, ``lock_waits``,
-        ``lock_wait_seconds``.
+        ``lock_wait_seconds``, the ``room_*`` counters and ``fragmentation``.
         """
         r = self._r
         meta = self._c.meta

@@ -70,12 +70,17 @@ _DELETES = _C["deletes"]
 _EVICTIONS = _C["evictions"]
 _EXPIRATIONS = _C["expirations"]
 _SWEEP_CURSOR = _C["sweep_cursor"]
+_ROOM_WRITES = _C["room_writes"]
+_ROOM_EVICTIONS = _C["room_evictions"]
+_ROOM_MAX = _C["room_max_evictions"]
 _SLOT_WORDS = L.SLOT_SIZE >> 3
 
 _SWEEP_EVERY = 32  # writes of this handle between two bounded sweeps for expired entries
 _SWEEP_SLOTS = 64  # slots one sweep examines
-_MAX_REMOVALS = 64  # expirations + evictions one operation may make (bounds its journal)
+_MAX_REMOVALS = 64  # expired entries one write may reclaim on its way to room for its value
 _SAMPLE = 8  # used slots sampled to pick a least-recently-used victim (as Redis does)
+_ROOM_SEEDS = 3  # sampled victims whose runs _plan_room weighs
+_ROOM_TXN = 128  # evictions one transaction carries (~50 KiB of undo records; see _clear_room)
 # Lock acquisitions between two housekeeping passes: checking that the segment is still
 # linked (an fstat), and adding this handle's hit/miss/write counts to the shared counters.
 _HOUSEKEEPING_EVERY = 64
@@ -96,7 +101,14 @@ class Stats:
     """A snapshot of a store's figures (``SessionStorage.stats()``).
 
     ``entries`` counts sessions not yet reclaimed, expired ones included; the counters
-    (hits ... expirations, lock waits) are advisory and count since the segment was made.
+    (hits ... expirations, lock waits, room_*) are advisory and count since the segment was
+    made. ``fragmentation`` is ``1 - largest_free / bytes_free`` (0 when nothing is free):
+    how much of the free space is out of reach of the largest value it could take.
+
+    The ``room_*`` counters measure what a full store in evict mode does for a value no free
+    block can take: ``room_writes`` such writes, ``room_evictions`` the sessions they evicted
+    (also counted in ``evictions``/``expirations``) to clear one run of adjacent blocks, and
+    ``room_max_evictions`` the most one write evicted (at most one per 32 bytes of value).
     """
 
     name: str
@@ -116,6 +128,10 @@ class Stats:
     expirations: int
     lock_waits: int
     lock_wait_seconds: float
+    room_writes: int
+    room_evictions: int
+    room_max_evictions: int
+    fragmentation: float
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -576,6 +592,8 @@ class SessionStorage:
             entries = _U64.unpack_from(buf, L.ENTRIES_OFF)[0]
             h = self._h
             geo = self._geo
+            free = h.free_bytes()
+            largest = h.largest_free()
             return Stats(
                 name=self.name,
                 size=geo.total_size,
@@ -584,8 +602,8 @@ class SessionStorage:
                 table_slots=geo.capacity,
                 heap_size=geo.heap_size,
                 bytes_used=h.used_bytes(),
-                bytes_free=h.free_bytes(),
-                largest_free=h.largest_free(),
+                bytes_free=free,
+                largest_free=largest,
                 hits=counters["hits"],
                 misses=counters["misses"],
                 writes=counters["writes"],
@@ -594,6 +612,11 @@ class SessionStorage:
                 expirations=counters["expirations"],
                 lock_waits=counters["lock_waits"],
                 lock_wait_seconds=counters["lock_wait_ns"] / 1e9,
+                room_writes=counters["room_writes"],
+                room_evictions=counters["room_evictions"],
+                room_max_evictions=counters["room_max_evictions"],
+                # largest_free is a payload size, free a count of block bytes
+                fragmentation=(1 - min(free, largest + L.BLOCK_OVERHEAD) / free) if free else 0.0,
             )
         finally:
             self._lock.release()
@@ -1012,16 +1035,17 @@ class SessionStorage:
                     j.write2(voff, data, t.off + i * L.SLOT_SIZE,
                              _SLOT.pack(digest, _USED, n, voff, slot[4], expires, now, version))
                 else:
-                    p = self._alloc(n, digest, now)
+                    p, freed_old = self._alloc(n, digest, voff, now)
                     j.raw(p, data)
                     i = t.lookup(digest)  # evictions may have shifted the slot
                     old = t.get(i)
                     t.put(i, _SLOT.pack(digest, _USED, n, p, old[4], expires, now, version))
-                    h.free(old[3])
+                    if not freed_old:
+                        h.free(voff)
             else:
                 if _U64.unpack_from(buf, L.ENTRIES_OFF)[0] >= self._max_entries:
                     self._make_room(digest, now)
-                p = self._alloc(n, digest, now)
+                p = self._alloc(n, digest, 0, now)[0]
                 j.raw(p, data)
                 i = t.lookup(digest)
                 t.put(-1 - i, _SLOT.pack(digest, _USED, n, p, now, expires, now, version))
@@ -1039,24 +1063,198 @@ class SessionStorage:
         self._writes_done += 1
         return int(version)
 
-    def _alloc(self, n: int, protect: bytes, now: int) -> int:
+    def _alloc(self, n: int, digest: bytes, old: int, now: int) -> Tuple[int, bool]:
+        """Heap room for ``n`` bytes of the entry ``digest``, whose value is in the block at
+        ``old`` (0 for a new entry): the payload offset, and whether ``old`` was freed on
+        the way (then the caller must not free it again). Caller holds the lock, inside the
+        write's transaction.
+
+        Expired entries are reclaimed first. Then, in evict mode, one run of physically
+        adjacent blocks at least as large as the value's block is cleared (``_plan_room``),
+        so a value that fits the empty store always finds room, at the cost of at most one
+        eviction per ``MIN_BLOCK`` bytes of the value. Random evictions alone rarely free
+        neighbours: a store full of 1 KiB sessions refused every 4 KiB value after them.
+        """
         h = self._h
-        p = h.alloc(n)
-        tries = 0
-        while not p:
-            tries += 1
-            if tries > _MAX_REMOVALS:
-                raise StoreFull(
-                    f"no room for a value of {n} bytes after {_MAX_REMOVALS} removals; "
-                    "create the store with a larger size"
-                )
-            self._make_room(protect, now)
-            p = h.alloc(n)
-        return p
+        p = h.alloc(n, digest)
+        if p:
+            return p, False
+        if self._sweep(now, _SWEEP_SLOTS * 4 if self._evict else self._geo.capacity,
+                       _MAX_REMOVALS):
+            p = h.alloc(n, digest)
+            if p:
+                return p, False
+        if not self._evict:
+            raise StoreFull(
+                f"no room for a value of {n} bytes, and the store is set to raise "
+                "(when_full='raise'): delete sessions, shorten their ttl, or create the store "
+                "with a larger size"
+            )
+        victims, with_old = self._plan_room(L.block_size_for(n), digest, old, now)
+        self._clear_room(victims, now)
+        if with_old:
+            h.free(old)
+        p = h.alloc(n, digest)
+        if not p:
+            raise CorruptSegment(
+                f"store {self.name!r}: the heap gave no block after a run of "
+                f"{L.block_size_for(n)} bytes was cleared for it; the segment is damaged: "
+                "unlink it and start a new one"
+            )
+        return p, with_old
+
+    def _plan_room(self, need: int, protect: bytes, old: int,
+                   now: int) -> Tuple[List[bytes], bool]:
+        """Choose a run of adjacent heap blocks of at least ``need`` bytes to clear: the
+        entries (digests) to evict, and whether the run takes in ``old``, the block of the
+        entry being rewritten (its value goes anyway). Reads only; caller holds the lock.
+
+        Each of the ``_ROOM_SEEDS`` least recently used entries of a random sample (as
+        Redis samples) seeds a run, which grows one neighbour at a time towards the
+        cheaper side: a free block or ``old`` first, then an expired entry, then the less
+        recently used. The run that evicts the fewest live entries wins. Every step adds
+        at least ``MIN_BLOCK`` bytes, so a run is at most ``need // MIN_BLOCK + 2`` blocks.
+        """
+        seeds = [slot[3] - L.BLOCK_HEADER for slot in self._lru_sample(protect, now)]
+        seeds = seeds[:_ROOM_SEEDS]
+        if old:
+            seeds.append(old - L.BLOCK_HEADER)  # the block being rewritten, and its neighbours
+        best: Optional[Tuple[int, List[bytes], bool]] = None
+        for blk in seeds:
+            run = self._run_from(blk, need, old, now)
+            if run is not None and (best is None or run[0] < best[0]):
+                best = run
+                if run[0] <= 1:
+                    break
+        if best is None:
+            raise StoreFull(
+                f"no run of {need} bytes can be cleared in this store's heap of "
+                f"{self._geo.heap_size} bytes: create the store with a larger size"
+            )
+        return best[1], best[2]
+
+    def _run_from(self, start: int, need: int, old: int,
+                  now: int) -> Optional[Tuple[int, List[bytes], bool]]:
+        """The run grown from the block at ``start`` (see ``_plan_room``): how many live
+        entries it evicts, their digests and whether it takes in ``old``; None when the
+        whole heap is smaller than ``need``."""
+        h = self._h
+        lo = start
+        hi = start + h.block(start)[0]
+        victims: List[bytes] = []
+        live = 0
+        with_old = False
+
+        def rank(blk: int) -> Tuple[int, int, bytes]:
+            # (0, 0, b""): costs nothing; (1, 0, digest): expired; (2, atime, digest): live.
+            size, used = h.block(blk)
+            if not used or blk + L.BLOCK_HEADER == old:
+                return (0, 0, b"")
+            digest = h.owner_of(blk, size)
+            slot = self._slot_of(digest, blk)
+            expires = slot[5]
+            if expires and expires <= now:
+                return (1, 0, digest)
+            return (2, slot[6], digest)
+
+        def take(r: Tuple[int, int, bytes], blk: int) -> None:
+            nonlocal live, with_old
+            if r[0]:
+                victims.append(r[2])
+                live += r[0] == 2
+            elif blk + L.BLOCK_HEADER == old:
+                with_old = True
+
+        take(rank(start), start)
+        left: Optional[Tuple[int, int, bytes]] = None
+        right: Optional[Tuple[int, int, bytes]] = None
+        while hi - lo < need:
+            if left is None and lo > h.off:
+                left = rank(h.block_before(lo))
+            if right is None and hi < h.end:
+                right = rank(hi)
+            if left is not None and (right is None or left[:2] < right[:2]):
+                lo = h.block_before(lo)
+                take(left, lo)
+                left = None
+            elif right is not None:
+                size = h.block(hi)[0]
+                take(right, hi)
+                hi += size
+                right = None
+            else:
+                return None  # the whole heap is smaller than need
+        return live, victims, with_old
+
+    def _slot_of(self, digest: bytes, blk: int) -> Tuple[Any, ...]:
+        """The slot of the entry that owns the used block ``blk``.
+
+        :raises CorruptSegment: no entry with that digest points at the block.
+        """
+        i = self._t.lookup(digest)
+        slot = self._t.get(i) if i >= 0 else None
+        if slot is None or slot[3] != blk + L.BLOCK_HEADER:
+            raise CorruptSegment(
+                f"store {self.name!r}: heap block {blk} names an entry that does not point "
+                "back at it; the segment is damaged: unlink it and start a new one"
+            )
+        return slot
+
+    def _clear_room(self, victims: List[bytes], now: int) -> None:
+        """Evict ``victims`` (digests), counting the work in ``stats()``. Caller holds the
+        lock, inside the write's transaction.
+
+        One transaction holds the undo records of ``_ROOM_TXN`` evictions with room to
+        spare; a larger run (a value of many times the typical session) is cleared in
+        committed transactions of that many first, the rest in the write's own. A writer
+        stopped in between leaves those sessions evicted and its value unwritten: the
+        store stays whole, and evicting them is what a full store may do at any time.
+        """
+        j = self._j
+        early = max(0, len(victims) - _ROOM_TXN)
+        if early:
+            j.commit()  # the write's transaction so far: reclaims that stand on their own
+            for k in range(0, early, _ROOM_TXN):
+                j.begin()
+                for digest in victims[k : min(k + _ROOM_TXN, early)]:
+                    self._evict_entry(digest, now)
+                j.commit()
+            j.begin()
+        for digest in victims[early:]:
+            self._evict_entry(digest, now)
+        w = self._w
+        w[_ROOM_WRITES] += 1
+        w[_ROOM_EVICTIONS] += len(victims)
+        if len(victims) > w[_ROOM_MAX]:
+            w[_ROOM_MAX] = len(victims)
+
+    def _evict_entry(self, digest: bytes, now: int) -> None:
+        t = self._t
+        i = t.lookup(digest)
+        slot = t.get(i)
+        self._drop(i, slot)
+        self._bump(_EXPIRATIONS if slot[5] and slot[5] <= now else _EVICTIONS)
+
+    def _lru_sample(self, protect: bytes, now: int) -> List[Tuple[Any, ...]]:
+        """Up to ``_SAMPLE`` used slots other than ``protect``'s from a random place in the
+        table, expired ones first, then least recently used first."""
+        t = self._t
+        mask = t.mask
+        sample: List[Tuple[Any, ...]] = []
+        start = random.getrandbits(32) & mask
+        for k in range(t.capacity):
+            slot = t.get((start + k * 7919) & mask)  # an odd stride visits every slot once
+            if slot[1] and slot[0] != protect:
+                sample.append(slot)
+                if len(sample) >= _SAMPLE:
+                    break
+        sample.sort(key=lambda s: (not (s[5] and s[5] <= now), s[6]))
+        return sample
 
     def _make_room(self, protect: bytes, now: int) -> None:
-        """Remove one entry other than ``protect``: an expired one if any is found, else (in
-        evict mode) the least recently used of a random sample. Caller holds the lock."""
+        """Remove one entry other than ``protect`` to free a slot: an expired one if any is
+        found, else (in evict mode) the least recently used of a random sample. Caller
+        holds the lock."""
         if self._sweep(now, self._geo.capacity if not self._evict else _SWEEP_SLOTS * 4, 1):
             return
         if not self._evict:
@@ -1064,24 +1262,11 @@ class SessionStorage:
                 "the store is full and set to raise (when_full='raise'): delete sessions, "
                 "shorten their ttl, or create the store with a larger size / max_entries"
             )
-        t = self._t
-        cap = t.capacity
-        victim: Optional[Tuple[int, Tuple[Any, ...]]] = None
-        seen = 0
-        start = random.getrandbits(32) & t.mask
-        for k in range(cap):
-            i = (start + k * 7919) & t.mask  # an odd stride visits every slot once
-            slot = t.get(i)
-            if not slot[1] or slot[0] == protect:
-                continue
-            if victim is None or slot[6] < victim[1][6]:
-                victim = (i, slot)
-            seen += 1
-            if seen >= _SAMPLE:
-                break
-        if victim is None:
+        sample = self._lru_sample(protect, now)
+        if not sample:
             raise StoreFull("the store has no other session to evict for this value")
-        self._drop(*victim)
+        i = self._t.lookup(sample[0][0])
+        self._drop(i, sample[0])
         self._bump(_EVICTIONS)
 
     def _sweep(self, now: int, slots: int, limit: int) -> int:
@@ -1170,12 +1355,14 @@ class SessionStorage:
                 continue
             if voff in referenced:
                 problems.append(f"block {voff} is referenced by two slots")
+            elif used_blocks[voff] != slot[0]:
+                problems.append(f"slot {i} points at block {voff}, which names another owner")
             referenced.add(voff)
             if vlen > self._h.capacity(voff):
                 problems.append(f"slot {i}: value of {vlen} bytes overflows its block")
             if slot[7] > version:
                 problems.append(f"slot {i}: version {slot[7]} is ahead of the counter")
-        leaked = used_blocks - referenced
+        leaked = set(used_blocks) - referenced
         if leaked:
             problems.append(f"{len(leaked)} used heap block(s) referenced by no slot")
         return problems

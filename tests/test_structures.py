@@ -147,6 +147,7 @@ def test_state_range_is_logged_once_per_transaction() -> None:
 
 # --------------------------------------------------------------------------- heap
 HEAP_SIZE = 1 << 20
+OWNER = b"0123456789abcdef"  # the digest a used block names as its owner
 
 
 def _heap(size: int = HEAP_SIZE) -> "tuple[bytearray, Journal, Heap]":
@@ -162,7 +163,8 @@ def _heap(size: int = HEAP_SIZE) -> "tuple[bytearray, Journal, Heap]":
 def _assert_sound(h: Heap, live: Dict[int, int]) -> None:
     used, problems = h.check()
     assert problems == []
-    assert used == set(live)
+    assert set(used) == set(live)
+    assert all(owner == OWNER for owner in used.values())
 
 
 def test_a_formatted_heap_is_one_free_block() -> None:
@@ -175,7 +177,7 @@ def test_a_formatted_heap_is_one_free_block() -> None:
 def test_alloc_and_free_coalesce_back_to_one_block() -> None:
     _, j, h = _heap()
     j.begin()
-    ps = [h.alloc(n) for n in (100, 2000, 50, 7000, 1)]
+    ps = [h.alloc(n, OWNER) for n in (100, 2000, 50, 7000, 1)]
     assert all(ps) and len(set(ps)) == 5
     for p, n in zip(ps, (100, 2000, 50, 7000, 1)):
         assert h.capacity(p) >= n
@@ -190,21 +192,21 @@ def test_alloc_and_free_coalesce_back_to_one_block() -> None:
 def test_alloc_returns_zero_when_nothing_fits() -> None:
     _, j, h = _heap(64 << 10)
     j.begin()
-    assert h.alloc(100 << 10) == 0
-    p = h.alloc(40 << 10)
-    assert p and h.alloc(40 << 10) == 0
+    assert h.alloc(100 << 10, OWNER) == 0
+    p = h.alloc(40 << 10, OWNER)
+    assert p and h.alloc(40 << 10, OWNER) == 0
     j.commit()
 
 
 def test_rolled_back_heap_operations_leave_it_as_before() -> None:
     buf, j, h = _heap()
     j.begin()
-    keep = [h.alloc(n) for n in (300, 3000, 30)]
+    keep = [h.alloc(n, OWNER) for n in (300, 3000, 30)]
     j.commit()
     snapshot = bytes(buf[L.STATE_OFF : L.STATE_OFF + L.STATE_SIZE]) + bytes(buf[h.off :])
     j.begin()
     h.free(keep[1])
-    h.alloc(5000)
+    h.alloc(5000, OWNER)
     h.free(keep[0])
     j.rollback()
     assert bytes(buf[L.STATE_OFF : L.STATE_OFF + L.STATE_SIZE]) + bytes(buf[h.off :]) == snapshot
@@ -228,7 +230,7 @@ def test_random_churn_against_a_model() -> None:
             del live[p]
         else:
             n = rng.choice([rng.randint(1, 200), rng.randint(200, 5000), rng.randint(5000, 40000)])
-            p = h.alloc(n)
+            p = h.alloc(n, OWNER)
             if p:
                 assert p not in live and h.capacity(p) >= n
                 buf[p : p + n] = bytes([step & 0xFF]) * n
@@ -256,7 +258,7 @@ def test_mixed_size_churn_at_70_percent_fill_never_fails_for_fragmentation() -> 
     while payload < 0.70 * size:
         n = draw()
         j.begin()
-        p = h.alloc(n)
+        p = h.alloc(n, OWNER)
         j.commit()
         assert p, f"alloc of {n} failed at {payload / size:.0%} fill"
         live.append(p)
@@ -270,12 +272,12 @@ def test_mixed_size_churn_at_70_percent_fill_never_fails_for_fragmentation() -> 
         h.free(old)
         n = draw()
         # keep live data near 70%: the new value replaces one of about the same total
-        p = h.alloc(n)
+        p = h.alloc(n, OWNER)
         j.commit()
         if not p:
             failures += 1
             j.begin()
-            live[k] = h.alloc(min(freed, n))
+            live[k] = h.alloc(min(freed, n), OWNER)
             j.commit()
             continue
         live[k] = p
