@@ -30,6 +30,13 @@ _TAIL = L.BLOCK_TAIL
 _SCAN = 16  # nodes of the exact size class examined before taking a larger block
 
 
+def _damaged(what: str) -> CorruptSegment:
+    return CorruptSegment(
+        f"the heap is damaged: {what}; unlink the store and start a new one (check() lists "
+        "every problem)"
+    )
+
+
 def bin_of(size: int) -> int:
     """The size class of a block: blocks of class ``b`` are ``2**b <= size < 2**(b+1)``."""
     return size.bit_length() - 1
@@ -65,6 +72,8 @@ class Heap:
         buf = self.buf
         j = self.j
         _, nxt, prv = _FREE_HEAD.unpack_from(buf, blk)
+        self._check_link(nxt)
+        self._check_link(prv)
         if prv:
             j.write(prv + 8, _U64.pack(nxt))
         else:
@@ -82,6 +91,7 @@ class Heap:
         j = self.j
         b = bin_of(size)
         head = _U64.unpack_from(buf, _BINS + 8 * b)[0]
+        self._check_link(head)
         j.write(blk, _FREE_HEAD.pack(size, head, 0))
         j.write(blk + size - 8, _U64.pack(size))
         if head:
@@ -98,6 +108,7 @@ class Heap:
         for _ in range(_SCAN):
             if not node:
                 break
+            self._check_link(node)
             if _U64.unpack_from(buf, node)[0] >= need:
                 return int(node)
             node = _U64.unpack_from(buf, node + 8)[0]
@@ -105,7 +116,11 @@ class Heap:
         if not larger:
             return 0
         b += (larger & -larger).bit_length()
-        return int(_U64.unpack_from(buf, _BINS + 8 * b)[0])
+        if b >= L.NBINS:
+            raise _damaged(f"the size-class bitmap names class {b}, past the last")
+        node = _U64.unpack_from(buf, _BINS + 8 * b)[0]
+        self._check_link(node)
+        return int(node)
 
     # -- the interface -------------------------------------------------------------------------
     def alloc(self, n: int, owner: bytes) -> int:
@@ -117,7 +132,9 @@ class Heap:
             return 0
         buf = self.buf
         j = self.j
-        size = _U64.unpack_from(buf, blk)[0]
+        size, used = self.block(blk)
+        if used or size < need:
+            raise _damaged(f"the free lists hold block {blk}, which is in use or too small")
         self._unlink(blk, size)
         if size - need >= _MIN:
             self._link(blk + need, size - need)
@@ -129,16 +146,16 @@ class Heap:
         j.record(blk, 24)
         j.raw(blk, tag)
         j.write(blk + need - _TAIL, owner + tag)
-        j.log_state()
-        used = _U64.unpack_from(buf, L.HEAP_USED_OFF)[0]
-        _U64.pack_into(buf, L.HEAP_USED_OFF, used + need)
+        self._add_used(need)
         return blk + 8
 
     def free(self, payload: int) -> None:
         """Return the block holding ``payload`` to the free lists, merged with free neighbours."""
         buf = self.buf
         blk = payload - 8
-        size = _U64.unpack_from(buf, blk)[0] & ~_USED
+        size, used = self.block(blk)
+        if not used:
+            raise _damaged(f"block {blk} is freed, but it is not in use")
         freed = size
         self.j.guard(blk, blk + size)  # live data until this transaction commits
         nxt = blk + size
@@ -146,22 +163,28 @@ class Heap:
         # Merging buries a neighbour's header and links, or its footer, inside the new free
         # block, where a value may later be copied in this same transaction: guard them.
         if nxt < self.end:
-            tag = _U64.unpack_from(buf, nxt)[0]
-            if not tag & _USED:
+            tag = self.block(nxt)
+            if not tag[1]:
                 j.guard(nxt, nxt + 24)
-                self._unlink(nxt, tag)
-                size += tag
+                self._unlink(nxt, tag[0])
+                size += tag[0]
         if blk > self.off:
             tag = _U64.unpack_from(buf, blk - 8)[0]
             if not tag & _USED:
                 j.guard(blk - 8, blk)
-                blk -= tag
+                blk = self.block_before(blk)
                 self._unlink(blk, tag)
                 size += tag
         self._link(blk, size)
+        self._add_used(-freed)
+
+    def _add_used(self, by: int) -> None:
+        buf = self.buf
         self.j.log_state()
-        used = _U64.unpack_from(buf, L.HEAP_USED_OFF)[0]
-        _U64.pack_into(buf, L.HEAP_USED_OFF, used - freed)
+        used = _U64.unpack_from(buf, L.HEAP_USED_OFF)[0] + by
+        if not 0 <= used <= self.end - self.off:
+            raise _damaged(f"the heap's count of bytes used would be {used}")
+        _U64.pack_into(buf, L.HEAP_USED_OFF, used)
 
     def capacity(self, payload: int) -> int:
         """How many value bytes the block holding ``payload`` has room for."""
@@ -190,7 +213,7 @@ class Heap:
             self._check_block(node)
             best = max(best, _U64.unpack_from(buf, node)[0] & ~_USED)
             node = _U64.unpack_from(buf, node + 8)[0]
-        raise CorruptSegment("a free list of the heap is longer than the heap: it has a cycle")
+        raise _damaged("a free list of the heap is longer than the heap: it has a cycle")
 
     # -- walking blocks in address order (for making contiguous room) -------------------------
     def max_blocks(self) -> int:
@@ -206,7 +229,7 @@ class Heap:
         tag = _U64.unpack_from(self.buf, blk)[0]
         size = tag & ~_USED
         if size < _MIN or size & (L.ALIGN - 1) or blk + size > self.end:
-            raise CorruptSegment(f"heap block at {blk} has a bad size {size}")
+            raise _damaged(f"heap block at {blk} has a bad size {size}")
         return int(size), bool(tag & _USED)
 
     def block_before(self, blk: int) -> int:
@@ -214,7 +237,7 @@ class Heap:
         size = _U64.unpack_from(self.buf, blk - 8)[0] & ~_USED
         start = blk - size
         if size < _MIN or size & (L.ALIGN - 1) or start < self.off:
-            raise CorruptSegment(f"heap block ending at {blk} has a bad size {size}")
+            raise _damaged(f"heap block ending at {blk} has a bad size {size}")
         return int(start)
 
     def owner_of(self, blk: int, size: int) -> bytes:
@@ -224,7 +247,11 @@ class Heap:
 
     def _check_block(self, blk: int) -> None:
         if not self.off <= blk < self.end or blk & (L.ALIGN - 1):
-            raise CorruptSegment(f"a heap link points at {blk}, outside the heap")
+            raise _damaged(f"a heap link points at {blk}, where no block can start")
+
+    def _check_link(self, link: int) -> None:
+        if link:  # 0 ends a list
+            self._check_block(link)
 
     # -- verification ------------------------------------------------------------------------------
     def check(self) -> "tuple[Dict[int, bytes], List[str]]":

@@ -258,7 +258,8 @@ def recover(buf: Buffer, base: int, size: int) -> bool:
     pos = 0
     while pos < used:
         off, n, crc = _ENTRY.unpack_from(buf, base + pos)
-        if crc != _entry_crc(dirty, off, n) or pos + 16 + n > used:
+        if (crc != _entry_crc(dirty, off, n) or pos + 16 + n > used
+                or off < L.STATE_OFF or off + n > len(buf)):
             raise CorruptSegment(
                 f"undo journal record at {pos} of transaction {dirty} fails its crc; "
                 "the segment is damaged: unlink it and start a new one"

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Dict, Iterator, List, Tuple
 
 from . import _layout as L
+from ._errors import CorruptSegment
 from ._journal import Buffer, Journal
 
 _SLOT = L.SLOT
@@ -24,6 +25,14 @@ _EMPTY_SLOT = bytes(_SIZE)
 
 Slot = Tuple[bytes, int, int, int, int, int, int, int]
 """digest, state, value length, value offset, created, expires, last access, version"""
+
+
+def no_empty_slot() -> CorruptSegment:
+    """The error of a probe that went round the whole table (see ``Table.lookup``)."""
+    return CorruptSegment(
+        "a probe ran round the whole table without finding an empty slot; the segment is "
+        "damaged: unlink it and start a new one"
+    )
 
 
 class Table:
@@ -43,11 +52,15 @@ class Table:
 
     def lookup(self, digest: bytes) -> int:
         """The index of the slot holding ``digest``, or ``-1 - i`` for the empty slot ``i``
-        where it would go."""
+        where it would go.
+
+        :raises CorruptSegment: a whole lap of the table found neither (the load factor
+            keeps a quarter of the slots empty, so only damage fills them all).
+        """
         buf = self.buf
         base = self.off
         mask = self.mask
-        i = _HOME.unpack_from(digest)[0] & mask
+        home = i = _HOME.unpack_from(digest)[0] & mask
         while True:
             pos = base + i * _SIZE
             if not buf[pos + L.SLOT_STATE]:
@@ -55,6 +68,8 @@ class Table:
             if buf[pos : pos + 16] == digest:
                 return int(i)
             i = (i + 1) & mask
+            if i == home:
+                raise no_empty_slot()
 
     def slot_offset(self, i: int) -> int:
         return self.off + i * _SIZE
@@ -76,6 +91,8 @@ class Table:
         k = i
         while True:
             k = (k + 1) & mask
+            if k == i:
+                raise no_empty_slot()
             pos = base + k * _SIZE
             if not buf[pos + L.SLOT_STATE]:
                 break

@@ -41,7 +41,7 @@ from ._errors import (
 from ._heap import Heap
 from ._journal import Journal, JournalFull, recover, seq_close, seq_open
 from ._lock import StoreLock
-from ._table import Table
+from ._table import Table, no_empty_slot
 
 __all__ = ["SessionInfo", "SessionStorage", "Stats"]
 
@@ -370,8 +370,23 @@ class SessionStorage:
         """Under the lock: undo what a dead writer left, finish a clear, let lock-free
         readers back in, count lock waits."""
         buf = self._buf
-        flags = self._w[_FLAGS_W]
-        if flags & L.FLAG_UNLINKED or self._seg.unlinked():
+        w = self._w
+        flags = w[_FLAGS_W]
+        unlinked = self._seg.unlinked()
+        if flags:
+            # Each flag is set only together with something else that can be checked, so
+            # a stray write into the word reads as damage, not as an unlink or a clear
+            # (redoing a clear that never began would delete every session).
+            if flags & ~(L.FLAG_UNLINKED | L.FLAG_CLEARING):
+                raise self._damaged(f"the flags word holds unknown bits ({flags:#x})")
+            if flags & L.FLAG_UNLINKED and not unlinked:
+                # unlink() removes the name before it lets go of the lock
+                raise self._damaged("the flags word says unlinked, but the segment is not")
+            if flags & L.FLAG_CLEARING and not w[_SEQ_W] & 1:
+                # clear() makes the sequence odd before it sets the flag
+                raise self._damaged("the flags word says a clear is under way, but no "
+                                    "change is")
+        if unlinked:
             raise SegmentUnlinked(
                 f"store {self.name!r} was unlinked while this handle was open; open it "
                 "again to use a new segment"
@@ -659,13 +674,30 @@ class SessionStorage:
         """Remove the store from the system and close this handle. Other handles still
         attached raise :class:`SegmentUnlinked` on their next operation."""
         if isinstance(self._lock, StoreLock):
-            self._acquire()
             try:
-                self._w[_FLAGS_W] |= L.FLAG_UNLINKED
-                seq_open(self._w)  # for good: lock-free readers take the lock, and learn
+                self._acquire()
+            except CorruptSegment:
+                # Unlinking is the remedy for damage: the name goes all the same, and handles
+                # attached elsewhere learn from the unlinked segment (st_nlink == 0).
+                _segment.unlink(self.name)
+                self.close()
+                return
+            try:
+                w = self._w
+                w[_FLAGS_W] |= L.FLAG_UNLINKED
+                seq_open(w)  # for good: lock-free readers take the lock, and learn
+                # The name goes before the lock does: whoever takes the lock next finds the
+                # flag and an unlinked segment together (see _repair).
+                try:
+                    _segment.unlink(self.name)
+                except BaseException:
+                    w[_FLAGS_W] &= ~L.FLAG_UNLINKED
+                    seq_close(w)
+                    raise
             finally:
                 self._lock.release()
-        _segment.unlink(self.name)
+        else:
+            _segment.unlink(self.name)
         self.close()
 
     def sessions(self) -> List[SessionInfo]:
@@ -674,11 +706,13 @@ class SessionStorage:
         self._acquire()
         try:
             now = _monotonic_ns()
+            live = [s for _, s in self._t.used() if not (s[5] and s[5] <= now)]
+            for s in live:
+                self._check_range(s)
             return [
                 SessionInfo(s[0].hex(), s[2], (now - s[4]) / 1e9,
                             None if not s[5] else (s[5] - now) / 1e9, s[7])
-                for _, s in self._t.used()
-                if not (s[5] and s[5] <= now)
+                for s in live
             ]
         finally:
             self._lock.release()
@@ -702,12 +736,10 @@ class SessionStorage:
                         out, L.IDENTITY.unpack_from(self._buf, 0)[13], time.time()
                     )
                     now = _monotonic_ns()
-                    buf = self._buf
                     for _, s in self._t.used():
                         if s[5] and s[5] <= now:
                             continue
-                        writer.add(s[0], s[5] - now if s[5] else -1, s[7],
-                                   buf[s[3] : s[3] + s[2]])
+                        writer.add(s[0], s[5] - now if s[5] else -1, s[7], self._value_of(s))
                 finally:
                     self._lock.release()
                 writer.close()
@@ -950,14 +982,32 @@ class SessionStorage:
             self._bump(_EXPIRATIONS)
             self._misses += 1
             return None
-        voff = slot[3]
-        value = buf[voff : voff + slot[2]]
+        value = self._value_of(slot)
         if self._touch_on_read and expires and self._default_ttl_ns:
             self._transact(self._set_expires, i, now + self._default_ttl_ns)
         # Advisory, not journaled: last access only steers eviction.
         self._w[((t.off + i * L.SLOT_SIZE) >> 3) + _ATIME_W] = now
         self._hits += 1
         return value, slot[7]
+
+    def _value_of(self, slot: Tuple[Any, ...]) -> bytes:
+        """The value bytes of a used slot, once its range is checked against the heap."""
+        self._check_range(slot)
+        voff = slot[3]
+        return bytes(self._buf[voff : voff + slot[2]])
+
+    def _check_range(self, slot: Tuple[Any, ...]) -> None:
+        voff, n = slot[3], slot[2]
+        if not (self._heap_off + L.BLOCK_HEADER <= voff and voff + n <= self._heap_end
+                and n <= self._max_value):
+            raise self._damaged(f"a slot's value range [{voff}, {voff + n}) lies outside the "
+                                "heap or over max_value_size")
+
+    def _damaged(self, what: str) -> CorruptSegment:
+        return CorruptSegment(
+            f"store {self.name!r} is damaged: {what}; check() lists every problem. Unlink "
+            "it (SessionStorage.unlink_name) and start a new one"
+        )
 
     def _transact(self, fn: Callable[..., None], *args: Any) -> None:
         j = self._j
@@ -1001,7 +1051,7 @@ class SessionStorage:
             # t.lookup and t.get in one: one unpack per probe (the hottest path).
             mask = self._mask
             base = self._table_off
-            i = _HOME.unpack_from(digest)[0] & mask
+            home = i = _HOME.unpack_from(digest)[0] & mask
             slot: Optional[Tuple[Any, ...]]
             while True:
                 slot = _SLOT.unpack_from(buf, base + (i << 6))
@@ -1015,6 +1065,8 @@ class SessionStorage:
                         slot = None
                     break
                 i = (i + 1) & mask
+                if i == home:
+                    raise no_empty_slot()
             if (slot is not None and only_new) or (slot is None and only_live):
                 j.commit()  # what the sweep or the expiry above reclaimed stays reclaimed
                 return -1
@@ -1028,8 +1080,19 @@ class SessionStorage:
             n = len(data)
             expires = now + ttl_ns if ttl_ns else _NEVER
             if slot is not None:
+                # The block the slot points at must be a used one that names this entry as
+                # its owner: a damaged offset must not turn this write into one over another
+                # session's value.
                 voff = slot[3]
-                room = h.capacity(voff)
+                blk = voff - 8
+                if not self._heap_off <= blk < self._heap_end - L.MIN_BLOCK:
+                    raise self._damaged(f"a slot points at {voff}, outside the heap")
+                tag = _U64.unpack_from(buf, blk)[0]
+                end = blk + (tag & ~1)
+                if not (tag & 1 and end <= self._heap_end
+                        and buf[end - L.BLOCK_TAIL : end - 8] == digest):
+                    raise self._damaged(f"a slot points at {voff}, not at a block of its own")
+                room = end - blk - L.BLOCK_OVERHEAD
                 if n <= room <= 2 * n + 256 and n <= L.INPLACE_MAX:
                     # Same block: the old bytes of value and slot go to the journal first.
                     j.write2(voff, data, t.off + i * L.SLOT_SIZE,
