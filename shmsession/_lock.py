@@ -16,18 +16,42 @@ behind a per-process ``threading.Lock``:
   a blocking flock cannot be given a deadline, while the caller waits on an Event for at
   most ``timeout``. (Yielding while trying measured worse: with 4 processes on 2 cores it
   hands the core to another waiter as often as to the holder.)
+
+A store's life cycle (create + initialise, attach, unlink) is serialised by another lock,
+:class:`LifecycleLock`: ``fcntl.flock`` on a lock file in /dev/shm beside the segment, which
+exists before the segment does (so it cannot be the segment's own descriptor). It guards
+the segment's making and removal, not a thread's work: each use opens its own descriptor,
+so threads of one process exclude each other as processes do. Its speed does not matter
+(a few uses per process), so a busy lock is polled with a growing sleep up to a deadline.
+
+* One lock for every process at every moment, although ``unlink`` removes its file: a
+  process that waited on a file another removed would lock a file no newcomer opens. So
+  the file is removed only by its holder, before it lets go (:meth:`LifecycleLock.remove_file`),
+  and a process that gets the lock checks that the path still names the file it locked
+  (lock-and-verify); when it does not, it closes it and starts again.
+* Opening it is safe whatever someone planted at the path first (/dev/shm is writable by
+  every user): ``O_NOFOLLOW`` (a symlink is refused, its target never opened, let alone
+  truncated), ``O_NONBLOCK`` (a FIFO cannot block the open), and ``fstat`` of what was
+  opened: a regular file of this user that group and others cannot open, or refused with a
+  message that says what to do. Nothing at the path is ever written to or truncated.
+* Not ``filelock`` (used here before): what it does with a planted symlink or a file of
+  another mode changed between its versions (3.12 followed a symlink and truncated its
+  target; 4.x refuses it), and the safety of opening must not depend on which version is
+  installed; its removal of the file after releasing also broke the one-lock rule above.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 import threading
 import time
 import weakref
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Union
 
-from ._errors import LockTimeout, SegmentError
+from ._errors import LockTimeout, SegmentError, SegmentPermissionError
 
 _LOCK_EX = fcntl.LOCK_EX
 _LOCK_NB = fcntl.LOCK_EX | fcntl.LOCK_NB
@@ -256,3 +280,229 @@ def _after_fork_child() -> None:
 os.register_at_fork(
     before=_before_fork, after_in_parent=_after_fork_parent, after_in_child=_after_fork_child
 )
+
+
+# ---------------------------------------------------------------------------- the life cycle
+# O_NOFOLLOW: a symlink planted at the path is refused (ELOOP), never followed. O_NONBLOCK: a
+# FIFO planted there cannot block the open. O_CLOEXEC: no program this process runs inherits
+# the lock. (A device node would need root to plant: mknod needs CAP_MKNOD.)
+_LIFECYCLE_OPEN = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_POLL_FIRST = 0.001  # seconds between the first tries of a busy life-cycle lock...
+_POLL_MAX = 0.02  # ...doubling up to this: a life-cycle step takes milliseconds
+
+
+class LifecycleLock:
+    """The life-cycle lock of one store, at ``path``: ``with LifecycleLock(path, timeout):``.
+
+    Exclusive among all processes and threads, each use with its own object; not reentrant.
+    Entering waits at most ``timeout`` seconds, then raises :class:`SegmentError`. A file
+    at ``path`` that is not a regular file of this user closed to group and others is
+    refused: :class:`SegmentPermissionError` (another user's, or open to others) or
+    :class:`SegmentError` (a symlink, a FIFO, a directory), and left as it is, unless
+    ``clear_refused`` (for ``unlink``, whose job is to clear the way): then it is removed,
+    which no process holding or waiting for the lock can notice, since all of them refuse
+    it too, and the lock is taken on a new file.
+    """
+
+    __slots__ = ("path", "timeout", "clear_refused", "_fd")
+
+    def __init__(self, path: str, timeout: float, *, clear_refused: bool = False) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.clear_refused = clear_refused
+        self._fd = -1
+
+    def __enter__(self) -> "LifecycleLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        """Take the lock; see the class for what it raises."""
+        deadline = time.monotonic() + self.timeout
+        clear = self.clear_refused
+        while True:
+            opened = _open_lock_file(self.path)
+            if isinstance(opened, SegmentError):
+                if not clear:
+                    raise opened
+                clear = False  # once: refused again, someone keeps planting it
+                _remove_refused(self.path, opened)
+                continue
+            fd = opened
+            try:
+                self._flock_by(fd, deadline)
+                if _names_file(self.path, fd):
+                    self._fd = fd
+                    return
+            except BaseException:
+                self._fd = -1
+                os.close(fd)
+                raise
+            # Its holder removed the file while we waited: a newcomer would lock another file
+            # at the path, so this one guards nothing. Start again on what is there now.
+            os.close(fd)
+
+    def _flock_by(self, fd: int, deadline: float) -> None:
+        pause = _POLL_FIRST
+        while True:
+            try:
+                _flock(fd, _LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise SegmentError(f"cannot lock {self.path}: {exc.strerror}") from None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SegmentError(
+                    f"timed out after {self.timeout} s waiting for {self.path}; another "
+                    "process is creating or removing the store (or hung doing so)"
+                )
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, _POLL_MAX)
+
+    def remove_file(self) -> None:
+        """Remove the lock file; call only while holding the lock. Processes waiting on it
+        find it gone when they get it, and start again on a new file."""
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise SegmentError(f"cannot remove {self.path}: {exc.strerror}") from None
+
+    def release(self) -> None:
+        """Let go of the lock (a no-op when not held)."""
+        fd, self._fd = self._fd, -1
+        if fd < 0:
+            return
+        try:
+            # Unlock before closing: a fork in another thread may have copied the descriptor
+            # into a child, and the lock lasts while any copy of it is open.
+            _flock(fd, _LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+def _open_lock_file(path: str) -> Union[int, SegmentError]:
+    """The open lock file at ``path``, made (mode 0600) when there is none; or the error
+    that refuses what is there, returned rather than raised (``clear_refused`` acts on it).
+    Raises :class:`SegmentError` when no lock file can be opened at all."""
+    while True:
+        try:
+            fd = os.open(path, _LIFECYCLE_OPEN | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise _cannot_open(path, exc) from None
+        else:
+            try:
+                # Ours alone, just made: the umask may have narrowed the mode, so that a later
+                # O_RDWR open fails. Only a file this call made is changed, never one found.
+                os.fchmod(fd, 0o600)
+            except OSError as exc:
+                os.close(fd)
+                raise _cannot_open(path, exc) from None
+            return fd
+        try:
+            fd = os.open(path, _LIFECYCLE_OPEN)
+        except FileNotFoundError:
+            continue  # removed by its holder since: make it anew
+        except OSError as exc:
+            refused = _refusal_of_open(path, exc)
+            if refused is None:
+                raise _cannot_open(path, exc) from None
+            return refused
+        try:
+            refused = _refusal(path, os.fstat(fd))
+        except OSError as exc:
+            os.close(fd)
+            raise _cannot_open(path, exc) from None
+        if refused is None:
+            return fd
+        os.close(fd)
+        return refused
+
+
+def _refusal(path: str, st: os.stat_result) -> Optional[SegmentError]:
+    """The error refusing the file ``st`` at ``path`` as a lock file, or None if it is fit."""
+    if stat.S_ISLNK(st.st_mode):
+        return _symlink_refused(path)
+    if not stat.S_ISREG(st.st_mode):
+        return SegmentError(
+            f"{path} is not a regular file ({stat.filemode(st.st_mode)}); someone may have "
+            f"planted it to disturb this store: remove it (rm {path}; it holds no sessions)"
+        )
+    if st.st_uid != os.geteuid():
+        return SegmentPermissionError(
+            f"{path} belongs to uid {st.st_uid}, not to this process (uid {os.geteuid()}); "
+            "another user may have planted it: pick another store name, or have its owner "
+            "or root remove it"
+        )
+    if st.st_mode & 0o077:
+        # Refused, not chmod-ed: a process of another user may have opened it already and
+        # could hold the lock for ever; a chmod now would not take its descriptor away.
+        return SegmentPermissionError(
+            f"{path} has mode {stat.S_IMODE(st.st_mode):o}: group or others may open it and "
+            f"hold the lock; remove it (rm {path}; it holds no sessions) and try again"
+        )
+    return None
+
+
+def _refusal_of_open(path: str, exc: OSError) -> Optional[SegmentError]:
+    """The refusal an open of an existing ``path`` failing with ``exc`` means, if any."""
+    if exc.errno == errno.ELOOP:
+        return _symlink_refused(path)
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return SegmentPermissionError(
+            f"cannot open {path} ({exc.strerror}); another user may have planted it: pick "
+            "another store name, or have its owner or root remove it"
+        )
+    if exc.errno in (errno.EISDIR, errno.ENXIO, errno.ENODEV, errno.EOPNOTSUPP):
+        return SegmentError(
+            f"{path} is not a regular file ({exc.strerror}); someone may have planted it to "
+            f"disturb this store: remove it (rm {path}; it holds no sessions)"
+        )
+    return None
+
+
+def _symlink_refused(path: str) -> SegmentError:
+    return SegmentError(
+        f"{path} is a symlink; someone may have planted it to make this process write to its "
+        f"target: remove it (rm {path}; it holds no sessions, and its target is untouched)"
+    )
+
+
+def _cannot_open(path: str, exc: OSError) -> SegmentError:
+    cls = SegmentPermissionError if isinstance(exc, PermissionError) else SegmentError
+    return cls(f"cannot open the lock file {path}: {exc.strerror}")
+
+
+def _names_file(path: str, fd: int) -> bool:
+    """Whether ``path`` still names the file open at ``fd`` (not the path's target)."""
+    try:
+        there = os.stat(path, follow_symlinks=False)
+        held = os.fstat(fd)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise SegmentError(f"cannot look at {path}: {exc.strerror}") from None
+    # fd keeps its file alive, so its inode number cannot have been reused by another.
+    return (there.st_dev, there.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _remove_refused(path: str, refused: SegmentError) -> None:
+    """Remove the refused file at ``path``. No process of ours holds or waits for it (each
+    refuses it), so no lock is taken from anyone. Looked at again just before: if someone
+    replaced it with a fit lock file meanwhile, that one stays."""
+    try:
+        if _refusal(path, os.lstat(path)) is None:
+            return
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise type(refused)(f"{refused}; removing it failed: {exc.strerror}") from None

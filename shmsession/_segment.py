@@ -1,13 +1,21 @@
 """The only importer of posix_ipc and mmap: create, attach, re-open after fork, unlink.
 
 A segment is one named POSIX shared-memory object, ``/dev/shm/shmsession.NAME`` on Linux,
-mapped whole. Its life cycle (create + initialise, attach, unlink) is serialised by a
-``filelock.FileLock`` on ``/dev/shm/shmsession-lock.NAME``, so an attacher never sees a
-half-initialised segment; the hot path never touches that lock (see ``_lock``). The lock
-file's prefix differs from the segments' at a character no name can change, so no store's
-segment is ever another store's lock file.
+mapped whole. Its life cycle (create + initialise, attach, unlink) is serialised by the
+store's life-cycle lock, ``_lock.LifecycleLock`` on ``/dev/shm/shmsession-lock.NAME`` (flock
+on a file this package opens itself, refusing whatever someone planted there): so an
+attacher never sees a half-initialised segment, and a segment is never removed while
+another process makes or attaches it. The hot path never touches that lock (see ``_lock``).
 
-Foreign errors (posix_ipc's, ``OSError``) are translated here and nowhere else.
+The lock file lives as long as the segment. It is removed, only while its lock is held,
+when the segment is (``unlink``) or when none was made (``create=False`` finding no store,
+or a creation undone): removed any later, a process waiting on the old file and a newcomer
+on a new one would both hold "the" lock (``_lock`` explains the lock-and-verify that makes
+removal under the lock safe). The lock file's prefix differs from the segments' at a
+character no name can change, so no store's segment is ever another store's lock file.
+
+Foreign errors (posix_ipc's, ``OSError``) are translated here and nowhere else (``_lock``
+translates its own).
 """
 
 from __future__ import annotations
@@ -20,7 +28,6 @@ import stat
 import zlib
 from typing import Callable, Optional
 
-import filelock
 import posix_ipc  # type: ignore[import-not-found, unused-ignore]
 
 from . import _layout as L
@@ -34,6 +41,7 @@ from ._errors import (
     SegmentUnlinked,
     StoreNotFound,
 )
+from ._lock import LifecycleLock
 
 PREFIX = "shmsession."
 LOCK_PREFIX = "shmsession-lock."
@@ -66,9 +74,9 @@ def segment_path(name: str) -> str:
     return os.path.join(SHM_DIR, PREFIX + name)
 
 
-def lifecycle_lock(name: str, timeout: float) -> filelock.BaseFileLock:
-    # thread_local=False: the lock guards the segment, not a thread's work.
-    return filelock.FileLock(lock_path(name), timeout=timeout, mode=0o600, thread_local=False)
+def lifecycle_lock(name: str, timeout: float, *, clear_refused: bool = False) -> LifecycleLock:
+    """The life-cycle lock of store ``name``, to take with ``with`` (see ``LifecycleLock``)."""
+    return LifecycleLock(lock_path(name), timeout, clear_refused=clear_refused)
 
 
 class Segment:
@@ -99,36 +107,15 @@ class Segment:
         a damaged header, not enough room in /dev/shm.
         """
         try:
-            with lifecycle_lock(name, timeout):
-                fd = _open_existing(name)
-                if fd is None:
-                    if not create:
-                        raise _NoStore(f"no store named {name!r} exists")
-                    return cls._create(name, size, initialise)
+            with lifecycle_lock(name, timeout) as held:
                 try:
-                    _check_owner(fd, name)
-                    actual = os.fstat(fd).st_size
-                    if actual < L.HEADER_SIZE:  # before mmap, which refuses an empty file
-                        validate_identity(None, actual, name)
-                    buf = _map(fd, actual)
-                    try:
-                        validate_identity(buf, actual, name)
-                    except BaseException:
-                        buf.close()
-                        raise
-                except BaseException:
-                    os.close(fd)
+                    return cls._open_locked(name, size, initialise, create)
+                except _NoSegment:
+                    # Nothing was made (create=False, or creation failed and was undone): the
+                    # lock file has nothing left to guard. Removed while held (see above).
+                    held.remove_file()
                     raise
-                return cls(name, fd, buf, actual, created=False)
-        except filelock.Timeout:
-            raise SegmentError(
-                f"timed out after {timeout} s waiting for {lock_path(name)}; another "
-                "process is creating or removing the store (or hung doing so)"
-            ) from None
         except _NoSegment as exc:
-            # Nothing was made (create=False, or creation failed and was undone): the lock
-            # file has nothing left to guard.
-            _remove_lock_file(name)
             public: type = SegmentError
             if isinstance(exc, InsufficientSharedMemory):
                 public = InsufficientSharedMemory
@@ -137,16 +124,34 @@ class Segment:
             raise public(str(exc)) from None
         except SegmentError:
             raise
-        except PermissionError as exc:  # filelock's refusal of a lock file not ours
-            raise SegmentPermissionError(
-                f"cannot use the lock file {lock_path(name)} ({exc}); another user may have "
-                "planted it: pick another store name, or remove it"
-            ) from None
         except OSError as exc:
-            raise SegmentError(
-                f"cannot use the lock file {lock_path(name)} ({exc}); it may be a symlink "
-                "someone planted: remove it"
-            ) from None
+            raise SegmentError(f"cannot open store {name!r}: {exc}") from None
+
+    @classmethod
+    def _open_locked(
+        cls, name: str, size: int, initialise: Callable[[mmap.mmap], None], create: bool
+    ) -> "Segment":
+        """``open`` with the life-cycle lock held."""
+        fd = _open_existing(name)
+        if fd is None:
+            if not create:
+                raise _NoStore(f"no store named {name!r} exists")
+            return cls._create(name, size, initialise)
+        try:
+            _check_owner(fd, name)
+            actual = os.fstat(fd).st_size
+            if actual < L.HEADER_SIZE:  # before mmap, which refuses an empty file
+                validate_identity(None, actual, name)
+            buf = _map(fd, actual)
+            try:
+                validate_identity(buf, actual, name)
+            except BaseException:
+                buf.close()
+                raise
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(name, fd, buf, actual, created=False)
 
     @classmethod
     def _create(cls, name: str, size: int, initialise: Callable[[mmap.mmap], None]) -> "Segment":
@@ -222,26 +227,18 @@ class Segment:
 
 
 def unlink(name: str, timeout: float = 10.0) -> bool:
-    """Remove segment ``name`` and its lock file; returns whether the segment existed."""
+    """Remove segment ``name`` and its lock file; returns whether the segment existed.
+
+    A lock file that every process refuses (a symlink, another user's file...) guards
+    nothing, and clearing the way is what unlinking is for: it is removed, then the lock is
+    taken on a new file. Raises the ``SegmentError`` family (a timeout, a refused lock file
+    that this user may not remove).
+    """
     check_name(name)
-    try:
-        with lifecycle_lock(name, timeout):
-            existed = _unlink_quietly(name)
-    except filelock.Timeout:
-        raise SegmentError(f"timed out waiting for {lock_path(name)}") from None
-    except OSError:
-        # A lock file we cannot use (planted by another user, a symlink) guards nothing:
-        # removing the segment and that file is the remedy, so go on without it.
+    with lifecycle_lock(name, timeout, clear_refused=True) as held:
         existed = _unlink_quietly(name)
-    _remove_lock_file(name)
+        held.remove_file()
     return existed
-
-
-def _remove_lock_file(name: str) -> None:
-    try:
-        os.unlink(lock_path(name))
-    except FileNotFoundError:
-        pass
 
 
 def exists(name: str) -> bool:

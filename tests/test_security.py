@@ -185,6 +185,110 @@ def test_a_squatted_lock_file_is_refused_with_a_store_error(name: str, kind: str
     assert not os.path.exists(target)
 
 
+# ---------------------------------------------------------------------------- the lock file
+# The life-cycle lock file (``lock_path(NAME)``) sits in /dev/shm, where anyone may plant a file
+# before the store exists. Whatever is there, opening the store must not follow, write to or
+# truncate it, and the refusal must say what to do.
+TARGET_CONTENT = b"a file the attacker wants destroyed\n" * 100
+
+
+def _assert_lock_file_remedy(name: str) -> None:
+    """With no store made, ``unlink_name`` removes the refused lock file (never what it points
+    to), and the name then makes a working store with a lock file of its own."""
+    assert SessionStorage.unlink_name(name) is False
+    assert not os.path.lexists(lock_path(name))
+    with SessionStorage(name, size=SIZE) as s:
+        s.write("k", b"fresh")
+        assert s.read("k") == b"fresh"
+    st = os.lstat(lock_path(name))
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    assert st.st_uid == os.geteuid()
+
+
+@pytest.mark.parametrize("umask", [0, 0o277], ids=["umask-0", "umask-277"])
+def test_the_lock_file_is_made_0600_whatever_the_umask(name: str, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        with SessionStorage(name, size=SIZE) as s:
+            s.write("k", b"v")
+    finally:
+        os.umask(old)
+    st = os.lstat(lock_path(name))
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600, oct(st.st_mode)
+    with SessionStorage(name) as s:  # and it is not refused on the next open
+        assert s.read("k") == b"v"
+
+
+def test_a_symlink_at_the_lock_path_is_not_followed(name: str, tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.write_bytes(TARGET_CONTENT)
+    os.chmod(target, 0o644)
+    os.symlink(target, lock_path(name))
+    for call in (lambda: SessionStorage(name, size=SIZE),
+                 lambda: SessionStorage(name, create=False)):
+        with pytest.raises(SegmentError) as info:
+            call()
+        msg = str(info.value)
+        assert lock_path(name) in msg and "symlink" in msg and "remove" in msg, msg
+        assert target.read_bytes() == TARGET_CONTENT, "the symlink's target was written to"
+        assert stat.S_IMODE(os.stat(target).st_mode) == 0o644
+        assert not os.path.exists(segment_path(name))
+        assert os.path.islink(lock_path(name))  # refused, not removed behind the user's back
+    _assert_lock_file_remedy(name)
+    assert target.read_bytes() == TARGET_CONTENT, "unlink_name wrote to the symlink's target"
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_at_the_lock_path_is_refused_without_blocking(name: str) -> None:
+    os.mkfifo(lock_path(name), 0o600)
+    with pytest.raises(SegmentError) as info:
+        SessionStorage(name, size=SIZE)
+    msg = str(info.value)
+    assert lock_path(name) in msg and "not a regular file" in msg and "remove" in msg, msg
+    assert not os.path.exists(segment_path(name))
+    assert stat.S_ISFIFO(os.lstat(lock_path(name)).st_mode)
+    _assert_lock_file_remedy(name)
+
+
+def test_another_users_lock_file_is_refused_with_a_permission_error(name: str) -> None:
+    path = lock_path(name)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        os.write(fd, TARGET_CONTENT)
+    finally:
+        os.close(fd)
+    os.chown(path, OTHER_UID, -1)
+    with pytest.raises(SegmentPermissionError) as info:
+        SessionStorage(name, size=SIZE)
+    msg = str(info.value)
+    assert path in msg and str(OTHER_UID) in msg and "pick another store name" in msg, msg
+    st = os.stat(path)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (OTHER_UID, 0o600)
+    assert _file_bytes(path) == TARGET_CONTENT
+    assert not os.path.exists(segment_path(name))
+    _assert_lock_file_remedy(name)
+
+
+def test_our_lock_file_open_to_others_is_refused_not_fixed(name: str) -> None:
+    """A lock file of ours that group or others may open is refused, like such a segment: a
+    process of theirs could already hold it open (and flock it), which a chmod now would not
+    undo. It holds no sessions, so the message says to remove it."""
+    path = lock_path(name)
+    with SessionStorage(name, size=SIZE) as s:
+        s.write("k", b"v")
+    os.chmod(path, 0o666)
+    with pytest.raises(SegmentPermissionError) as info:
+        SessionStorage(name)
+    msg = str(info.value)
+    assert path in msg and "666" in msg and "remove" in msg, msg
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666
+    assert SessionStorage.exists(name)  # the store itself is untouched
+    os.unlink(path)  # the remedy the message gives: the sessions are still there
+    with SessionStorage(name) as s:
+        assert s.read("k") == b"v"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
 # ---------------------------------------------------------------------------- foreign segments
 def _pwrite(path: str, data: bytes, offset: int) -> None:
     fd = os.open(path, os.O_RDWR)
