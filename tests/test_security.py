@@ -136,10 +136,9 @@ def test_attach_refuses_a_segment_open_to_group_or_others(name: str, mode: int) 
     _assert_usable_again(name)
 
 
-def _plant(name: str, uid: int, mode: int) -> bytes:
-    """A plain file at the segment's path, made by "someone else"."""
-    path = segment_path(name)
-    payload = b"planted by another user\n" * 200
+def _plant(path: str, uid: int, mode: int,
+           payload: bytes = b"planted by another user\n" * 200) -> bytes:
+    """A plain file at ``path``, made by "someone else"."""
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     try:
         os.write(fd, payload)
@@ -153,7 +152,7 @@ def _plant(name: str, uid: int, mode: int) -> bytes:
 @pytest.mark.parametrize("uid,mode", [(OTHER_UID, 0o600), (OTHER_UID, 0o666), (0, 0o666)],
                          ids=["other-user-0600", "other-user-0666", "ours-0666"])
 def test_a_squatted_segment_path_is_refused_not_used(name: str, uid: int, mode: int) -> None:
-    payload = _plant(name, uid, mode)
+    payload = _plant(segment_path(name), uid, mode)
     path = segment_path(name)
     with pytest.raises(SegmentPermissionError):
         SessionStorage(name, size=SIZE)
@@ -252,12 +251,7 @@ def test_a_fifo_at_the_lock_path_is_refused_without_blocking(name: str) -> None:
 
 def test_another_users_lock_file_is_refused_with_a_permission_error(name: str) -> None:
     path = lock_path(name)
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    try:
-        os.write(fd, TARGET_CONTENT)
-    finally:
-        os.close(fd)
-    os.chown(path, OTHER_UID, -1)
+    _plant(path, OTHER_UID, 0o600, TARGET_CONTENT)
     with pytest.raises(SegmentPermissionError) as info:
         SessionStorage(name, size=SIZE)
     msg = str(info.value)
