@@ -51,7 +51,7 @@ import time
 import weakref
 from typing import Callable, List, Optional, Union
 
-from ._errors import LockTimeout, SegmentError, SegmentPermissionError
+from ._errors import LockTimeout, SegmentError, SegmentPermissionError, StoreClosed
 
 _LOCK_EX = fcntl.LOCK_EX
 _LOCK_NB = fcntl.LOCK_EX | fcntl.LOCK_NB
@@ -69,10 +69,16 @@ _SPIN_LOADS = 100  # looks at the holder's progress between two flock tries (~6 
 
 
 class StoreLock:
-    """Exclusive lock of one store handle. ``acquire``/``release`` pair in one thread."""
+    """Exclusive lock of one store handle. ``acquire``/``release`` pair in one thread.
+
+    The handle keeps one for life. ``close()`` marks it closed under the thread lock, so a
+    thread that obtains the thread lock sees whether it is closed before it touches the
+    descriptor or the mapping, and raises :class:`StoreClosed` if it is: the threads that
+    were waiting when the handle was closed let go and raise, one after the other.
+    """
 
     __slots__ = ("fd", "timeout", "_tlock", "_handed_over", "waits", "wait_ns", "_reopen",
-                 "busy", "__weakref__")
+                 "busy", "closed", "__weakref__")
 
     def __init__(self, fd: int, timeout: Optional[float], reopen: Callable[[], int]) -> None:
         self.fd = fd
@@ -89,21 +95,30 @@ class StoreLock:
         # word is set). A waiter watches it between its tries for the lock: a try while the
         # holder is mid-change cannot win.
         self.busy: Optional[Callable[[], bool]] = None
+        self.closed = False  # set once, with the thread lock held (see close)
         _live.add(self)
 
     def acquire(self) -> None:
-        """Take the lock, or raise :class:`LockTimeout` after ``timeout`` seconds."""
+        """Take the lock, or raise :class:`LockTimeout` after ``timeout`` seconds, or
+        :class:`StoreClosed` once the lock is closed (also if it was closed while this
+        thread waited)."""
         tlock = self._tlock
         if not tlock.acquire(False):
             self._thread_wait(tlock)
+        if self.closed:
+            tlock.release()
+            raise _closed()
         if not self._flock_now(tlock):
             self._process_wait()
 
     def try_acquire(self) -> bool:
-        """Take the lock if it is free this instant; never waits."""
+        """Take the lock if it is free this instant; never waits. :raises StoreClosed:"""
         tlock = self._tlock
         if not tlock.acquire(False):
             return False
+        if self.closed:
+            tlock.release()
+            raise _closed()
         if self._flock_now(tlock):
             return True
         tlock.release()
@@ -129,6 +144,14 @@ class StoreLock:
     def release(self) -> None:
         _flock(self.fd, _LOCK_UN)
         self._tlock.release()
+
+    def close(self) -> None:
+        """Mark the lock closed and let go of it; the caller holds it (``acquire`` returned).
+        From here on every ``acquire``/``try_acquire`` raises :class:`StoreClosed`: those
+        of the threads waiting now as they get the thread lock, the later ones at once. The
+        caller may then close the descriptor: no thread of this process touches it again."""
+        self.closed = True
+        self.release()
 
     def _thread_wait(self, tlock: threading.Lock) -> None:
         t0 = time.monotonic_ns()
@@ -241,7 +264,12 @@ class StoreLock:
     def after_fork_in_child(self) -> None:
         self._tlock = threading.Lock()
         self._handed_over = False
-        self.fd = self._reopen()
+        if not self.closed:  # a closed handle's descriptor is gone: nothing to re-open
+            self.fd = self._reopen()
+
+
+def _closed() -> StoreClosed:
+    return StoreClosed("this SessionStorage was closed; open a new one to use the store")
 
 
 _live: "weakref.WeakSet[StoreLock]" = weakref.WeakSet()
@@ -255,6 +283,8 @@ def _before_fork() -> None:
     # it waits on may be stopped for good), and the child gets fresh locks anyway.
     _fork_held.clear()
     for lock in sorted(_live, key=id):
+        if lock.closed:
+            continue  # no critical section to wait out (the child gets fresh locks anyway)
         while not lock._tlock.acquire(True, 0.05):
             if lock._handed_over:
                 break

@@ -148,22 +148,6 @@ class SessionInfo:
     version: int
 
 
-class _ClosedLock:
-    """Stands in for the lock of a closed handle, so the hot path needs no extra check."""
-
-    waits = 0
-
-    def acquire(self) -> None:
-        raise StoreClosed("this SessionStorage was closed; open a new one to use the store")
-
-    def try_acquire(self) -> bool:
-        self.acquire()
-        return False  # pragma: no cover - acquire never returns
-
-    def release(self) -> None:  # pragma: no cover - acquire never succeeds
-        pass
-
-
 class SessionStorage:
     """A session store in a POSIX shared-memory segment, shared by every process that opens
     the same ``name`` on this host.
@@ -300,7 +284,8 @@ class SessionStorage:
         # the dirty word is set from begin to commit, the sequence word only around the
         # stores a reader could copy.
         lock.busy = lambda: bool(words[_DIRTY_W])
-        self._lock: Union[StoreLock, _ClosedLock] = lock
+        # The handle's one lock, for life: close() closes it (see StoreLock.close).
+        self._lock = lock
         self.created = seg.created
         self._ops = 0
         # Counted here and added to the shared counters every _HOUSEKEEPING_EVERY operations
@@ -400,7 +385,7 @@ class SessionStorage:
     def _flush_counters(self) -> None:
         """Add this handle's pending counts to the shared counters; caller holds the lock."""
         lock = self._lock
-        if isinstance(lock, StoreLock) and lock.waits:
+        if lock.waits:
             self._bump(_C["lock_waits"], lock.waits)
             self._bump(_C["lock_wait_ns"], lock.wait_ns)
             lock.waits = 0
@@ -654,18 +639,25 @@ class SessionStorage:
             raise error
 
     def close(self) -> None:
-        """Detach this handle; the store and its sessions stay. Idempotent."""
+        """Detach this handle; the store and its sessions stay. Idempotent.
+
+        Other threads of this process that use the handle: an operation that holds the
+        lock finishes first (close waits for it); those waiting for the lock, and every
+        later call, raise :class:`StoreClosed`; a read that takes no lock returns what it
+        had copied, or raises :class:`StoreClosed`.
+        """
         lock = self._lock
-        if isinstance(lock, StoreLock):
+        try:
             # Wait out a critical section of another thread before unmapping under it.
             lock.acquire()
+        except StoreClosed:
+            return  # closed already (by this thread or another)
+        try:
+            self._lock_free = False  # lock-free reads from now on take the lock, and learn
+            self._flush_counters()
+        finally:
             try:
-                self._flush_counters()
-            finally:
-                self._lock = _ClosedLock()
-                self._lock_free = False
-            try:
-                lock.release()
+                lock.close()  # under the thread lock: no thread uses the mapping after this
             finally:
                 self._j.close()  # the journal's views pin the mapping
                 self._seg.close()
@@ -673,31 +665,32 @@ class SessionStorage:
     def unlink(self) -> None:
         """Remove the store from the system and close this handle. Other handles still
         attached raise :class:`SegmentUnlinked` on their next operation."""
-        if isinstance(self._lock, StoreLock):
-            try:
-                self._acquire()
-            except CorruptSegment:
-                # Unlinking is the remedy for damage: the name goes all the same, and handles
-                # attached elsewhere learn from the unlinked segment (st_nlink == 0).
-                _segment.unlink(self.name)
-                self.close()
-                return
-            try:
-                w = self._w
-                w[_FLAGS_W] |= L.FLAG_UNLINKED
-                seq_open(w)  # for good: lock-free readers take the lock, and learn
-                # The name goes before the lock does: whoever takes the lock next finds the
-                # flag and an unlinked segment together (see _repair).
-                try:
-                    _segment.unlink(self.name)
-                except BaseException:
-                    w[_FLAGS_W] &= ~L.FLAG_UNLINKED
-                    seq_close(w)
-                    raise
-            finally:
-                self._lock.release()
-        else:
+        try:
+            self._acquire()
+        except StoreClosed:
+            # A closed handle (here, or by another thread) still removes the store.
             _segment.unlink(self.name)
+            return
+        except CorruptSegment:
+            # Unlinking is the remedy for damage: the name goes all the same, and handles
+            # attached elsewhere learn from the unlinked segment (st_nlink == 0).
+            _segment.unlink(self.name)
+            self.close()
+            return
+        try:
+            w = self._w
+            w[_FLAGS_W] |= L.FLAG_UNLINKED
+            seq_open(w)  # for good: lock-free readers take the lock, and learn
+            # The name goes before the lock does: whoever takes the lock next finds the
+            # flag and an unlinked segment together (see _repair).
+            try:
+                _segment.unlink(self.name)
+            except BaseException:
+                w[_FLAGS_W] &= ~L.FLAG_UNLINKED
+                seq_close(w)
+                raise
+        finally:
+            self._lock.release()
         self.close()
 
     def sessions(self) -> List[SessionInfo]:
@@ -850,7 +843,7 @@ class SessionStorage:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if isinstance(self._lock, _ClosedLock) else "open"
+        state = "closed" if self._lock.closed else "open"
         return f"<SessionStorage {self.name!r} {self._geo.total_size} bytes, {state}>"
 
     def __reduce__(self) -> Tuple[Any, ...]:

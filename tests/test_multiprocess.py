@@ -29,6 +29,7 @@ from shmsession import (
     SessionNotFound,
     SessionStorage,
     ShmSessionError,
+    StoreClosed,
     VersionConflict,
 )
 from shmsession import _segment
@@ -675,6 +676,58 @@ def test_threads_hammer_one_handle(name: str) -> None:
         store.check()
     finally:
         store.close()
+
+
+def _use_until_closed(store: SessionStorage, t: int, started: threading.Barrier,
+                      outcome: List[str]) -> None:
+    """Write and read (odd ``t``: only read, lock-free where the processor allows) until the
+    handle is closed under this thread; ``outcome[t]`` says how it ended."""
+    try:
+        started.wait(WAIT)
+        i = 0
+        while True:
+            sid = f"{t}-{i % 8}"
+            if t % 2 == 0:
+                store.write(sid, bytes([t]) * 1024)
+                assert store.read(sid) == bytes([t]) * 1024
+            else:
+                store.get(f"{t - 1}-{i % 8}")
+                assert sid not in store
+            i += 1
+    except StoreClosed:
+        outcome[t] = "StoreClosed"
+    except BaseException:  # noqa: BLE001 - anything else is the failure to report
+        outcome[t] = traceback.format_exc()
+
+
+def test_close_while_other_threads_use_the_handle_ends_each_with_store_closed(name: str) -> None:
+    """Four threads write and read through one handle while the main thread closes it:
+    each of them ends promptly, with StoreClosed, never blocked for good nor with a
+    descriptor or memoryview error. The race is timing-dependent: many rounds."""
+    deadline = time.monotonic() + 60.0
+    rounds = 0
+    rng = random.Random(2)
+    while rounds < 40 and time.monotonic() < deadline:
+        store = SessionStorage(name, size=SIZE)
+        outcome = ["running"] * 4
+        started = threading.Barrier(5)
+        threads = [threading.Thread(target=_use_until_closed, args=(store, t, started, outcome),
+                                    daemon=True) for t in range(4)]
+        for th in threads:
+            th.start()
+        started.wait(WAIT)
+        time.sleep(rng.uniform(0.0, 0.003))
+        store.close()
+        end = time.monotonic() + 2.0
+        for th in threads:
+            th.join(max(0.0, end - time.monotonic()))
+        stuck = sum(th.is_alive() for th in threads)
+        assert not stuck, f"round {rounds}: {stuck} thread(s) still blocked 2 s after close()"
+        assert outcome == ["StoreClosed"] * 4, f"round {rounds}: {outcome}"
+        rounds += 1
+    assert rounds >= 10, f"only {rounds} rounds before the deadline"
+    with SessionStorage(name) as store:
+        store.check()
 
 
 # ---------------------------------------------------------------------------- hand-over
