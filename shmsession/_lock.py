@@ -6,7 +6,11 @@ behind a per-process ``threading.Lock``:
 * flock belongs to the open file description. Threads of one process share it, so they
   would not exclude each other: the ``threading.Lock`` serialises them. A descriptor
   inherited through fork shares it with the parent, so the child re-opens its own
-  (``os.register_at_fork``), and fork waits for any critical section in progress.
+  (``os.register_at_fork``), and fork waits for any critical section in progress. Two
+  threads may fork at once: each fork keeps the locks it took apart from the other's and
+  takes them in the same order, so the second waits for the first to end.
+* A closed lock stays closed: every acquire raises ``StoreClosed``, also in a thread that
+  was waiting when it was closed (see ``StoreLock.close``).
 * The kernel drops a flock when its holder dies, so a SIGKILLed worker never blocks the
   others; the next holder finds the journal dirty and rolls it back (see ``_journal``).
 * A busy lock is tried again for up to ``_SPIN_NS`` (tens of microseconds; a write holds
@@ -96,7 +100,8 @@ class StoreLock:
         # holder is mid-change cannot win.
         self.busy: Optional[Callable[[], bool]] = None
         self.closed = False  # set once, with the thread lock held (see close)
-        _live.add(self)
+        with _live_guard:
+            _live.add(self)
 
     def acquire(self) -> None:
         """Take the lock, or raise :class:`LockTimeout` after ``timeout`` seconds, or
@@ -272,8 +277,20 @@ def _closed() -> StoreClosed:
     return StoreClosed("this SessionStorage was closed; open a new one to use the store")
 
 
+# Every lock of this process, for the fork hooks. A WeakSet that another thread changes
+# while a hook iterates it raises RuntimeError, so adding and taking a snapshot are guarded
+# (removals by the garbage collector wait for an iteration to end by themselves).
 _live: "weakref.WeakSet[StoreLock]" = weakref.WeakSet()
-_fork_held: List[StoreLock] = []
+_live_guard = threading.Lock()
+# The thread locks a fork holds, per forking thread: before-fork and after-in-parent run in
+# the thread that forks, and two threads may fork at once. (One shared list let the second
+# fork clear the first one's entries, and the first then never released those locks.)
+_forking = threading.local()
+
+
+def _live_locks() -> List[StoreLock]:
+    with _live_guard:
+        return sorted(_live, key=id)
 
 
 def _before_fork() -> None:
@@ -281,25 +298,33 @@ def _before_fork() -> None:
     # and the parent's shared bytes are not mid-change when copied. A thread lock owned by an
     # abandoned lock wait guards no critical section: fork need not wait for it (the holder
     # it waits on may be stopped for good), and the child gets fresh locks anyway.
-    _fork_held.clear()
-    for lock in sorted(_live, key=id):
+    # Every fork takes the locks in one order (by id), so two forks at once never each hold
+    # a lock the other waits for: the later one waits until the earlier has forked.
+    held: List[StoreLock] = []
+    _forking.held = held
+    for lock in _live_locks():
         if lock.closed:
             continue  # no critical section to wait out (the child gets fresh locks anyway)
         while not lock._tlock.acquire(True, 0.05):
             if lock._handed_over:
                 break
         else:
-            _fork_held.append(lock)
+            held.append(lock)
 
 
 def _after_fork_parent() -> None:
-    for lock in _fork_held:
+    held: List[StoreLock] = getattr(_forking, "held", [])
+    _forking.held = []
+    for lock in held:
         lock._tlock.release()
-    _fork_held.clear()
 
 
 def _after_fork_child() -> None:
-    _fork_held.clear()
+    global _live_guard
+    # Only the forking thread goes on in the child: a guard that another thread held at the
+    # fork would stay held for good. The locks get fresh thread locks the same way.
+    _live_guard = threading.Lock()
+    _forking.held = []
     for lock in list(_live):
         try:
             lock.after_fork_in_child()

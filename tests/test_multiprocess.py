@@ -15,6 +15,7 @@ import multiprocessing.connection
 import os
 import random
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -728,6 +729,113 @@ def test_close_while_other_threads_use_the_handle_ends_each_with_store_closed(na
     assert rounds >= 10, f"only {rounds} rounds before the deadline"
     with SessionStorage(name) as store:
         store.check()
+
+
+def _fork_and_use(store: SessionStorage, tag: str) -> int:
+    """os.fork(); the child writes and reads ``tag`` through the inherited handle and exits
+    (0 when it read back what it wrote). Returns the child's pid in the parent."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            store.write(tag, tag.encode())
+            code = 0 if store.read(tag) == tag.encode() else 2
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _reap(pids: List[int], deadline: float) -> Dict[int, Optional[int]]:
+    """Exit status of each child by ``deadline``; a child still running then is SIGKILLed,
+    reaped, and reported as None."""
+    status: Dict[int, Optional[int]] = {}
+    for pid in pids:
+        while True:
+            done, code = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status[pid] = os.waitstatus_to_exitcode(code)
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                status[pid] = None
+                break
+            time.sleep(0.002)
+    return status
+
+
+HANDLES, USERS = 2, 2
+
+
+def test_forks_from_two_threads_at_once_leave_parent_and_children_usable(name: str) -> None:
+    """Two threads fork again and again while two others use two handles of the store (a
+    process may well have two: sessions and a cache). Each fork waits out the critical
+    sections of every handle and must let go of what it took, whatever the other fork does
+    meanwhile: no deadlock, every child uses the store, and so does the parent."""
+    handles = [SessionStorage(name, size=SIZE)] + [SessionStorage(name) for _ in range(HANDLES - 1)]
+    forks = 100  # per forking thread: the race needs many tries
+    pids: List[int] = []
+    errors: List[str] = []
+    stop = threading.Event()
+    done_forking = time.monotonic() + 30.0
+
+    def forker(t: int) -> None:
+        try:
+            for k in range(forks):
+                if time.monotonic() > done_forking:
+                    break
+                pids.append(_fork_and_use(handles[k % HANDLES], f"child-{t}-{k}"))
+        except BaseException:  # noqa: BLE001
+            errors.append(traceback.format_exc())
+
+    def user(t: int) -> None:
+        try:
+            i = 0
+            while not stop.is_set():
+                sid = f"parent-{t}-{i % 16}"
+                store = handles[i % HANDLES]
+                store.write(sid, b"p" * 200)
+                assert store.read(sid) == b"p" * 200
+                i += 1
+        except BaseException:  # noqa: BLE001
+            errors.append(traceback.format_exc())
+
+    threads = [threading.Thread(target=forker, args=(t,), daemon=True) for t in range(2)]
+    users = [threading.Thread(target=user, args=(t,), daemon=True) for t in range(USERS)]
+    stuck: List[threading.Thread] = []
+    # Hand the GIL over often, so the forks' hooks interleave (as on a busier machine).
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        for th in users + threads:
+            th.start()
+        # A deadlock shows as no fork for a while: 5 s without one, where one takes ~ms.
+        seen, last_fork = -1, time.monotonic()
+        while any(th.is_alive() for th in threads) and time.monotonic() - last_fork < 5.0:
+            if len(pids) != seen:
+                seen, last_fork = len(pids), time.monotonic()
+            time.sleep(0.05)
+        stop.set()
+        for th in threads + users:
+            th.join(max(0.1, last_fork + 7.0 - time.monotonic()))
+        stuck = [th for th in threads + users if th.is_alive()]
+    finally:
+        sys.setswitchinterval(interval)
+        stop.set()
+        status = _reap(list(pids), time.monotonic() + WAIT)
+        if not stuck:
+            # A deadlocked handle cannot be closed (close waits for its lock); the segment
+            # goes with the name fixture all the same.
+            for store in handles:
+                store.close()
+    assert not stuck, f"{len(stuck)} thread(s) deadlocked: {[th.name for th in stuck]}"
+    assert not errors, errors[0]
+    assert len(pids) == 2 * forks, f"only {len(pids)} forks before the deadline"
+    assert all(code == 0 for code in status.values()), status
+    with SessionStorage(name) as again:
+        for tag in (f"child-{t}-{k}" for t in range(2) for k in range(forks)):
+            assert again.read(tag) == tag.encode()
+        again.check()
 
 
 # ---------------------------------------------------------------------------- hand-over
