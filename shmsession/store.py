@@ -16,6 +16,7 @@ import os
 import platform
 import random
 import secrets
+import threading
 import time
 from bisect import bisect_right
 from dataclasses import asdict, dataclass
@@ -166,11 +167,12 @@ class SessionStorage:
     :param max_value_size: largest value in bytes (default ``min(1 MiB, size // 16)``).
     :param when_full: ``"evict"`` (expired sessions first, then least recently used) or
         ``"raise"`` (:class:`StoreFull` once no expired session can be reclaimed).
-    :param lock_timeout: seconds to wait for the lock before :class:`LockTimeout`. The
-        default, ``None``, waits in the kernel for as long as it takes: a holder keeps the
-        lock for microseconds, the kernel drops it when the holder dies, and a wait costs one
-        wake-up. A timeout guards against a holder that is stopped (SIGSTOP, a debugger) at
-        the price of a helper thread per contended wait (see ``_lock``).
+    :param lock_timeout: seconds to wait for the lock before :class:`LockTimeout` (at most
+        ``threading.TIMEOUT_MAX``). The default, ``None``, waits in the kernel for as long
+        as it takes: a holder keeps the lock for microseconds, the kernel drops it when the
+        holder dies, and a wait costs one wake-up. A timeout guards against a holder that
+        is stopped (SIGSTOP, a debugger) at the price of a helper thread per contended wait
+        (see ``_lock``).
     :param touch_on_read: reads renew the session's expiry by ``ttl`` (sliding expiry).
     :param create: ``False`` to attach only (raise if the store does not exist).
     """
@@ -205,11 +207,15 @@ class SessionStorage:
                     raise InvalidOption(f"{label} must be at least {least}, got {number}")
         if when_full not in ("evict", "raise"):
             raise InvalidOption(f'when_full must be "evict" or "raise", got {when_full!r}')
+        # threading's waits (the thread lock, the Event of a timed flock wait) refuse a
+        # longer timeout with OverflowError: refuse it here rather than at the first wait.
         if lock_timeout is not None and (
-            not _is_number(lock_timeout) or not 0 < lock_timeout < math.inf
+            not _is_number(lock_timeout) or not 0 < lock_timeout <= threading.TIMEOUT_MAX
         ):
             raise InvalidOption(
-                f"lock_timeout must be a positive number or None, got {lock_timeout!r}"
+                f"lock_timeout must be a positive number of seconds up to threading.TIMEOUT_MAX "
+                f"({threading.TIMEOUT_MAX:.0f}, about 292 years), or None to wait without "
+                f"limit; got {lock_timeout!r}"
             )
         self.name = name
         self._default_ttl_ns = 0 if ttl is None else _ttl_ns(ttl)

@@ -839,7 +839,7 @@ def test_forks_from_two_threads_at_once_leave_parent_and_children_usable(name: s
 
 
 # ---------------------------------------------------------------------------- hand-over
-@pytest.mark.parametrize("lock_timeout", [None, 30.0])
+@pytest.mark.parametrize("lock_timeout", [None, 30.0, threading.TIMEOUT_MAX])
 def test_waiter_gets_the_lock_as_soon_as_the_holder_releases(name: str,
                                                              lock_timeout: Optional[float]) -> None:
     """The wait is in the kernel (blocking flock), not a sleep-and-retry loop: the waiter

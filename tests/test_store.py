@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import threading
 import time
 from typing import BinaryIO
 
@@ -12,6 +13,7 @@ import pytest
 import shmsession
 from shmsession import (
     InvalidName,
+    InvalidOption,
     InvalidSessionId,
     InvalidTTL,
     InvalidType,
@@ -491,3 +493,39 @@ def test_a_ttl_over_100_years_is_refused_not_overflowed(store: SessionStorage, n
         SessionStorage(name + "-x", size=1 << 20, ttl=1e10)
     store.write("k", b"v", ttl=99 * 365 * 86400)
     assert store.read("k") == b"v"
+
+
+def test_a_lock_timeout_beyond_what_threading_can_wait_is_refused(name: str) -> None:
+    """threading's waits take at most threading.TIMEOUT_MAX seconds: a longer lock_timeout
+    would be accepted and then fail every contended acquire with OverflowError."""
+    for timeout in (1e10, threading.TIMEOUT_MAX * 2):
+        with pytest.raises(InvalidOption) as info:
+            SessionStorage(name, size=1 << 20, lock_timeout=timeout)
+        message = str(info.value)
+        assert "TIMEOUT_MAX" in message and "None" in message, message
+    assert not SessionStorage.exists(name)
+
+
+def test_the_longest_lock_timeout_works_when_another_thread_holds_the_lock(name: str) -> None:
+    with SessionStorage(name, size=1 << 20, lock_timeout=threading.TIMEOUT_MAX) as s:
+        s.write("k", b"v")
+        s._acquire()
+        wrote: "list[object]" = []
+
+        def write() -> None:
+            try:
+                wrote.append(s.write("k", b"w"))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                wrote.append(exc)
+
+        waiter = threading.Thread(target=write, daemon=True)
+        try:
+            waiter.start()
+            time.sleep(0.05)  # the waiter is blocked on the thread lock by now
+        finally:
+            s._release()
+        waiter.join(10.0)
+        assert not waiter.is_alive()
+        assert len(wrote) == 1 and isinstance(wrote[0], int), wrote
+        assert s.read("k") == b"w"
+        s.unlink()
