@@ -331,4 +331,9 @@ def _unlink_quietly(name: str) -> bool:
         posix_ipc.unlink_shared_memory(shm_name(name))
     except posix_ipc.ExistentialError:
         return False
+    except posix_ipc.PermissionsError:
+        raise SegmentPermissionError(
+            f"segment {shm_name(name)} belongs to another user, who alone may remove it "
+            f"({SHM_DIR} is sticky): ask its owner, or root"
+        ) from None
     return True

@@ -1457,12 +1457,19 @@ def check_value(value: object, max_value: int) -> bytes:
     """``value`` as bytes (a copy of a bytearray or memoryview: the caller may change theirs
     while the store writes).
 
-    :raises InvalidType: not bytes-like. :raises ValueTooLarge: over ``max_value``.
+    :raises InvalidType: not bytes-like, or a released memoryview. :raises ValueTooLarge:
+        over ``max_value``.
     """
     if isinstance(value, bytes):
         data = value
     elif isinstance(value, (bytearray, memoryview)):
-        data = bytes(value)
+        try:
+            data = bytes(value)
+        except ValueError:  # the one way bytes() of a memoryview fails
+            raise InvalidType(
+                "a session value cannot be a released memoryview (its buffer is gone): "
+                "write it before releasing the view, or pass bytes(view) made before"
+            ) from None
     else:
         raise InvalidType(
             f"a session value must be bytes, bytearray or memoryview, not "

@@ -10,14 +10,17 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import select
 import shutil
+import signal
 import stat
 import struct
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
-from typing import Iterator, List
+from typing import Callable, Iterator, List
 
 import pytest
 
@@ -134,6 +137,53 @@ def test_attach_refuses_a_segment_open_to_group_or_others(name: str, mode: int) 
     assert _file_bytes(path) == before
     assert stat.S_IMODE(os.stat(path).st_mode) == mode
     _assert_usable_again(name)
+
+
+def _in_child_as(uid: int, fn: "Callable[[], object]") -> str:
+    """Run ``fn`` in a forked child that has become ``uid``; returns what it ended with: the
+    class name of what it raised (qualified by its module), or "returned"."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            try:
+                os.setuid(uid)
+                fn()
+                answer = "returned"
+            except BaseException as exc:  # noqa: BLE001 - the answer is its class
+                answer = f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
+            os.write(w, answer.encode()[:4000])
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        ready, _, _ = select.select([r], [], [], 30.0)
+        assert ready, "the child said nothing within 30 s"
+        return os.read(r, 4096).decode()
+    finally:
+        os.close(r)
+        deadline = time.monotonic() + 10.0
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.01)
+
+
+def test_unlink_name_of_another_users_store_is_a_segment_permission_error(name: str) -> None:
+    """/dev/shm is sticky: only a segment's owner (or root) may remove it. A user who may
+    not gets the package's SegmentPermissionError, not posix_ipc's own exception, and the
+    segment stays."""
+    path = _make(name)
+    os.chown(path, OTHER_UID, -1)  # the store of user OTHER_UID ...
+    # ... whose lock file the unlinking user may use, so the refusal is the segment's own
+    os.chown(lock_path(name), OTHER_UID + 1, -1)
+    answer = _in_child_as(OTHER_UID + 1, lambda: SessionStorage.unlink_name(name))  # ... not ours
+    assert answer.startswith("shmsession._errors.SegmentPermissionError: "), answer
+    assert "sticky" in answer, answer  # refused by the unlink, not by the lock file
+    assert os.stat(path).st_uid == OTHER_UID  # still there
 
 
 def _plant(path: str, uid: int, mode: int,

@@ -286,6 +286,17 @@ def test_non_bytes_values_are_refused(store: SessionStorage, value: object) -> N
     assert "k" not in store
 
 
+def test_a_released_memoryview_is_refused_as_invalid_type(store: SessionStorage) -> None:
+    view = memoryview(b"gone")
+    view.release()
+    for call in (lambda: store.write("k", view), lambda: store.add("k", view),
+                 lambda: store.replace("k", view)):
+        with pytest.raises(InvalidType) as info:
+            call()
+        assert "released" in str(info.value), str(info.value)
+    assert "k" not in store
+
+
 def test_oversized_value_is_refused_and_the_old_one_kept(name: str) -> None:
     with SessionStorage(name, size=1 << 20, max_value_size=1000) as s:
         s.write("k", b"old")
