@@ -129,6 +129,21 @@ class StoreLock:
         tlock.release()
         return False
 
+    def acquire_within(self, seconds: float) -> bool:
+        """Take the lock if it comes within ``seconds`` (0: only if it is free this
+        instant); False if it does not. For the callers that must neither wait long nor
+        start a thread -- at exit, before fork, in a finalizer -- so it tries again every
+        millisecond rather than sleep in flock, which cannot be given a deadline.
+
+        :raises StoreClosed:
+        """
+        deadline = _monotonic_ns() + int(seconds * 1e9)
+        while not self.try_acquire():
+            if _monotonic_ns() >= deadline:
+                return False
+            time.sleep(0.001)
+        return True
+
     def _flock_now(self, tlock: threading.Lock) -> bool:
         """With ``tlock`` held, take the flock if it is free this instant: True when taken,
         False when another process holds it. Any other failure lets go of ``tlock``."""
@@ -269,6 +284,7 @@ class StoreLock:
     def after_fork_in_child(self) -> None:
         self._tlock = threading.Lock()
         self._handed_over = False
+        self.waits = self.wait_ns = 0  # the parent's to count, not the child's
         if not self.closed:  # a closed handle's descriptor is gone: nothing to re-open
             self.fd = self._reopen()
 

@@ -9,6 +9,7 @@ and ``write``) run outside the lock.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import io
 import math
@@ -18,6 +19,7 @@ import random
 import secrets
 import threading
 import time
+import weakref
 from bisect import bisect_right
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple, TypeVar, Union, overload
@@ -304,6 +306,8 @@ class SessionStorage:
         self._mask = geo.capacity - 1
         self._heap_off = geo.heap_off
         self._heap_end = geo.heap_off + geo.heap_size
+        with _handles_guard:
+            _handles.add(self)  # for the exit and fork hooks (see _flush_pending)
 
     # ------------------------------------------------------------------ validation
     def _digest(self, sid: object) -> bytes:
@@ -403,6 +407,29 @@ class SessionStorage:
         if self._writes_done:
             self._bump(_WRITES, self._writes_done)
         self._hits = self._misses = self._writes_done = 0
+
+    def _flush_pending(self, wait: float) -> None:
+        """Add this handle's pending counts to the shared counters if its lock comes within
+        ``wait`` seconds; else leave them. Never raises: it runs at exit, before fork and
+        from the garbage collector, and the counts are advisory."""
+        try:
+            lock = self._lock
+            if not (self._hits or self._misses or self._writes_done or lock.waits):
+                return
+            if lock.closed or not lock.acquire_within(wait):
+                return
+            try:
+                self._flush_counters()
+            finally:
+                lock.release()
+        except Exception:  # noqa: BLE001 - e.g. a descriptor a child could not re-open
+            pass
+
+    def __del__(self) -> None:
+        # Dropped without close(): what it counted since its last flush is not lost. The
+        # collector may run this in any thread, even one in the middle of an operation on
+        # another handle, so the wait for the lock is short and bounded.
+        self._flush_pending(_GC_FLUSH_WAIT)
 
     def _fault(self) -> None:
         # Fault injection outside the journal (clear); see Journal.fault.
@@ -1428,6 +1455,50 @@ class SessionStorage:
         if leaked:
             problems.append(f"{len(leaked)} used heap block(s) referenced by no slot")
         return problems
+
+
+# Pending counts. A handle adds its hit/miss/write counts (and lock waits) to the shared
+# counters every _HOUSEKEEPING_EVERY operations and at close(); a worker that exits without
+# close(), as most do, would lose the rest, and a child forked with some pending would add
+# them a second time. So every open handle adds its rest at exit and, when its lock is free
+# that instant, just before a fork; and a child starts with nothing pending. None of these
+# waits long for a lock: a holder that is stopped must not stop an exit or a fork.
+_handles: "weakref.WeakSet[SessionStorage]" = weakref.WeakSet()
+# A WeakSet that another thread changes while a hook iterates it raises RuntimeError.
+_handles_guard = threading.Lock()
+_EXIT_FLUSH_WAIT = 0.5  # seconds an exiting process waits for each handle's lock
+_GC_FLUSH_WAIT = 0.05  # the same for a handle the garbage collector takes
+
+
+def _open_handles() -> List[SessionStorage]:
+    with _handles_guard:
+        return list(_handles)
+
+
+def _flush_at_exit() -> None:
+    for store in _open_handles():
+        store._flush_pending(_EXIT_FLUSH_WAIT)
+
+
+def _flush_before_fork() -> None:
+    # Before _lock's own before-fork hook, which takes every handle's thread lock (CPython
+    # calls these hooks in the reverse order of registration, and importing _lock registered
+    # its hook before this module's): the locks can still be had here.
+    for store in _open_handles():
+        store._flush_pending(0.0)
+
+
+def _start_child_at_zero() -> None:
+    # What the parent had pending at the fork is the parent's to add. (After _lock's
+    # after-in-child hook, in the order of registration: it zeroes the lock-wait counts.)
+    global _handles_guard
+    _handles_guard = threading.Lock()  # a thread that held it at the fork is not in the child
+    for store in list(_handles):
+        store._hits = store._misses = store._writes_done = 0
+
+
+atexit.register(_flush_at_exit)
+os.register_at_fork(before=_flush_before_fork, after_in_child=_start_child_at_zero)
 
 
 # Validation shared by every store (this one and ``shmsession.redis``): same rules, same errors.

@@ -15,7 +15,9 @@ import multiprocessing.connection
 import os
 import random
 import signal
+import subprocess
 import sys
+import textwrap
 import threading
 import time
 import traceback
@@ -1057,3 +1059,96 @@ def test_create_or_attach_racing_unlink_name_never_sees_a_half_made_store(name: 
     rounds = sum(r for r, _, _ in results)
     assert not problems, f"{len(problems)} errors in {rounds} rounds: {problems[:5]}"
     assert removals >= 10 and all(r >= 10 for r, _, _ in results), (results, removals)
+
+
+# ---------------------------------------------------------------------------- counters at exit
+def _run_script(script: str, *args: str) -> None:
+    """Run ``script`` in a fresh interpreter (it ends by a normal exit); fail on any error
+    or anything printed to stderr (an exception ignored at exit shows only there)."""
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *args],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and not done.stderr, (done.returncode, done.stderr)
+
+
+def test_counts_of_a_process_that_exits_without_close_are_not_lost(name: str) -> None:
+    """A handle adds its counts to the shared counters every 64 operations; a worker that
+    exits without close() must add the rest at exit."""
+    with SessionStorage(name, size=SIZE) as store:
+        _run_script("""
+            import sys
+            from shmsession import SessionStorage
+            store = SessionStorage(sys.argv[1])
+            for i in range(26):
+                store.write(f"s{i}", b"v")
+            for i in range(10):
+                store.read(f"s{i}")
+            for i in range(3):
+                store.get(f"missing{i}")
+            """, name)
+        stats = store.stats()
+        assert (stats.entries, stats.writes, stats.hits, stats.misses) == (26, 26, 10, 3), stats
+
+
+def test_counts_of_a_forked_child_and_its_parent_both_exiting_without_close(name: str) -> None:
+    """The parent writes, forks, the child writes and exits, the parent writes again and
+    exits: each write counted once, none lost."""
+    with SessionStorage(name, size=SIZE) as store:
+        _run_script("""
+            import os, sys
+            from shmsession import SessionStorage
+            store = SessionStorage(sys.argv[1])
+            for i in range(10):
+                store.write(f"before-{i}", b"v")
+            pid = os.fork()
+            if pid == 0:
+                for i in range(26):
+                    store.write(f"child-{i}", b"v")
+            else:
+                assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+                for i in range(5):
+                    store.write(f"after-{i}", b"v")
+            """, name)
+        stats = store.stats()
+        assert (stats.entries, stats.writes) == (41, 41), stats
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["lock-free-at-fork", "lock-busy-at-fork"])
+def test_a_forked_child_counts_only_its_own_operations(name: str, busy: bool) -> None:
+    """The child starts with nothing pending: what the parent counted before the fork is the
+    parent's to add, whether or not the parent could flush it just before the fork (it
+    cannot while another process holds the lock)."""
+    store = SessionStorage(name, size=SIZE)
+    try:
+        for i in range(20):
+            store.write(f"parent-{i}", b"v")
+        for i in range(3):
+            store.read(f"parent-{i}")
+        with Children("spawn") as kids:  # spawned: no fork of this process, no flush
+            holder = kids.start(_hold_lock_child, name, WAIT) if busy else None
+            if holder is not None:
+                holder.expect("held")
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    for i in range(7):
+                        store.write(f"child-{i}", b"v")  # waits for the holder, if any
+                    for i in range(4):
+                        store.read(f"child-{i}")
+                    store.close()  # adds this child's counts
+                    code = 0
+                finally:
+                    os._exit(code)
+            try:
+                if holder is not None:
+                    holder.send("release")
+                    holder.expect("released")
+                    holder.expect("done")
+            finally:
+                status = _reap([pid], time.monotonic() + WAIT)
+            kids.join_all()
+        assert status == {pid: 0}
+        stats = store.stats()
+        assert (stats.entries, stats.writes, stats.hits) == (27, 27, 7), stats
+    finally:
+        store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import pickle
 import threading
@@ -251,6 +252,17 @@ def test_stats_counts(store: SessionStorage) -> None:
     assert st.bytes_used + st.bytes_free == st.heap_size
     assert st.size == 4 << 20 and st.max_entries == (4 << 20) // 1024
     assert st.as_dict()["hits"] == 1
+
+
+def test_counts_of_a_handle_dropped_without_close_are_not_lost(store: SessionStorage) -> None:
+    other = SessionStorage(store.name)
+    for i in range(5):
+        other.write(f"k{i}", b"v")
+    other.read("k0")
+    del other  # the last reference: no close()
+    gc.collect()
+    st = store.stats()
+    assert (st.writes, st.hits) == (5, 1), st
 
 
 # --------------------------------------------------------------------- bad input, full store
