@@ -733,6 +733,48 @@ def test_close_while_other_threads_use_the_handle_ends_each_with_store_closed(na
         store.check()
 
 
+def test_a_closed_handle_stays_closed_in_a_forked_child(name: str) -> None:
+    """Fork re-opens the descriptor of every open handle in the child; a closed handle
+    has none to re-open, and raises StoreClosed there as it does in the parent."""
+    with SessionStorage(name, size=SIZE) as keep:  # keeps the store while the other closes
+        closed = SessionStorage(name)
+        closed.close()
+        path = os.path.realpath(segment_path(name))
+
+        def descriptors() -> int:  # of the segment, in this process
+            return sum(os.path.realpath(f"/proc/self/fd/{fd}") == path
+                       for fd in os.listdir("/proc/self/fd"))
+
+        in_parent = descriptors()  # the open handle's, and its mapping's own (a dup)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            answer = "?"
+            try:
+                in_child = descriptors()
+                try:
+                    closed.write("k", b"v")
+                    answer = "wrote"
+                except StoreClosed:
+                    answer = "StoreClosed"
+                answer += f" {in_child}"
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                answer = repr(exc)
+            finally:
+                os.write(w, answer.encode())
+                os._exit(0)
+        os.close(w)
+        try:
+            status = _reap([pid], time.monotonic() + WAIT)
+            answer = os.read(r, 1000).decode()
+        finally:
+            os.close(r)
+        assert status == {pid: 0}
+        # As many as in the parent: the open handle's re-opened, none for the closed one.
+        assert answer == f"StoreClosed {in_parent}", answer
+        keep.write("k", b"v")
+
+
 def _fork_and_use(store: SessionStorage, tag: str) -> int:
     """os.fork(); the child writes and reads ``tag`` through the inherited handle and exits
     (0 when it read back what it wrote). Returns the child's pid in the parent."""
