@@ -550,5 +550,6 @@ def test_the_longest_lock_timeout_works_when_another_thread_holds_the_lock(name:
         waiter.join(10.0)
         assert not waiter.is_alive()
         assert len(wrote) == 1 and isinstance(wrote[0], int), wrote
+        assert s._lock.waits == 1  # it did wait, with the longest timeout, and got the lock
         assert s.read("k") == b"w"
         s.unlink()
