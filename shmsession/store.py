@@ -430,6 +430,16 @@ class SessionStorage:
         # collector may run this in any thread, even one in the middle of an operation on
         # another handle, so the wait for the lock is short and bounded.
         self._flush_pending(_GC_FLUSH_WAIT)
+        # No thread can be using a handle the collector found, so its descriptor and mapping
+        # go without the lock (close() would wait for it).
+        try:
+            lock = self._lock
+            if not lock.closed:
+                lock.closed = True
+                self._j.close()
+                self._seg.close()
+        except Exception:  # noqa: BLE001 - half-made (__init__ raised), or at shutdown
+            pass
 
     def _fault(self) -> None:
         # Fault injection outside the journal (clear); see Journal.fault.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import math
 import pickle
 import threading
@@ -263,6 +264,19 @@ def test_counts_of_a_handle_dropped_without_close_are_not_lost(store: SessionSto
     gc.collect()
     st = store.stats()
     assert (st.writes, st.hits) == (5, 1), st
+
+
+def test_a_handle_dropped_without_close_lets_go_of_its_descriptor(store: SessionStorage) -> None:
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    SessionStorage(store.name).write("k", b"v")  # warm up whatever imports on first use
+    gc.collect()
+    before = open_fds()
+    for _ in range(20):
+        SessionStorage(store.name).write("k", b"v")  # each handle dropped at once
+    gc.collect()
+    assert open_fds() == before
 
 
 # --------------------------------------------------------------------- bad input, full store
