@@ -1195,11 +1195,8 @@ class SessionStorage:
             h.free(old)
         p = h.alloc(n, digest)
         if not p:
-            raise CorruptSegment(
-                f"store {self.name!r}: the heap gave no block after a run of "
-                f"{L.block_size_for(n)} bytes was cleared for it; the segment is damaged: "
-                "unlink it and start a new one"
-            )
+            raise self._damaged(f"the heap gave no block after a run of "
+                                f"{L.block_size_for(n)} bytes was cleared for it")
         return p, with_old
 
     def _plan_room(self, need: int, protect: bytes, old: int,
@@ -1293,10 +1290,8 @@ class SessionStorage:
         i = self._t.lookup(digest)
         slot = self._t.get(i) if i >= 0 else None
         if slot is None or slot[3] != blk + L.BLOCK_HEADER:
-            raise CorruptSegment(
-                f"store {self.name!r}: heap block {blk} names an entry that does not point "
-                "back at it; the segment is damaged: unlink it and start a new one"
-            )
+            raise self._damaged(f"heap block {blk} names an entry that does not point back "
+                                "at it")
         return slot
 
     def _clear_room(self, victims: List[bytes], now: int) -> None:
@@ -1321,15 +1316,16 @@ class SessionStorage:
             j.begin()
         for digest in victims[early:]:
             self._evict_entry(digest, now)
-        w = self._w
-        w[_ROOM_WRITES] += 1
-        w[_ROOM_EVICTIONS] += len(victims)
-        if len(victims) > w[_ROOM_MAX]:
-            w[_ROOM_MAX] = len(victims)
+        self._bump(_ROOM_WRITES)
+        self._bump(_ROOM_EVICTIONS, len(victims))
+        if len(victims) > self._w[_ROOM_MAX]:
+            self._w[_ROOM_MAX] = len(victims)  # advisory, like the counters
 
     def _evict_entry(self, digest: bytes, now: int) -> None:
         t = self._t
         i = t.lookup(digest)
+        if i < 0:  # _plan_room found it, and nothing but other victims has gone since
+            raise self._damaged("an entry chosen for eviction vanished")
         slot = t.get(i)
         self._drop(i, slot)
         self._bump(_EXPIRATIONS if slot[5] and slot[5] <= now else _EVICTIONS)
