@@ -25,7 +25,8 @@ from ._errors import (
     ValueTooLarge,
     VersionConflict,
 )
-from .store import SessionInfo, SessionStorage, Stats
+from ._types import SessionInfo, Stats
+from .store import SessionStorage
 
 __version__ = "0.1.0"
 

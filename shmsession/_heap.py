@@ -130,7 +130,6 @@ class Heap:
         blk = self._find(need)
         if not blk:
             return 0
-        buf = self.buf
         j = self.j
         size, used = self.block(blk)
         if used or size < need:

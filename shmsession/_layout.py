@@ -38,6 +38,8 @@ from __future__ import annotations
 import struct
 from typing import Any, Final
 
+from . import _rules
+
 MAGIC: Final = b"SHMSESS\x00"
 LAYOUT_VERSION: Final = 3  # 2: the read sequence word (SEQ_OFF); 3: block owners, room counters
 HEADER_SIZE: Final = 4096
@@ -130,7 +132,7 @@ ENTRY_CRC_INPUT: Final = struct.Struct("<QQI")
 #   created q | expires q | last access q | version Q          (times: CLOCK_MONOTONIC ns)
 SLOT: Final = struct.Struct("<16sB3xIQqqqQ")
 SLOT_SIZE: Final = 64
-DIGEST_SIZE: Final = 16
+DIGEST_SIZE: Final = _rules.DIGEST_SIZE  # the keyed digest of an id (see _rules)
 SLOT_STATE: Final = 16
 SLOT_EXPIRES: Final = 40
 SLOT_ATIME: Final = 48
@@ -161,7 +163,7 @@ MIN_SIZE: Final = 1 << 20
 DEFAULT_SIZE: Final = 32 << 20
 JOURNAL_METADATA: Final = 256 << 10  # room for every metadata record of one operation
 INPLACE_MAX: Final = 64 << 10  # values up to this are overwritten in place (old bytes logged)
-MAX_ID_BYTES: Final = 1024
+MAX_ID_BYTES: Final = _rules.MAX_ID_BYTES
 LOAD_FACTOR_NUM: Final = 4  # capacity >= max_entries * 4 / 3: load factor at most 0.75
 LOAD_FACTOR_DEN: Final = 3
 

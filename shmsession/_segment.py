@@ -23,7 +23,6 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-import re
 import stat
 import zlib
 from typing import Callable, Optional
@@ -31,10 +30,10 @@ from typing import Callable, Optional
 import posix_ipc  # type: ignore[import-not-found, unused-ignore]
 
 from . import _layout as L
+from ._rules import check_name as check_name  # the store-name rule, re-exported
 from ._errors import (
     CorruptSegment,
     InsufficientSharedMemory,
-    InvalidName,
     LayoutVersionMismatch,
     SegmentError,
     SegmentPermissionError,
@@ -46,19 +45,6 @@ from ._lock import LifecycleLock
 PREFIX = "shmsession."
 LOCK_PREFIX = "shmsession-lock."
 SHM_DIR = "/dev/shm"
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
-
-
-def check_name(name: object) -> str:
-    """Return ``name`` if it can name a segment, else raise :class:`InvalidName`."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
-        raise InvalidName(
-            f"store name {name!r} is not valid: use 1 to 100 characters from "
-            "A-Z a-z 0-9 . _ - (it names a file in /dev/shm)"
-        )
-    return name
-
-
 def shm_name(name: str) -> str:
     """The POSIX name of the segment of store ``name``."""
     return "/" + PREFIX + name

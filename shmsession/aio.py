@@ -16,7 +16,9 @@ import functools
 from concurrent.futures import Executor
 from typing import Any, BinaryIO, Callable, Optional, Tuple, TypeVar, Union
 
-from .store import BytesLike, Provider, SessionStorage, Stats
+from ._rules import BytesLike, Provider
+from ._types import Stats
+from .store import SessionStorage
 
 __all__ = ["AsyncSessionStorage"]
 

@@ -47,7 +47,6 @@ from typing import (
     overload,
 )
 
-from . import _layout as L
 from ._errors import (
     CorruptSegment,
     InvalidTTL,
@@ -57,17 +56,19 @@ from ._errors import (
     VersionConflict,
     missing_extra,
 )
-from ._segment import check_name
-from .store import (
+from ._rules import (
+    DIGEST_SIZE,
     BytesLike,
     Provider,
-    SessionStorage,
-    Stats,
-    _is_int,
-    _ttl_ns,
+    check_expect,
     check_id,
+    check_name,
     check_value,
+    is_int,
+    new_id,
+    ttl_ns,
 )
+from ._types import Stats
 
 try:
     import redis as _redis
@@ -143,7 +144,7 @@ def _ttl_ms(ttl: object) -> int:
     """Seconds -> whole milliseconds for ``PX``, rounded up; 0 stands for "never"
     (``math.inf``). Validation is ``store.py``'s, so both stores refuse the same values."""
     try:
-        ms = -(-_ttl_ns(ttl) // 1_000_000)
+        ms = -(-ttl_ns(ttl) // 1_000_000)
     except OverflowError:  # a finite float whose nanoseconds overflow, e.g. 1e300
         ms = _MAX_TTL_MS + 1
     if ms > _MAX_TTL_MS:
@@ -185,7 +186,7 @@ class _Core:
             )
         if max_value_size is None:
             max_value_size = DEFAULT_MAX_VALUE
-        elif not _is_int(max_value_size):
+        elif not is_int(max_value_size):
             raise InvalidType(f"max_value_size must be an int, not {type(max_value_size).__name__}")
         elif not 1 <= max_value_size <= _MAX_VALUE_LIMIT:
             raise ValueError(
@@ -204,7 +205,7 @@ class _Core:
         # The key is derived, not the secret itself: blake2b keys stop at 64 bytes, and a
         # secret shared with other uses (a framework's SECRET_KEY) yields unrelated digests.
         key = hashlib.blake2b(secret, digest_size=32, person=b"shmsession:redis").digest()
-        self._hasher = hashlib.blake2b(key=key, digest_size=L.DIGEST_SIZE)
+        self._hasher = hashlib.blake2b(key=key, digest_size=DIGEST_SIZE)
 
     def key(self, sid: object) -> str:
         """The Redis key of session ``sid``; raises what ``SessionStorage`` raises for it."""
@@ -229,8 +230,7 @@ class _Core:
         and return the ``_PUT`` script's key and arguments."""
         key = self.key(sid)
         ms = self.ttl(ttl)
-        if expect is not None and (not _is_int(expect) or expect < 0):
-            raise InvalidType(f"expect must be a version (an int >= 0), got {expect!r}")
+        check_expect(expect)
         if callable(value) and not isinstance(value, (bytes, bytearray, memoryview)):
             stream = io.BytesIO()
             value(stream)
@@ -380,7 +380,7 @@ class RedisSessionStorage:
         return r.get(key)
 
     # ------------------------------------------------------------------ the public API
-    new_id = staticmethod(SessionStorage.new_id)
+    new_id = staticmethod(new_id)
 
     @overload
     def read(self, sid: str) -> bytes: ...
@@ -567,7 +567,7 @@ class AsyncRedisSessionStorage:
             return await self._slide(keys=[key], args=[self._c.slide_ms], client=r)
         return await r.get(key)
 
-    new_id = staticmethod(SessionStorage.new_id)
+    new_id = staticmethod(new_id)
 
     async def read(
         self, sid: str, consumer: Optional[Callable[[BinaryIO], T]] = None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 import hashlib
 import io
-import math
 import os
 import platform
 import random
@@ -21,7 +20,6 @@ import threading
 import time
 import weakref
 from bisect import bisect_right
-from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple, TypeVar, Union, overload
 
 from . import _layout as L
@@ -29,9 +27,6 @@ from . import _segment
 from ._errors import (
     CorruptSegment,
     InvalidOption,
-    InvalidSessionId,
-    InvalidTTL,
-    InvalidType,
     SegmentError,
     SegmentMismatch,
     SegmentUnlinked,
@@ -44,13 +39,24 @@ from ._errors import (
 from ._heap import Heap
 from ._journal import Journal, JournalFull, recover, seq_close, seq_open
 from ._lock import StoreLock
+from ._rules import (
+    BytesLike,
+    Provider,
+    check_expect,
+    check_id,
+    check_name,
+    check_option,
+    check_value,
+    is_number,
+    new_id,
+)
+from ._rules import ttl_ns as _ttl_ns  # "ttl_ns" names the nanoseconds in the methods
 from ._table import Table, no_empty_slot
+from ._types import SessionInfo, Stats
 
-__all__ = ["SessionInfo", "SessionStorage", "Stats"]
+__all__ = ["SessionInfo", "SessionStorage", "Stats"]  # the types re-exported from _types
 
 T = TypeVar("T")
-BytesLike = Union[bytes, bytearray, memoryview]
-Provider = Callable[[BinaryIO], Any]
 
 _U64 = L.U64
 _I64 = L.I64
@@ -99,58 +105,6 @@ _SPIN = 200  # loads of an odd sequence word (~6 us here) before a read takes th
 _LOCKED = object()  # _peek's answer "take the lock and read again"
 
 
-@dataclass(frozen=True)
-class Stats:
-    """A snapshot of a store's figures (``SessionStorage.stats()``).
-
-    ``entries`` counts sessions not yet reclaimed, expired ones included; the counters
-    (hits ... expirations, lock waits, room_*) are advisory and count since the segment was
-    made. ``fragmentation`` is ``1 - largest_free / bytes_free`` (0 when nothing is free):
-    how much of the free space is out of reach of the largest value it could take.
-
-    The ``room_*`` counters measure what a full store in evict mode does for a value no free
-    block can take: ``room_writes`` such writes, ``room_evictions`` the sessions they evicted
-    (also counted in ``evictions``/``expirations``) to clear one run of adjacent blocks, and
-    ``room_max_evictions`` the most one write evicted (at most one per 32 bytes of value).
-    """
-
-    name: str
-    size: int
-    entries: int
-    max_entries: int
-    table_slots: int
-    heap_size: int
-    bytes_used: int
-    bytes_free: int
-    largest_free: int
-    hits: int
-    misses: int
-    writes: int
-    deletes: int
-    evictions: int
-    expirations: int
-    lock_waits: int
-    lock_wait_seconds: float
-    room_writes: int
-    room_evictions: int
-    room_max_evictions: int
-    fragmentation: float
-
-    def as_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class SessionInfo:
-    """What ``SessionStorage.sessions()`` tells of one session (never its id)."""
-
-    digest: str  # hex of the keyed digest the table is indexed by
-    size: int  # bytes of value
-    age: float  # seconds since it was created
-    ttl: Optional[float]  # seconds left, None when it never expires
-    version: int
-
-
 class SessionStorage:
     """A session store in a POSIX shared-memory segment, shared by every process that opens
     the same ``name`` on this host.
@@ -196,23 +150,16 @@ class SessionStorage:
         create: bool = True,
         _secret: Optional[bytes] = None,
     ) -> None:
-        _segment.check_name(name)
-        for label, number, least in (
-            ("size", size, L.MIN_SIZE),
-            ("max_entries", max_entries, 1),
-            ("max_value_size", max_value_size, 1),
-        ):
-            if number is not None:
-                if not _is_int(number):
-                    raise InvalidType(f"{label} must be an int, not {type(number).__name__}")
-                if number < least:
-                    raise InvalidOption(f"{label} must be at least {least}, got {number}")
+        check_name(name)
+        check_option("size", size, L.MIN_SIZE)
+        check_option("max_entries", max_entries, 1)
+        check_option("max_value_size", max_value_size, 1)
         if when_full not in ("evict", "raise"):
             raise InvalidOption(f'when_full must be "evict" or "raise", got {when_full!r}')
         # threading's waits (the thread lock, the Event of a timed flock wait) refuse a
         # longer timeout with OverflowError: refuse it here rather than at the first wait.
         if lock_timeout is not None and (
-            not _is_number(lock_timeout) or not 0 < lock_timeout <= threading.TIMEOUT_MAX
+            not is_number(lock_timeout) or not 0 < lock_timeout <= threading.TIMEOUT_MAX
         ):
             raise InvalidOption(
                 f"lock_timeout must be a positive number of seconds up to threading.TIMEOUT_MAX "
@@ -454,10 +401,7 @@ class SessionStorage:
         w[counter] = (w[counter] + by) & 0xFFFFFFFFFFFFFFFF
 
     # ------------------------------------------------------------------ the public API
-    @staticmethod
-    def new_id() -> str:
-        """A fresh session id: 256 random bits from ``secrets``, URL-safe, 43 characters."""
-        return secrets.token_urlsafe(32)
+    new_id = staticmethod(new_id)
 
     @overload
     def read(self, sid: str) -> bytes: ...
@@ -473,7 +417,7 @@ class SessionStorage:
         """
         found = self._find(self._digest(sid))
         if found is None:
-            raise SessionNotFound(f"no session with this id (absent or expired)")
+            raise SessionNotFound("no session with this id (absent or expired)")
         if consumer is None:
             return found[0]
         return consumer(io.BufferedReader(io.BytesIO(found[0])))
@@ -516,8 +460,7 @@ class SessionStorage:
         """
         digest = self._digest(sid)
         ttl_ns = self._default_ttl_ns if ttl is None else _ttl_ns(ttl)
-        if expect is not None and (not _is_int(expect) or expect < 0):
-            raise InvalidType(f"expect must be a version (an int >= 0), got {expect!r}")
+        check_expect(expect)
         if type(value) is bytes and len(value) <= self._max_value:
             data = value  # the common case, checked inline
         else:
@@ -817,7 +760,7 @@ class SessionStorage:
 
         with open(path, "rb") as src:
             secret, written_at, records = _snapshot.read_snapshot(src, progress)
-        _segment.check_name(name)
+        check_name(name)
         if _segment.exists(name):
             raise SegmentError(
                 f"store {name!r} exists; a snapshot loads into a new store only: unlink it "
@@ -866,7 +809,7 @@ class SessionStorage:
     def unlink_name(name: str) -> bool:
         """Remove store ``name`` without opening it (also a damaged or foreign segment);
         returns whether it existed. Handles attached elsewhere are told when possible."""
-        _segment.check_name(name)
+        check_name(name)
         try:
             store = SessionStorage(name, create=False)
         except Exception:  # noqa: BLE001 - unlinking is the remedy for every open failure
@@ -1006,7 +949,6 @@ class SessionStorage:
         """Value and version, or None; reclaims an expired entry. Caller holds the lock."""
         t = self._t
         i = t.lookup(digest)
-        buf = self._buf
         if i < 0:
             self._misses += 1
             return None
@@ -1507,59 +1449,6 @@ atexit.register(_flush_at_exit)
 os.register_at_fork(before=_flush_before_fork, after_in_child=_start_child_at_zero)
 
 
-# Validation shared by every store (this one and ``shmsession.redis``): same rules, same errors.
-def check_id(sid: object) -> bytes:
-    """The UTF-8 bytes of a valid session id.
-
-    :raises InvalidType: not a ``str``. :raises InvalidSessionId: empty, over
-        ``MAX_ID_BYTES``, or not encodable.
-    """
-    if type(sid) is not str:
-        if isinstance(sid, str):
-            sid = str(sid)
-        else:
-            raise InvalidType(f"a session id must be a str, not {type(sid).__name__}")
-    try:
-        raw = sid.encode()
-    except UnicodeEncodeError:
-        raise InvalidSessionId("a session id must be encodable as UTF-8") from None
-    if not raw or len(raw) > L.MAX_ID_BYTES:
-        raise InvalidSessionId(
-            f"a session id must be 1 to {L.MAX_ID_BYTES} bytes of UTF-8, got {len(raw)}"
-        )
-    return raw
-
-
-def check_value(value: object, max_value: int) -> bytes:
-    """``value`` as bytes (a copy of a bytearray or memoryview: the caller may change theirs
-    while the store writes).
-
-    :raises InvalidType: not bytes-like, or a released memoryview. :raises ValueTooLarge:
-        over ``max_value``.
-    """
-    if isinstance(value, bytes):
-        data = value
-    elif isinstance(value, (bytearray, memoryview)):
-        try:
-            data = bytes(value)
-        except ValueError:  # the one way bytes() of a memoryview fails
-            raise InvalidType(
-                "a session value cannot be a released memoryview (its buffer is gone): "
-                "write it before releasing the view, or pass bytes(view) made before"
-            ) from None
-    else:
-        raise InvalidType(
-            f"a session value must be bytes, bytearray or memoryview, not "
-            f"{type(value).__name__}; serialise it first (json.dumps(...).encode())"
-        )
-    if len(data) > max_value:
-        raise ValueTooLarge(
-            f"value of {len(data)} bytes is over this store's max_value_size of {max_value}; "
-            "store less in the session, or open the store with a larger max_value_size"
-        )
-    return data
-
-
 def _reopen(name: str, options: Dict[str, Any]) -> SessionStorage:
     return SessionStorage(name, **options)
 
@@ -1579,29 +1468,3 @@ def _geometry(size: Optional[int], max_entries: Optional[int],
             "max_value_size"
         )
     return geo
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-_MAX_TTL = 100 * 365 * 86400  # seconds; expiry times are signed 64-bit nanoseconds
-
-
-def _ttl_ns(ttl: object) -> int:
-    """Seconds -> nanoseconds; 0 stands for "never expires" (``math.inf``)."""
-    if not _is_number(ttl):
-        raise InvalidType(f"ttl must be a number of seconds (or None), not {type(ttl).__name__}")
-    if ttl == math.inf:
-        return 0
-    if not 0 < ttl < math.inf:  # type: ignore[operator]
-        raise InvalidTTL(f"ttl must be a positive number of seconds, got {ttl!r}")
-    if ttl > _MAX_TTL:  # type: ignore[operator]
-        raise InvalidTTL(
-            f"ttl of {ttl!r} s is over 100 years; use math.inf for a session that never expires"
-        )
-    return max(1, int(ttl * 1_000_000_000))  # type: ignore[operator]
