@@ -19,11 +19,12 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from typing import BinaryIO, Callable, Iterator, Optional, Tuple
+from typing import BinaryIO, Callable, Iterable, Iterator, Optional, Tuple
 
 from ._errors import CorruptSnapshot
 
-__all__ = ["Record", "SnapshotWriter", "open_for_writing", "read_snapshot"]
+__all__ = ["Record", "SnapshotWriter", "open_for_writing", "read_snapshot", "still_live",
+           "write_file"]
 
 MAGIC = b"SHMSNAP\x00"
 END = b"SNAPEND\x00"
@@ -57,6 +58,40 @@ class SnapshotWriter:
     def close(self) -> None:
         self._out.write(TRAILER.pack(END, self.records, self._hash.digest()))
         self._out.flush()
+
+
+def write_file(path: str, fill: Callable[[BinaryIO], SnapshotWriter]) -> int:
+    """Write a snapshot to ``path``, replacing it atomically (a temporary file beside it,
+    fsync, rename; mode 0600): ``fill(out)`` makes a :class:`SnapshotWriter` on ``out`` and
+    adds the records. Returns how many it added; leaves no temporary file behind."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open_for_writing(tmp) as out:
+            writer = fill(out)
+            writer.close()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return writer.records
+
+
+def still_live(records: Iterable[Record], written_at: float,
+               now: float) -> Iterator[Tuple[bytes, bytes, int]]:
+    """``(digest, value, ttl_ns)`` of each record that has time left at wall-clock ``now``:
+    a session gets back the time it had left when dumped, less the time since, and one
+    that expired meanwhile is dropped (``ttl_ns`` 0: never expires)."""
+    elapsed = max(0, int((now - written_at) * 1e9))
+    for digest, ttl_left, _, value in records:
+        if ttl_left >= 0:
+            ttl_left -= elapsed
+            if ttl_left <= 0:
+                continue  # expired while the store was down
+        yield digest, value, 0 if ttl_left < 0 else ttl_left
 
 
 def open_for_writing(path: str) -> BinaryIO:

@@ -14,12 +14,10 @@ import hashlib
 import io
 import os
 import platform
-import random
 import secrets
 import threading
 import time
 import weakref
-from bisect import bisect_right
 from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple, TypeVar, Union, overload
 
 from . import _layout as L
@@ -29,15 +27,13 @@ from ._errors import (
     InvalidOption,
     SegmentError,
     SegmentMismatch,
-    SegmentUnlinked,
     SessionNotFound,
     StoreClosed,
-    StoreFull,
     ValueTooLarge,
-    VersionConflict,
 )
+from ._engine import Engine
 from ._heap import Heap
-from ._journal import Journal, JournalFull, recover, seq_close, seq_open
+from ._journal import Journal
 from ._lock import StoreLock
 from ._rules import (
     BytesLike,
@@ -51,45 +47,22 @@ from ._rules import (
     new_id,
 )
 from ._rules import ttl_ns as _ttl_ns  # "ttl_ns" names the nanoseconds in the methods
-from ._table import Table, no_empty_slot
 from ._types import SessionInfo, Stats
 
 __all__ = ["SessionInfo", "SessionStorage", "Stats"]  # the types re-exported from _types
 
 T = TypeVar("T")
 
-_U64 = L.U64
-_I64 = L.I64
-_SLOT = L.SLOT
 _DIRTY_W = L.DIRTY_W
 _FLAGS_W = L.FLAGS_W
-_VERSION_W = L.VERSION_W
 _SEQ_W = L.SEQ_W
 _ATIME_W = L.SLOT_ATIME >> 3
 _HOME = L.U64
 _PEEK_SLOT = L.SLOT_PEEK
-_USED = L.USED
-_NEVER = L.NEVER
 _monotonic_ns = time.monotonic_ns
-_C = L.COUNTER_W  # counters by word index (see _bump)
-_HITS = _C["hits"]
-_MISSES = _C["misses"]
-_WRITES = _C["writes"]
-_DELETES = _C["deletes"]
-_EVICTIONS = _C["evictions"]
-_EXPIRATIONS = _C["expirations"]
-_SWEEP_CURSOR = _C["sweep_cursor"]
-_ROOM_WRITES = _C["room_writes"]
-_ROOM_EVICTIONS = _C["room_evictions"]
-_ROOM_MAX = _C["room_max_evictions"]
-_SLOT_WORDS = L.SLOT_SIZE >> 3
+_LOCK_WAITS = L.COUNTER_W["lock_waits"]
+_LOCK_WAIT_NS = L.COUNTER_W["lock_wait_ns"]
 
-_SWEEP_EVERY = 32  # writes of this handle between two bounded sweeps for expired entries
-_SWEEP_SLOTS = 64  # slots one sweep examines
-_MAX_REMOVALS = 64  # expired entries one write may reclaim on its way to room for its value
-_SAMPLE = 8  # used slots sampled to pick a least-recently-used victim (as Redis does)
-_ROOM_SEEDS = 3  # sampled victims whose runs _plan_room weighs
-_ROOM_TXN = 128  # evictions one transaction carries (~50 KiB of undo records; see _clear_room)
 # Lock acquisitions between two housekeeping passes: checking that the segment is still
 # linked (an fstat), and adding this handle's hit/miss/write counts to the shared counters.
 _HOUSEKEEPING_EVERY = 64
@@ -168,7 +141,6 @@ class SessionStorage:
             )
         self.name = name
         self._default_ttl_ns = 0 if ttl is None else _ttl_ns(ttl)
-        self._evict = when_full == "evict"
         self._touch_on_read = bool(touch_on_read)
         self._options = dict(
             size=size,
@@ -224,10 +196,14 @@ class SessionStorage:
         self._hasher = hashlib.blake2b(key=ident[13], digest_size=L.DIGEST_SIZE)
         self._memo: Dict[str, bytes] = {}
         self._memo_old: Dict[str, bytes] = {}
-        self._j = journal = Journal(buf, geo.journal_off, geo.journal_size)
-        self._w = journal.words  # control words and counters: see _layout.words
-        self._t = Table(buf, journal, geo.table_off, geo.capacity)
-        self._h = Heap(buf, journal, geo.heap_off, geo.heap_size)
+        self._engine = engine = Engine(
+            buf, geo, name, evict=when_full == "evict", touch_on_read=bool(touch_on_read),
+            default_ttl_ns=self._default_ttl_ns,
+        )
+        # The engine's parts, which the lock-free reader and the lock's repairs use too.
+        self._j = engine.j
+        self._w = engine.w
+        self._t = engine.t
 
         def reopen() -> int:
             seg.reopen()
@@ -243,10 +219,10 @@ class SessionStorage:
         self._lock = lock
         self.created = seg.created
         self._ops = 0
-        # Counted here and added to the shared counters every _HOUSEKEEPING_EVERY operations
-        # (and by stats() and close()): one shared read-modify-write per op saved.
-        self._hits = self._misses = self._writes_done = 0
-        self._writes = 0
+        # Reads counted here (and writes by the engine), added to the shared counters every
+        # _HOUSEKEEPING_EVERY operations, by stats() and close(): one shared
+        # read-modify-write per op saved.
+        self._hits = self._misses = 0
         # For _peek: read without the lock (False after close(), and where unsupported).
         self._lock_free = LOCK_FREE_READS
         self._table_off = geo.table_off
@@ -310,50 +286,26 @@ class SessionStorage:
 
     def _repair(self) -> None:
         """Under the lock: undo what a dead writer left, finish a clear, let lock-free
-        readers back in, count lock waits."""
-        buf = self._buf
-        w = self._w
-        flags = w[_FLAGS_W]
-        unlinked = self._seg.unlinked()
-        if flags:
-            # Each flag is set only together with something else that can be checked, so
-            # a stray write into the word reads as damage, not as an unlink or a clear
-            # (redoing a clear that never began would delete every session).
-            if flags & ~(L.FLAG_UNLINKED | L.FLAG_CLEARING):
-                raise self._damaged(f"the flags word holds unknown bits ({flags:#x})")
-            if flags & L.FLAG_UNLINKED and not unlinked:
-                # unlink() removes the name before it lets go of the lock
-                raise self._damaged("the flags word says unlinked, but the segment is not")
-            if flags & L.FLAG_CLEARING and not w[_SEQ_W] & 1:
-                # clear() makes the sequence odd before it sets the flag
-                raise self._damaged("the flags word says a clear is under way, but no "
-                                    "change is")
-        if unlinked:
-            raise SegmentUnlinked(
-                f"store {self.name!r} was unlinked while this handle was open; open it "
-                "again to use a new segment"
-            )
-        recover(buf, self._geo.journal_off, self._geo.journal_size)  # if a txn was left open
-        if flags & L.FLAG_CLEARING:
-            self._redo_clear()
-        seq_close(self._w)  # a writer may have died with the sequence odd, even after commit
+        readers back in, count lock waits (see ``Engine.repair``)."""
+        self._engine.repair(self._seg.unlinked())
         self._flush_counters()
 
     def _flush_counters(self) -> None:
         """Add this handle's pending counts to the shared counters; caller holds the lock."""
+        engine = self._engine
         lock = self._lock
         if lock.waits:
-            self._bump(_C["lock_waits"], lock.waits)
-            self._bump(_C["lock_wait_ns"], lock.wait_ns)
+            engine.bump(_LOCK_WAITS, lock.waits)
+            engine.bump(_LOCK_WAIT_NS, lock.wait_ns)
             lock.waits = 0
             lock.wait_ns = 0
-        if self._hits:
-            self._bump(_HITS, self._hits)
-        if self._misses:
-            self._bump(_MISSES, self._misses)
-        if self._writes_done:
-            self._bump(_WRITES, self._writes_done)
-        self._hits = self._misses = self._writes_done = 0
+        engine.add_counts(self._hits, self._misses)
+        self._hits = self._misses = 0
+
+    def _pending(self) -> bool:
+        e = self._engine
+        return bool(self._hits or self._misses or e.hits or e.misses or e.writes_done
+                    or self._lock.waits)
 
     def _flush_pending(self, wait: float) -> None:
         """Add this handle's pending counts to the shared counters if its lock comes within
@@ -361,7 +313,7 @@ class SessionStorage:
         from the garbage collector, and the counts are advisory."""
         try:
             lock = self._lock
-            if not (self._hits or self._misses or self._writes_done or lock.waits):
+            if not self._pending():
                 return
             if lock.closed or not lock.acquire_within(wait):
                 return
@@ -387,18 +339,6 @@ class SessionStorage:
                 self._seg.close()
         except Exception:  # noqa: BLE001 - half-made (__init__ raised), or at shutdown
             pass
-
-    def _fault(self) -> None:
-        # Fault injection outside the journal (clear); see Journal.fault.
-        fault = self._j.fault
-        if fault is not None:
-            fault()
-
-    def _bump(self, counter: int, by: int = 1) -> None:
-        # Advisory counters (word indexes): not journaled; a writer killed here loses at
-        # most this count.
-        w = self._w
-        w[counter] = (w[counter] + by) & 0xFFFFFFFFFFFFFFFF
 
     # ------------------------------------------------------------------ the public API
     new_id = staticmethod(new_id)
@@ -471,7 +411,7 @@ class SessionStorage:
             data = self._value(value)
         self._acquire()
         try:
-            return self._put(digest, data, ttl_ns, expect, False)
+            return self._engine.put(digest, data, ttl_ns, expect, False, False, _monotonic_ns())
         finally:
             self._lock.release()
 
@@ -482,7 +422,7 @@ class SessionStorage:
         data = self._value(value)
         self._acquire()
         try:
-            return self._put(digest, data, ttl_ns, None, True) >= 0
+            return self._engine.put(digest, data, ttl_ns, None, True, False, _monotonic_ns()) >= 0
         finally:
             self._lock.release()
 
@@ -495,7 +435,7 @@ class SessionStorage:
         data = self._value(value)
         self._acquire()
         try:
-            return self._put(digest, data, ttl_ns, None, False, True) >= 0
+            return self._engine.put(digest, data, ttl_ns, None, False, True, _monotonic_ns()) >= 0
         finally:
             self._lock.release()
 
@@ -504,14 +444,7 @@ class SessionStorage:
         digest = self._digest(sid)
         self._acquire()
         try:
-            i = self._t.lookup(digest)
-            if i < 0:
-                return False
-            slot = self._t.get(i)
-            live = not (slot[5] and slot[5] <= _monotonic_ns())
-            self._transact(self._drop, i, slot)
-            self._bump(_DELETES if live else _EXPIRATIONS)
-            return live
+            return self._engine.invalidate(digest, _monotonic_ns())
         finally:
             self._lock.release()
 
@@ -524,18 +457,7 @@ class SessionStorage:
         ttl_ns = self._ttl(ttl)
         self._acquire()
         try:
-            t = self._t
-            i = t.lookup(digest)
-            if i < 0:
-                return False
-            slot = t.get(i)
-            now = _monotonic_ns()
-            if slot[5] and slot[5] <= now:
-                self._transact(self._drop, i, slot)
-                self._bump(_EXPIRATIONS)
-                return False
-            self._transact(self._set_expires, i, now + ttl_ns if ttl_ns else _NEVER)
-            return True
+            return self._engine.touch(digest, ttl_ns, _monotonic_ns())
         finally:
             self._lock.release()
 
@@ -546,8 +468,7 @@ class SessionStorage:
         """Live sessions (a scan of the table; not for hot paths)."""
         self._acquire()
         try:
-            now = _monotonic_ns()
-            return sum(1 for _, s in self._t.used() if not (s[5] and s[5] <= now))
+            return len(self._engine.live_slots(_monotonic_ns()))
         finally:
             self._lock.release()
 
@@ -556,14 +477,7 @@ class SessionStorage:
         next lock holder (clearing is idempotent, so it is redone, not undone)."""
         self._acquire()
         try:
-            w = self._w
-            self._fault()
-            seq_open(w)
-            self._fault()
-            w[_FLAGS_W] |= L.FLAG_CLEARING  # from here on: redo
-            self._redo_clear()
-            self._fault()
-            seq_close(w)
+            self._engine.clear()
         finally:
             self._lock.release()
 
@@ -573,10 +487,10 @@ class SessionStorage:
         self._acquire()
         try:
             self._flush_counters()
-            buf = self._buf
-            counters = dict(zip(L.COUNTER_NAMES, L.COUNTERS.unpack_from(buf, L.COUNTERS_OFF)))
-            entries = _U64.unpack_from(buf, L.ENTRIES_OFF)[0]
-            h = self._h
+            engine = self._engine
+            counters = engine.counters()
+            entries = engine.entries()
+            h = engine.h
             geo = self._geo
             free = h.free_bytes()
             largest = h.largest_free()
@@ -614,7 +528,7 @@ class SessionStorage:
         """
         self._acquire()
         try:
-            problems = self._problems()
+            problems = self._engine.problems()
         finally:
             self._lock.release()
         if problems:
@@ -664,16 +578,14 @@ class SessionStorage:
             self.close()
             return
         try:
-            w = self._w
-            w[_FLAGS_W] |= L.FLAG_UNLINKED
-            seq_open(w)  # for good: lock-free readers take the lock, and learn
+            engine = self._engine
+            engine.mark_unlinked()
             # The name goes before the lock does: whoever takes the lock next finds the
-            # flag and an unlinked segment together (see _repair).
+            # flag and an unlinked segment together (see Engine.repair).
             try:
                 _segment.unlink(self.name)
             except BaseException:
-                w[_FLAGS_W] &= ~L.FLAG_UNLINKED
-                seq_close(w)
+                engine.unmark_unlinked()
                 raise
         finally:
             self._lock.release()
@@ -685,9 +597,7 @@ class SessionStorage:
         self._acquire()
         try:
             now = _monotonic_ns()
-            live = [s for _, s in self._t.used() if not (s[5] and s[5] <= now)]
-            for s in live:
-                self._check_range(s)
+            live = self._engine.live_slots(now)
             return [
                 SessionInfo(s[0].hex(), s[2], (now - s[4]) / 1e9,
                             None if not s[5] else (s[5] - now) / 1e9, s[7])
@@ -706,31 +616,21 @@ class SessionStorage:
         """
         from . import _snapshot
 
-        tmp = f"{path}.{os.getpid()}.tmp"
-        try:
-            with _snapshot.open_for_writing(tmp) as out:
-                self._acquire()
-                try:
-                    writer = _snapshot.SnapshotWriter(
-                        out, L.IDENTITY.unpack_from(self._buf, 0)[13], time.time()
-                    )
-                    now = _monotonic_ns()
-                    for _, s in self._t.used():
-                        if s[5] and s[5] <= now:
-                            continue
-                        writer.add(s[0], s[5] - now if s[5] else -1, s[7], self._value_of(s))
-                finally:
-                    self._lock.release()
-                writer.close()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
+        def fill(out: BinaryIO) -> _snapshot.SnapshotWriter:
+            engine = self._engine
+            self._acquire()
             try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        return writer.records
+                writer = _snapshot.SnapshotWriter(
+                    out, L.IDENTITY.unpack_from(self._buf, 0)[13], time.time()
+                )
+                now = _monotonic_ns()
+                for s in engine.live_slots(now):
+                    writer.add(s[0], s[5] - now if s[5] else -1, s[7], engine.value_of(s))
+            finally:
+                self._lock.release()
+            return writer
+
+        return _snapshot.write_file(path, fill)
 
     @classmethod
     def load(
@@ -770,16 +670,12 @@ class SessionStorage:
         if not store.created:
             store.close()
             raise SegmentError(f"store {name!r} was created by another process meanwhile")
-        elapsed = max(0, int((time.time() - written_at) * 1e9))
-        store._evict = options.get("when_full") == "evict"  # for the load only; see above
+        engine = store._engine
+        engine.evict = options.get("when_full") == "evict"  # for the load only; see above
         try:
             batch: List[Tuple[bytes, bytes, int]] = []
-            for digest, ttl_left, _, value in records:
-                if ttl_left >= 0:
-                    ttl_left -= elapsed
-                    if ttl_left <= 0:
-                        continue  # expired while the store was down
-                batch.append((digest, value, 0 if ttl_left < 0 else ttl_left))
+            for record in _snapshot.still_live(records, written_at, time.time()):
+                batch.append(record)
                 if len(batch) >= 256:
                     store._load_batch(batch)
                     batch = []
@@ -787,7 +683,7 @@ class SessionStorage:
         except BaseException:
             store.unlink()
             raise
-        store._evict = options.get("when_full", "evict") == "evict"
+        engine.evict = options.get("when_full", "evict") == "evict"
         return store
 
     def _load_batch(self, batch: List[Tuple[bytes, bytes, int]]) -> None:
@@ -797,11 +693,13 @@ class SessionStorage:
                     f"the snapshot holds a value of {len(value)} bytes, over this store's "
                     f"max_value_size of {self._max_value}: load it with a larger max_value_size"
                 )
+        engine = self._engine
         self._acquire()
         try:
+            now = _monotonic_ns()
             for digest, value, ttl_ns in batch:
-                self._put(digest, value, ttl_ns, None, False)
-            self._writes_done = 0  # a restore is not traffic
+                engine.put(digest, value, ttl_ns, None, False, False, now)
+            engine.writes_done = 0  # a restore is not traffic
         finally:
             self._lock.release()
 
@@ -872,7 +770,7 @@ class SessionStorage:
                 return found  # type: ignore[return-value]
         self._acquire()
         try:
-            return self._fetch(digest)
+            return self._engine.fetch(digest, _monotonic_ns())
         finally:
             self._lock.release()
 
@@ -944,466 +842,6 @@ class SessionStorage:
             return value, version
         return _LOCKED
 
-    # ------------------------------------------------------------------ under the lock
-    def _fetch(self, digest: bytes) -> Optional[Tuple[bytes, int]]:
-        """Value and version, or None; reclaims an expired entry. Caller holds the lock."""
-        t = self._t
-        i = t.lookup(digest)
-        if i < 0:
-            self._misses += 1
-            return None
-        slot = t.get(i)
-        now = _monotonic_ns()
-        expires = slot[5]
-        if expires and expires <= now:
-            self._transact(self._drop, i, slot)
-            self._bump(_EXPIRATIONS)
-            self._misses += 1
-            return None
-        value = self._value_of(slot)
-        if self._touch_on_read and expires and self._default_ttl_ns:
-            self._transact(self._set_expires, i, now + self._default_ttl_ns)
-        # Advisory, not journaled: last access only steers eviction.
-        self._w[((t.off + i * L.SLOT_SIZE) >> 3) + _ATIME_W] = now
-        self._hits += 1
-        return value, slot[7]
-
-    def _value_of(self, slot: Tuple[Any, ...]) -> bytes:
-        """The value bytes of a used slot, once its range is checked against the heap."""
-        self._check_range(slot)
-        voff = slot[3]
-        return bytes(self._buf[voff : voff + slot[2]])
-
-    def _check_range(self, slot: Tuple[Any, ...]) -> None:
-        voff, n = slot[3], slot[2]
-        if not (self._heap_off + L.BLOCK_HEADER <= voff and voff + n <= self._heap_end
-                and n <= self._max_value):
-            raise self._damaged(f"a slot's value range [{voff}, {voff + n}) lies outside the "
-                                "heap or over max_value_size")
-
-    def _damaged(self, what: str) -> CorruptSegment:
-        return CorruptSegment(
-            f"store {self.name!r} is damaged: {what}; check() lists every problem. Unlink "
-            "it (SessionStorage.unlink_name) and start a new one"
-        )
-
-    def _transact(self, fn: Callable[..., None], *args: Any) -> None:
-        j = self._j
-        j.begin()
-        try:
-            fn(*args)
-        except BaseException:
-            j.rollback()
-            raise
-        j.commit()
-
-    def _set_expires(self, i: int, expires: int) -> None:
-        self._j.write(self._t.off + i * L.SLOT_SIZE + L.SLOT_EXPIRES, _I64.pack(expires))
-
-    def _drop(self, i: int, slot: Tuple[Any, ...]) -> None:
-        """Remove entry ``i`` (whose unpacked slot is ``slot``) and free its value."""
-        self._h.free(slot[3])
-        self._t.remove(i)
-        self._add_entries(-1)
-
-    def _add_entries(self, by: int) -> None:
-        j = self._j
-        j.log_state()
-        buf = self._buf
-        _U64.pack_into(buf, L.ENTRIES_OFF, _U64.unpack_from(buf, L.ENTRIES_OFF)[0] + by)
-
-    def _put(self, digest: bytes, data: bytes, ttl_ns: int, expect: Optional[int],
-             only_new: bool, only_live: bool = False) -> int:
-        """Write under the lock; returns the new version, or -1 when ``only_new`` found a live
-        entry or ``only_live`` found none. Everything it changes is one transaction."""
-        j = self._j
-        t = self._t
-        h = self._h
-        buf = self._buf
-        now = _monotonic_ns()
-        j.begin()
-        try:
-            self._writes += 1
-            if not self._writes % _SWEEP_EVERY:
-                self._sweep(now, _SWEEP_SLOTS, 8)
-            # t.lookup and t.get in one: one unpack per probe (the hottest path).
-            mask = self._mask
-            base = self._table_off
-            home = i = _HOME.unpack_from(digest)[0] & mask
-            slot: Optional[Tuple[Any, ...]]
-            while True:
-                slot = _SLOT.unpack_from(buf, base + (i << 6))
-                if not slot[1]:
-                    slot = None
-                    break
-                if slot[0] == digest:
-                    if slot[5] and slot[5] <= now:
-                        self._drop(i, slot)
-                        self._bump(_EXPIRATIONS)
-                        slot = None
-                    break
-                i = (i + 1) & mask
-                if i == home:
-                    raise no_empty_slot()
-            if (slot is not None and only_new) or (slot is None and only_live):
-                j.commit()  # what the sweep or the expiry above reclaimed stays reclaimed
-                return -1
-            if expect is not None and (slot is None or slot[7] != expect):
-                raise VersionConflict(
-                    "the session changed since it was read" if slot is not None
-                    else "the session was deleted or expired since it was read"
-                )
-            version = self._w[_VERSION_W] + 1
-            self._w[_VERSION_W] = version  # not journaled: see _layout
-            n = len(data)
-            expires = now + ttl_ns if ttl_ns else _NEVER
-            if slot is not None:
-                # The block the slot points at must be a used one that names this entry as
-                # its owner: a damaged offset must not turn this write into one over another
-                # session's value.
-                voff = slot[3]
-                blk = voff - 8
-                if not self._heap_off <= blk < self._heap_end - L.MIN_BLOCK:
-                    raise self._damaged(f"a slot points at {voff}, outside the heap")
-                tag = _U64.unpack_from(buf, blk)[0]
-                end = blk + (tag & ~1)
-                if not (tag & 1 and end <= self._heap_end
-                        and buf[end - L.BLOCK_TAIL : end - 8] == digest):
-                    raise self._damaged(f"a slot points at {voff}, not at a block of its own")
-                room = end - blk - L.BLOCK_OVERHEAD
-                if n <= room <= 2 * n + 256 and n <= L.INPLACE_MAX:
-                    # Same block: the old bytes of value and slot go to the journal first.
-                    j.write2(voff, data, t.off + i * L.SLOT_SIZE,
-                             _SLOT.pack(digest, _USED, n, voff, slot[4], expires, now, version))
-                else:
-                    p, freed_old = self._alloc(n, digest, voff, now)
-                    j.raw(p, data)
-                    i = t.lookup(digest)  # evictions may have shifted the slot
-                    old = t.get(i)
-                    t.put(i, _SLOT.pack(digest, _USED, n, p, old[4], expires, now, version))
-                    if not freed_old:
-                        h.free(voff)
-            else:
-                if _U64.unpack_from(buf, L.ENTRIES_OFF)[0] >= self._max_entries:
-                    self._make_room(digest, now)
-                p = self._alloc(n, digest, 0, now)[0]
-                j.raw(p, data)
-                i = t.lookup(digest)
-                t.put(-1 - i, _SLOT.pack(digest, _USED, n, p, now, expires, now, version))
-                self._add_entries(1)
-            j.commit()
-        except JournalFull:
-            j.rollback()
-            raise StoreFull(
-                "making room for this value needed more evictions than one operation may "
-                "make; the store is too small for its sessions: create it with a larger size"
-            ) from None
-        except BaseException:
-            j.rollback()
-            raise
-        self._writes_done += 1
-        return int(version)
-
-    def _alloc(self, n: int, digest: bytes, old: int, now: int) -> Tuple[int, bool]:
-        """Heap room for ``n`` bytes of the entry ``digest``, whose value is in the block at
-        ``old`` (0 for a new entry): the payload offset, and whether ``old`` was freed on
-        the way (then the caller must not free it again). Caller holds the lock, inside the
-        write's transaction.
-
-        Expired entries are reclaimed first. Then, in evict mode, one run of physically
-        adjacent blocks at least as large as the value's block is cleared (``_plan_room``),
-        so a value that fits the empty store always finds room, at the cost of at most one
-        eviction per ``MIN_BLOCK`` bytes of the value. Random evictions alone rarely free
-        neighbours: a store full of 1 KiB sessions refused every 4 KiB value after them.
-        """
-        h = self._h
-        p = h.alloc(n, digest)
-        if p:
-            return p, False
-        if self._sweep(now, _SWEEP_SLOTS * 4 if self._evict else self._geo.capacity,
-                       _MAX_REMOVALS):
-            p = h.alloc(n, digest)
-            if p:
-                return p, False
-        if not self._evict:
-            raise StoreFull(
-                f"no room for a value of {n} bytes, and the store is set to raise "
-                "(when_full='raise'): delete sessions, shorten their ttl, or create the store "
-                "with a larger size"
-            )
-        victims, with_old = self._plan_room(L.block_size_for(n), digest, old, now)
-        self._clear_room(victims, now)
-        if with_old:
-            h.free(old)
-        p = h.alloc(n, digest)
-        if not p:
-            raise self._damaged(f"the heap gave no block after a run of "
-                                f"{L.block_size_for(n)} bytes was cleared for it")
-        return p, with_old
-
-    def _plan_room(self, need: int, protect: bytes, old: int,
-                   now: int) -> Tuple[List[bytes], bool]:
-        """Choose a run of adjacent heap blocks of at least ``need`` bytes to clear: the
-        entries (digests) to evict, and whether the run takes in ``old``, the block of the
-        entry being rewritten (its value goes anyway). Reads only; caller holds the lock.
-
-        Each of the ``_ROOM_SEEDS`` least recently used entries of a random sample (as
-        Redis samples) seeds a run, which grows one neighbour at a time towards the
-        cheaper side: a free block or ``old`` first, then an expired entry, then the less
-        recently used. The run that evicts the fewest live entries wins. Every step adds
-        at least ``MIN_BLOCK`` bytes, so a run is at most ``need // MIN_BLOCK + 2`` blocks.
-        """
-        seeds = [slot[3] - L.BLOCK_HEADER for slot in self._lru_sample(protect, now)]
-        seeds = seeds[:_ROOM_SEEDS]
-        if old:
-            seeds.append(old - L.BLOCK_HEADER)  # the block being rewritten, and its neighbours
-        best: Optional[Tuple[int, List[bytes], bool]] = None
-        for blk in seeds:
-            run = self._run_from(blk, need, old, now)
-            if run is not None and (best is None or run[0] < best[0]):
-                best = run
-                if run[0] <= 1:
-                    break
-        if best is None:
-            raise StoreFull(
-                f"no run of {need} bytes can be cleared in this store's heap of "
-                f"{self._geo.heap_size} bytes: create the store with a larger size"
-            )
-        return best[1], best[2]
-
-    def _run_from(self, start: int, need: int, old: int,
-                  now: int) -> Optional[Tuple[int, List[bytes], bool]]:
-        """The run grown from the block at ``start`` (see ``_plan_room``): how many live
-        entries it evicts, their digests and whether it takes in ``old``; None when the
-        whole heap is smaller than ``need``."""
-        h = self._h
-        lo = start
-        hi = start + h.block(start)[0]
-        victims: List[bytes] = []
-        live = 0
-        with_old = False
-
-        def rank(blk: int) -> Tuple[int, int, bytes]:
-            # (0, 0, b""): costs nothing; (1, 0, digest): expired; (2, atime, digest): live.
-            size, used = h.block(blk)
-            if not used or blk + L.BLOCK_HEADER == old:
-                return (0, 0, b"")
-            digest = h.owner_of(blk, size)
-            slot = self._slot_of(digest, blk)
-            expires = slot[5]
-            if expires and expires <= now:
-                return (1, 0, digest)
-            return (2, slot[6], digest)
-
-        def take(r: Tuple[int, int, bytes], blk: int) -> None:
-            nonlocal live, with_old
-            if r[0]:
-                victims.append(r[2])
-                live += r[0] == 2
-            elif blk + L.BLOCK_HEADER == old:
-                with_old = True
-
-        take(rank(start), start)
-        left: Optional[Tuple[int, int, bytes]] = None
-        right: Optional[Tuple[int, int, bytes]] = None
-        while hi - lo < need:
-            if left is None and lo > h.off:
-                left = rank(h.block_before(lo))
-            if right is None and hi < h.end:
-                right = rank(hi)
-            if left is not None and (right is None or left[:2] < right[:2]):
-                lo = h.block_before(lo)
-                take(left, lo)
-                left = None
-            elif right is not None:
-                size = h.block(hi)[0]
-                take(right, hi)
-                hi += size
-                right = None
-            else:
-                return None  # the whole heap is smaller than need
-        return live, victims, with_old
-
-    def _slot_of(self, digest: bytes, blk: int) -> Tuple[Any, ...]:
-        """The slot of the entry that owns the used block ``blk``.
-
-        :raises CorruptSegment: no entry with that digest points at the block.
-        """
-        i = self._t.lookup(digest)
-        slot = self._t.get(i) if i >= 0 else None
-        if slot is None or slot[3] != blk + L.BLOCK_HEADER:
-            raise self._damaged(f"heap block {blk} names an entry that does not point back "
-                                "at it")
-        return slot
-
-    def _clear_room(self, victims: List[bytes], now: int) -> None:
-        """Evict ``victims`` (digests), counting the work in ``stats()``. Caller holds the
-        lock, inside the write's transaction.
-
-        One transaction holds the undo records of ``_ROOM_TXN`` evictions with room to
-        spare; a larger run (a value of many times the typical session) is cleared in
-        committed transactions of that many first, the rest in the write's own. A writer
-        stopped in between leaves those sessions evicted and its value unwritten: the
-        store stays whole, and evicting them is what a full store may do at any time.
-        """
-        j = self._j
-        early = max(0, len(victims) - _ROOM_TXN)
-        if early:
-            j.commit()  # the write's transaction so far: reclaims that stand on their own
-            for k in range(0, early, _ROOM_TXN):
-                j.begin()
-                for digest in victims[k : min(k + _ROOM_TXN, early)]:
-                    self._evict_entry(digest, now)
-                j.commit()
-            j.begin()
-        for digest in victims[early:]:
-            self._evict_entry(digest, now)
-        self._bump(_ROOM_WRITES)
-        self._bump(_ROOM_EVICTIONS, len(victims))
-        if len(victims) > self._w[_ROOM_MAX]:
-            self._w[_ROOM_MAX] = len(victims)  # advisory, like the counters
-
-    def _evict_entry(self, digest: bytes, now: int) -> None:
-        t = self._t
-        i = t.lookup(digest)
-        if i < 0:  # _plan_room found it, and nothing but other victims has gone since
-            raise self._damaged("an entry chosen for eviction vanished")
-        slot = t.get(i)
-        self._drop(i, slot)
-        self._bump(_EXPIRATIONS if slot[5] and slot[5] <= now else _EVICTIONS)
-
-    def _lru_sample(self, protect: bytes, now: int) -> List[Tuple[Any, ...]]:
-        """Up to ``_SAMPLE`` used slots other than ``protect``'s from a random place in the
-        table, expired ones first, then least recently used first."""
-        t = self._t
-        mask = t.mask
-        sample: List[Tuple[Any, ...]] = []
-        start = random.getrandbits(32) & mask
-        for k in range(t.capacity):
-            slot = t.get((start + k * 7919) & mask)  # an odd stride visits every slot once
-            if slot[1] and slot[0] != protect:
-                sample.append(slot)
-                if len(sample) >= _SAMPLE:
-                    break
-        sample.sort(key=lambda s: (not (s[5] and s[5] <= now), s[6]))
-        return sample
-
-    def _make_room(self, protect: bytes, now: int) -> None:
-        """Remove one entry other than ``protect`` to free a slot: an expired one if any is
-        found, else (in evict mode) the least recently used of a random sample. Caller
-        holds the lock."""
-        if self._sweep(now, self._geo.capacity if not self._evict else _SWEEP_SLOTS * 4, 1):
-            return
-        if not self._evict:
-            raise StoreFull(
-                "the store is full and set to raise (when_full='raise'): delete sessions, "
-                "shorten their ttl, or create the store with a larger size / max_entries"
-            )
-        sample = self._lru_sample(protect, now)
-        if not sample:
-            raise StoreFull("the store has no other session to evict for this value")
-        i = self._t.lookup(sample[0][0])
-        self._drop(i, sample[0])
-        self._bump(_EVICTIONS)
-
-    def _sweep(self, now: int, slots: int, limit: int) -> int:
-        """Reclaim up to ``limit`` expired entries among ``slots`` slots from the shared sweep
-        cursor; returns how many. Caller holds the lock, inside a transaction.
-
-        It runs inside the lock every ``_SWEEP_EVERY`` writes, so a span with nothing due --
-        the common case -- is passed over in C: its expires words (0 for an empty slot and
-        for one that never expires) read through a strided view, sorted, and the smallest
-        nonzero one compared with ``now``."""
-        w = self._w
-        t = self._t
-        mask = t.mask
-        first = (t.off + L.SLOT_EXPIRES) >> 3  # word index of slot 0's expires
-        cursor = w[_SWEEP_CURSOR] & mask
-        removed = 0
-        i = cursor
-        left = min(slots, t.capacity)
-        while left and removed < limit:
-            span = min(left, t.capacity - i)  # up to the end of the table, then wrap
-            run = w[first + i * _SLOT_WORDS : first + (i + span) * _SLOT_WORDS : _SLOT_WORDS]
-            expires = run.tolist()
-            run.release()
-            due = sorted(expires)
-            z = bisect_right(due, 0)
-            if z == span or due[z] > now:
-                i = (i + span) & mask
-                left -= span
-                continue
-            k = 0
-            for k, e in enumerate(expires):
-                if 0 < e <= now:
-                    break
-            i += k
-            left -= k
-            slot = t.get(i)
-            if not slot[1]:  # not an entry: a damaged slot is check()'s to report
-                i = (i + 1) & mask
-                left -= 1
-                continue
-            # Slot i stays under the cursor: a later entry may shift into it.
-            self._drop(i, slot)
-            self._bump(_EXPIRATIONS)
-            removed += 1
-        w[_SWEEP_CURSOR] = i  # advisory
-        return removed
-
-    def _redo_clear(self) -> None:
-        buf = self._buf
-        geo = self._geo
-        self._fault()
-        buf[geo.table_off : geo.table_off + geo.capacity * L.SLOT_SIZE] = bytes(
-            geo.capacity * L.SLOT_SIZE
-        )
-        self._fault()
-        self._h.format()
-        self._fault()
-        _U64.pack_into(buf, L.ENTRIES_OFF, 0)
-        self._fault()
-        self._w[_FLAGS_W] &= ~L.FLAG_CLEARING
-
-    def _problems(self) -> List[str]:
-        import zlib
-
-        buf = self._buf
-        problems: List[str] = []
-        if L.IDENTITY_CRC.unpack_from(buf, L.IDENTITY_CRC_OFF)[0] != zlib.crc32(
-            bytes(buf[: L.IDENTITY.size])
-        ):
-            problems.append("header crc mismatch")
-        slots, table_problems = self._t.check()
-        problems += table_problems
-        used_blocks, heap_problems = self._h.check()
-        problems += heap_problems
-        entries = _U64.unpack_from(buf, L.ENTRIES_OFF)[0]
-        if entries != len(slots):
-            problems.append(f"header counts {entries} entries, table holds {len(slots)}")
-        if entries > self._max_entries:
-            problems.append(f"{entries} entries, over max_entries {self._max_entries}")
-        version = self._w[_VERSION_W]
-        referenced = set()
-        for i, slot in slots.items():
-            voff, vlen = slot[3], slot[2]
-            if voff not in used_blocks:
-                problems.append(f"slot {i} points at {voff}, which is not a used block")
-                continue
-            if voff in referenced:
-                problems.append(f"block {voff} is referenced by two slots")
-            elif used_blocks[voff] != slot[0]:
-                problems.append(f"slot {i} points at block {voff}, which names another owner")
-            referenced.add(voff)
-            if vlen > self._h.capacity(voff):
-                problems.append(f"slot {i}: value of {vlen} bytes overflows its block")
-            if slot[7] > version:
-                problems.append(f"slot {i}: version {slot[7]} is ahead of the counter")
-        leaked = set(used_blocks) - referenced
-        if leaked:
-            problems.append(f"{len(leaked)} used heap block(s) referenced by no slot")
-        return problems
-
 
 # Pending counts. A handle adds its hit/miss/write counts (and lock waits) to the shared
 # counters every _HOUSEKEEPING_EVERY operations and at close(); a worker that exits without
@@ -1442,7 +880,9 @@ def _start_child_at_zero() -> None:
     global _handles_guard
     _handles_guard = threading.Lock()  # a thread that held it at the fork is not in the child
     for store in list(_handles):
-        store._hits = store._misses = store._writes_done = 0
+        store._hits = store._misses = 0
+        e = store._engine
+        e.hits = e.misses = e.writes_done = 0
 
 
 atexit.register(_flush_at_exit)

@@ -74,18 +74,18 @@ def _full_of_small(s: SessionStorage) -> None:
 def _grow_in_chunks(s: SessionStorage) -> None:
     """Grow a session in the full heap with one transaction carrying 2 evictions, so the
     run is cleared in committed chunks first."""
-    from shmsession import store as store_module
+    from shmsession import _room
 
-    saved = store_module._ROOM_TXN
-    store_module._ROOM_TXN = 2
+    saved = _room._ROOM_TXN
+    _room._ROOM_TXN = 2
     try:
         s.write("f3", b"G" * 8000)
     finally:
-        store_module._ROOM_TXN = saved
+        _room._ROOM_TXN = saved
 
 
 def _sweep_write(s: SessionStorage) -> None:
-    s._writes = 31  # the next write runs a bounded sweep for expired entries
+    s._engine.writes = 31  # the next write runs a bounded sweep for expired entries
     s.write("fresh", b"f" * 300)
 
 
