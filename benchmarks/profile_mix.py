@@ -4,8 +4,8 @@
 One cell of ``bench_peers.py`` (N processes, a share of writes, one value size) run on
 shmsession alone, with two counters that the peers harness cannot have: each process times
 ``StoreLock._spin_until_free`` (how long its writers try for a busy lock before getting it
-or sleeping in ``flock``) and counts the reads that leave ``_find``'s straight path for
-``_peek`` (a writer was at work, or the entry is not at its home slot). It prints, per run,
+or sleeping in ``flock``) and counts the reads that leave ``Reader.find``'s straight path
+for ``Reader._peek`` (a writer was at work, or the entry is not at its home slot). It prints, per run,
 aggregate ops/s, p50/p99 of reads and writes, and per process the lock waits (a read that
 falls back to the lock can wait too), the time spent trying, the wall time of the timed loop
 and the reads that went to ``_peek``.
@@ -34,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shmsession import SessionStorage  # noqa: E402
-from shmsession import _lock, store  # noqa: E402
+from shmsession import _lock, _reader  # noqa: E402
 
 READY_TIMEOUT = 60.0
 
@@ -43,7 +43,7 @@ def instrument() -> dict[str, int]:
     """Wrap the two private methods in this process; returns the live counters."""
     counts = {"spin_ns": 0, "spins": 0, "slow_reads": 0}
     spin = _lock.StoreLock._spin_until_free
-    peek = store.SessionStorage._peek
+    peek = _reader.Reader._peek
 
     def timed_spin(self: _lock.StoreLock, fd: int) -> bool:
         t0 = time.perf_counter_ns()
@@ -53,12 +53,12 @@ def instrument() -> dict[str, int]:
             counts["spin_ns"] += time.perf_counter_ns() - t0
             counts["spins"] += 1
 
-    def counted_peek(self: store.SessionStorage, digest: bytes) -> object:
+    def counted_peek(self: _reader.Reader, digest: bytes) -> object:
         counts["slow_reads"] += 1
         return peek(self, digest)
 
     _lock.StoreLock._spin_until_free = timed_spin  # type: ignore[method-assign]
-    store.SessionStorage._peek = counted_peek  # type: ignore[method-assign]
+    _reader.Reader._peek = counted_peek  # type: ignore[method-assign]
     return counts
 
 

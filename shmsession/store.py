@@ -13,7 +13,6 @@ import atexit
 import hashlib
 import io
 import os
-import platform
 import secrets
 import threading
 import time
@@ -35,6 +34,7 @@ from ._engine import Engine
 from ._heap import Heap
 from ._journal import Journal
 from ._lock import StoreLock
+from ._reader import HOUSEKEEPING_EVERY, Reader
 from ._rules import (
     BytesLike,
     Provider,
@@ -56,26 +56,11 @@ T = TypeVar("T")
 _DIRTY_W = L.DIRTY_W
 _FLAGS_W = L.FLAGS_W
 _SEQ_W = L.SEQ_W
-_ATIME_W = L.SLOT_ATIME >> 3
-_HOME = L.U64
-_PEEK_SLOT = L.SLOT_PEEK
 _monotonic_ns = time.monotonic_ns
 _LOCK_WAITS = L.COUNTER_W["lock_waits"]
 _LOCK_WAIT_NS = L.COUNTER_W["lock_wait_ns"]
 
-# Lock acquisitions between two housekeeping passes: checking that the segment is still
-# linked (an fstat), and adding this handle's hit/miss/write counts to the shared counters.
-_HOUSEKEEPING_EVERY = 64
 _MEMO_SIZE = 16384  # ids whose digests a handle remembers (see _digest): ~5 MB at most
-
-# Reads take no lock where the processor keeps stores in order for other cores and loads in
-# order with each other (x86's TSO): a seqlock needs no more than that and the compiler barrier
-# that every CPython call boundary is. Elsewhere (ARM, POWER: weaker ordering, and Python
-# offers no fence) every read takes the lock. See ``_peek``.
-LOCK_FREE_READS = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
-_PEEK_TRIES = 3  # lock-free attempts before a read takes the lock
-_SPIN = 200  # loads of an odd sequence word (~6 us here) before a read takes the lock
-_LOCKED = object()  # _peek's answer "take the lock and read again"
 
 
 class SessionStorage:
@@ -141,7 +126,6 @@ class SessionStorage:
             )
         self.name = name
         self._default_ttl_ns = 0 if ttl is None else _ttl_ns(ttl)
-        self._touch_on_read = bool(touch_on_read)
         self._options = dict(
             size=size,
             max_entries=max_entries,
@@ -218,17 +202,17 @@ class SessionStorage:
         # The handle's one lock, for life: close() closes it (see StoreLock.close).
         self._lock = lock
         self.created = seg.created
-        self._ops = 0
-        # Reads counted here (and writes by the engine), added to the shared counters every
-        # _HOUSEKEEPING_EVERY operations, by stats() and close(): one shared
-        # read-modify-write per op saved.
-        self._hits = self._misses = 0
-        # For _peek: read without the lock (False after close(), and where unsupported).
-        self._lock_free = LOCK_FREE_READS
-        self._table_off = geo.table_off
-        self._mask = geo.capacity - 1
-        self._heap_off = geo.heap_off
-        self._heap_end = geo.heap_off + geo.heap_size
+        self._ops = 0  # lock acquisitions: every HOUSEKEEPING_EVERY-th one does housekeeping
+        # Hits and misses are counted by the reader and the engine, writes by the engine;
+        # the store adds them to the shared counters every HOUSEKEEPING_EVERY operations,
+        # at stats() and close(): one shared read-modify-write per op saved.
+        self._reader = reader = Reader(
+            buf, self._w, geo, lock, self._fetch_locked, self._repair,
+            touch_on_read=bool(touch_on_read), default_ttl_ns=self._default_ttl_ns,
+        )
+        # Value and version, or None: lock-free where it can be (a bound method, so a read
+        # makes no more calls than when this lived here).
+        self._find: Callable[[bytes], Optional[Tuple[bytes, int]]] = reader.find
         with _handles_guard:
             _handles.add(self)  # for the exit and fork hooks (see _flush_pending)
 
@@ -271,10 +255,10 @@ class SessionStorage:
         w = self._w
         self._ops += 1
         # Repairs when something is left to repair; otherwise housekeeping (the unlinked
-        # check is an fstat, counters are flushed) every _HOUSEKEEPING_EVERY ops, not after
+        # check is an fstat, counters are flushed) every HOUSEKEEPING_EVERY ops, not after
         # every wait: under contention most writes wait, and this runs inside the lock.
         if (w[_DIRTY_W] or w[_FLAGS_W] or w[_SEQ_W] & 1
-                or not self._ops % _HOUSEKEEPING_EVERY):
+                or not self._ops % HOUSEKEEPING_EVERY):
             try:
                 self._repair()
             except BaseException:
@@ -283,6 +267,14 @@ class SessionStorage:
 
     def _release(self) -> None:
         self._lock.release()
+
+    def _fetch_locked(self, digest: bytes) -> Optional[Tuple[bytes, int]]:
+        """A read under the lock: what a lock-free one hands over (see ``_reader``)."""
+        self._acquire()
+        try:
+            return self._engine.fetch(digest, _monotonic_ns())
+        finally:
+            self._lock.release()
 
     def _repair(self) -> None:
         """Under the lock: undo what a dead writer left, finish a clear, let lock-free
@@ -299,12 +291,14 @@ class SessionStorage:
             engine.bump(_LOCK_WAIT_NS, lock.wait_ns)
             lock.waits = 0
             lock.wait_ns = 0
-        engine.add_counts(self._hits, self._misses)
-        self._hits = self._misses = 0
+        reader = self._reader
+        engine.add_counts(reader.hits, reader.misses)
+        reader.hits = reader.misses = 0
 
     def _pending(self) -> bool:
         e = self._engine
-        return bool(self._hits or self._misses or e.hits or e.misses or e.writes_done
+        r = self._reader
+        return bool(r.hits or r.misses or e.hits or e.misses or e.writes_done
                     or self._lock.waits)
 
     def _flush_pending(self, wait: float) -> None:
@@ -483,7 +477,7 @@ class SessionStorage:
 
     def stats(self) -> Stats:
         """Entries, bytes used and free, capacity, and the advisory counters (which include
-        every handle's counts up to its last ``_HOUSEKEEPING_EVERY`` operations)."""
+        every handle's counts up to its last ``HOUSEKEEPING_EVERY`` operations)."""
         self._acquire()
         try:
             self._flush_counters()
@@ -553,7 +547,7 @@ class SessionStorage:
         except StoreClosed:
             return  # closed already (by this thread or another)
         try:
-            self._lock_free = False  # lock-free reads from now on take the lock, and learn
+            self._reader.lock_free = False  # reads from now on take the lock, and learn
             self._flush_counters()
         finally:
             try:
@@ -734,117 +728,9 @@ class SessionStorage:
         # A handle crosses a process boundary (multiprocessing spawn) by name.
         return (_reopen, (self.name, self._options))
 
-    # ------------------------------------------------------------------ reading
-    def _find(self, digest: bytes) -> Optional[Tuple[bytes, int]]:
-        """Value and version, or None: lock-free when it can be, else under the lock."""
-        if self._lock_free:
-            try:
-                # The common case straight through: no writer at work, the entry (or an
-                # empty slot) at its home, nothing to write but the advisory access time.
-                # Anything else goes to _peek, which also does the housekeeping.
-                self._ops += 1
-                if self._ops % _HOUSEKEEPING_EVERY:
-                    buf = self._buf
-                    w = self._w
-                    seq = w[_SEQ_W]
-                    if not seq & 1:
-                        pos = self._table_off + ((_HOME.unpack_from(digest)[0] & self._mask) << 6)
-                        key, used, n, voff, expires, version = _PEEK_SLOT.unpack_from(buf, pos)
-                        if key == digest:
-                            now = _monotonic_ns()
-                            if ((not expires or expires > now and not self._touch_on_read)
-                                    and self._heap_off <= voff and voff + n <= self._heap_end
-                                    and n <= self._max_value):
-                                value = buf[voff : voff + n]
-                                if w[_SEQ_W] == seq:
-                                    w[(pos >> 3) + _ATIME_W] = now  # advisory: see _peek
-                                    self._hits += 1
-                                    return value, version
-                        elif not used and w[_SEQ_W] == seq:
-                            self._misses += 1
-                            return None
-                found = self._peek(digest)
-            except ValueError:  # the mapping was closed by another thread: say so, below
-                found = _LOCKED
-            if found is not _LOCKED:
-                return found  # type: ignore[return-value]
-        self._acquire()
-        try:
-            return self._engine.fetch(digest, _monotonic_ns())
-        finally:
-            self._lock.release()
-
-    def _peek(self, digest: bytes) -> object:
-        """A read that takes no lock (a seqlock): value and version, None, or ``_LOCKED``.
-
-        Every writer makes the sequence word odd before it changes a byte a reader copies
-        and even (a new number) once the change is committed (``_journal``). So a
-        copy made between two loads of one even number is one committed state: a value and
-        version written together, and a miss that is a real miss (not a hole a deletion was
-        shifting an entry over). Anything else -- an odd number, a change, a torn or
-        out-of-range slot -- is tried again, then handed to the locked path, which also
-        does whatever needs writing: reclaiming an expired entry, sliding expiry, repairs.
-        Every ``_HOUSEKEEPING_EVERY``-th operation (``_find`` counts them and sends those
-        here) also checks for an unlinked segment and flushes this handle's counters, if the
-        lock is free that instant (a holder that is not writing never holds reads up). The
-        one store made here is the advisory last-access time of the slot just read.
-        """
-        if not self._ops % _HOUSEKEEPING_EVERY and self._lock.try_acquire():
-            try:
-                self._repair()
-            finally:
-                self._lock.release()
-        buf = self._buf
-        w = self._w
-        mask = self._mask
-        base = self._table_off
-        home = _HOME.unpack_from(digest)[0] & mask
-        for _ in range(_PEEK_TRIES):
-            seq = w[_SEQ_W]
-            if seq & 1:
-                # A writer is at work: it takes microseconds, a sleep in flock and the
-                # wake-up take tens, so watch the word a little first. (It may have died:
-                # then the lock, which repairs, is the way on.)
-                for _ in range(_SPIN):
-                    seq = w[_SEQ_W]
-                    if not seq & 1:
-                        break
-                else:
-                    return _LOCKED
-            i = home
-            while True:
-                pos = base + (i << 6)
-                key, used, n, voff, expires, version = _PEEK_SLOT.unpack_from(buf, pos)
-                if not used or key == digest:
-                    break
-                i = (i + 1) & mask
-                if i == home:
-                    break  # a whole lap without an empty slot: a torn view
-            if not used:
-                if w[_SEQ_W] != seq:
-                    continue
-                self._misses += 1
-                return None
-            if key != digest:
-                continue
-            now = _monotonic_ns()
-            if expires and (expires <= now or self._touch_on_read and self._default_ttl_ns):
-                return _LOCKED  # reclaim it, or slide its expiry: both write
-            if voff < self._heap_off or voff + n > self._heap_end or n > self._max_value:
-                continue  # torn: the slot changed under us
-            value = buf[voff : voff + n]
-            if w[_SEQ_W] != seq:
-                continue
-            # Advisory, like the locked path's: steers eviction only. Racing a writer it may
-            # land on a slot that moved or emptied; nothing reads it there.
-            w[(pos >> 3) + _ATIME_W] = now
-            self._hits += 1
-            return value, version
-        return _LOCKED
-
 
 # Pending counts. A handle adds its hit/miss/write counts (and lock waits) to the shared
-# counters every _HOUSEKEEPING_EVERY operations and at close(); a worker that exits without
+# counters every HOUSEKEEPING_EVERY operations and at close(); a worker that exits without
 # close(), as most do, would lose the rest, and a child forked with some pending would add
 # them a second time. So every open handle adds its rest at exit and, when its lock is free
 # that instant, just before a fork; and a child starts with nothing pending. None of these
@@ -880,7 +766,8 @@ def _start_child_at_zero() -> None:
     global _handles_guard
     _handles_guard = threading.Lock()  # a thread that held it at the fork is not in the child
     for store in list(_handles):
-        store._hits = store._misses = 0
+        r = store._reader
+        r.hits = r.misses = 0
         e = store._engine
         e.hits = e.misses = e.writes_done = 0
 

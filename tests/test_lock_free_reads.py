@@ -1,4 +1,4 @@
-"""Reads that take no lock (the seqlock of ``SessionStorage._peek``, on x86).
+"""Reads that take no lock (the seqlock of ``shmsession._reader``, on x86).
 
 A read copies without the lock and keeps the copy only if the segment's sequence word was
 the same even number before and after. These tests hold it to what a locked read gave:
@@ -18,7 +18,7 @@ import pytest
 
 from shmsession import SessionNotFound, SessionStorage
 from shmsession import _layout as L
-from shmsession.store import LOCK_FREE_READS
+from shmsession._reader import LOCK_FREE_READS
 
 from .test_multiprocess import Children, Conn, _hold_lock_child
 
@@ -220,21 +220,22 @@ def test_a_read_that_saw_the_sequence_move_looks_again(name: str, present: bool)
     try:
         if present:
             store.write("k", b"v")
-        words = store._w
+        reader = store._reader  # the lock-free path's view of the control words
+        words = reader.w
         spy = _WriterBetweenLoads(words, moves=1)
-        store._w = spy  # type: ignore[assignment]
+        reader.w = spy  # type: ignore[assignment]
         try:
             assert store.get("k") == (b"v" if present else None)
         finally:
-            store._w = words
+            reader.w = words
         assert spy.seq_loads == 4, "the first copy was kept though the sequence had moved"
         # Moving on every attempt: the read gives up on lock-free copies and takes the lock.
         spy = _WriterBetweenLoads(words, moves=100)
-        store._w = spy  # type: ignore[assignment]
+        reader.w = spy  # type: ignore[assignment]
         try:
             assert store.get("k") == (b"v" if present else None)
         finally:
-            store._w = words
+            reader.w = words
         assert spy.seq_loads >= 6
     finally:
         store.close()
