@@ -18,8 +18,9 @@ What lies in Redis, under ``prefix`` (default ``"shmsession:NAME:"``):
   ``deletes``.
 
 Every write is one Lua script (``EVALSHA``, loaded again by redis-py when the server has
-forgotten it): taking a version, checking the one a compare-and-set expects, and storing the
-record happen as one step against every other client.
+forgotten it): checking what the write depends on (the version a compare-and-set expects,
+no session for ``add``, a live one for ``replace``), taking a version and storing the record
+happen as one step against every other client.
 Needs Redis 7.0 or later (``PEXPIRE ... XX`` for ``touch_on_read``); not Redis Cluster (a
 write touches two keys of different slots).
 
@@ -93,14 +94,18 @@ _SCAN_COUNT = 1000
 _UNLINK_BATCH = 500
 
 # KEYS: session key, meta hash. ARGV: value, ttl in ms (0: none), mode: "" plain write, "+"
-# add (only if absent), else the 8 bytes of the version a compare-and-set expects.
-# Returns the new version; -1 when the add found a session or the CAS another version, -2
-# when the CAS found none. SET NX claims the key for an add without reading it, because a
-# read would count as a keyspace hit or miss, which a write must not (stats()).
+# add (only if absent), "=" replace (only if live), else the 8 bytes of the version a
+# compare-and-set expects. Returns the new version; -1 when the add found a session, the
+# replace none or the CAS another version, -2 when the CAS found none. SET NX claims the key
+# for an add, and SET XX checks it is there for a replace, without reading it, because a
+# read would count as a keyspace hit or miss, which a write must not (stats()); neither
+# leaves a trace when it fails, so a refused add or replace spends no version.
 _PUT = """
 local mode = ARGV[3]
 if mode == '+' then
   if not redis.call('SET', KEYS[1], '', 'NX') then return -1 end
+elseif mode == '=' then
+  if not redis.call('SET', KEYS[1], '', 'XX') then return -1 end
 elseif mode ~= '' then
   local old = redis.call('GET', KEYS[1])
   if not old then return -2 end
@@ -246,9 +251,20 @@ class _Core:
 
     def add_args(self, sid: str, value: BytesLike, ttl: Optional[float]
                  ) -> Tuple[str, List[Union[bytes, int]]]:
+        """Validate an ``add`` and return the ``_PUT`` script's key and arguments."""
+        return self._only_if_args(sid, value, ttl, b"+")
+
+    def replace_args(self, sid: str, value: BytesLike, ttl: Optional[float]
+                     ) -> Tuple[str, List[Union[bytes, int]]]:
+        """Validate a ``replace`` and return the ``_PUT`` script's key and arguments."""
+        return self._only_if_args(sid, value, ttl, b"=")
+
+    def _only_if_args(self, sid: str, value: BytesLike, ttl: Optional[float], mode: bytes
+                      ) -> Tuple[str, List[Union[bytes, int]]]:
+        # SessionStorage.add's and .replace's order: the id, the ttl, then the value.
         key = self.key(sid)
         ms = self.ttl(ttl)
-        return key, [self.value(value), ms, b"+"]
+        return key, [self.value(value), ms, mode]
 
     def version(self, reply: Any) -> int:
         """The ``_PUT`` script's reply to a write: the new version, or the conflict."""
@@ -430,6 +446,14 @@ class RedisSessionStorage:
         key, args = c.add_args(sid, value, ttl)
         return int(self._put(keys=[key, c.meta], args=args, client=self._r)) >= 0
 
+    def replace(self, sid: str, value: BytesLike, ttl: Optional[float] = None) -> bool:
+        """Store ``value`` only if ``sid`` has a live session; returns whether it did. See
+        ``SessionStorage.replace``: one step in Redis, so a session deleted (logout) or
+        expired meanwhile stays gone."""
+        c = self._c
+        key, args = c.replace_args(sid, value, ttl)
+        return int(self._put(keys=[key, c.meta], args=args, client=self._r)) >= 0
+
     def invalidate(self, sid: str) -> bool:
         """Delete the session; returns whether a live one was there. Idempotent."""
         c = self._c
@@ -601,6 +625,12 @@ class AsyncRedisSessionStorage:
     async def add(self, sid: str, value: BytesLike, ttl: Optional[float] = None) -> bool:
         c = self._c
         key, args = c.add_args(sid, value, ttl)
+        return int(await self._put(keys=[key, c.meta], args=args, client=self._r)) >= 0
+
+    async def replace(self, sid: str, value: BytesLike, ttl: Optional[float] = None) -> bool:
+        """See ``RedisSessionStorage.replace``."""
+        c = self._c
+        key, args = c.replace_args(sid, value, ttl)
         return int(await self._put(keys=[key, c.meta], args=args, client=self._r)) >= 0
 
     async def invalidate(self, sid: str) -> bool:

@@ -218,6 +218,44 @@ class StoreContract:
         assert store.add(sid, bytearray(b"again")) is True
         assert store.read(sid) == b"again"
 
+    def test_replace_writes_only_over_a_live_session(self, store: Any) -> None:
+        sid, other = store.new_id(), store.new_id()
+        assert store.replace(sid, b"adopted?") is False  # an id nobody issued
+        assert sid not in store and len(store) == 0
+        v1 = store.write(sid, b"old")
+        assert store.replace(sid, bytearray(b"new")) is True
+        value, v2 = store.read_versioned(sid)
+        assert value == b"new" and v2 > v1  # a new version, as a write makes
+        with pytest.raises(VersionConflict):
+            store.write(sid, b"stale", expect=v1)  # a compare-and-set sees the replace
+        assert store.replace(sid, memoryview(b"newer"), 30) is True
+        value, v3 = store.read_versioned(sid)
+        assert value == b"newer" and v3 > v2
+        assert store.invalidate(sid) is True
+        assert store.replace(sid, b"back?") is False  # logout stays logout
+        assert sid not in store and store.get(sid) is None
+        v4 = store.write(other, b"o")
+        assert store.replace(sid, b"again?") is False
+        assert store.write(other, b"p") == v4 + 1  # a refused replace spent no version
+        before = store.stats()
+        assert store.replace(other, b"q") is True and store.replace(sid, b"r") is False
+        after = store.stats()
+        # A replace is a write: one counted when it writes, and no keyspace hit or miss.
+        assert [getattr(after, f) - getattr(before, f)
+                for f in ("writes", "hits", "misses")] == [1, 0, 0]
+        assert store.read(other) == b"q" and len(store) == 1
+        store.check()
+
+    def test_replace_does_not_revive_an_expired_session(self, make_store: MakeStore) -> None:
+        store = make_store(ttl=30)
+        store.write("brief", b"v", ttl=0.05)
+        store.write("kept", b"v", ttl=0.05)
+        assert store.replace("kept", b"w", ttl=math.inf) is True  # a replace resets the expiry
+        time.sleep(0.3)
+        assert store.replace("brief", b"revived?") is False
+        assert "brief" not in store and store.get("brief") is None
+        assert store.read("kept") == b"w"
+
     def test_compare_and_set(self, store: Any) -> None:
         sid = store.new_id()
         v1 = store.write(sid, b"a")
@@ -303,16 +341,21 @@ class StoreContract:
         forever.write("store-without-ttl", b"v")
         forever.add("added-forever", b"v")
         short.write("rewritten", b"v", ttl=1)
+        short.write("replaced-default", b"v", ttl=30)
+        short.write("replaced-forever", b"v", ttl=1)
         assert short.touch("touched-longer", ttl=30) is True
         assert short.touch("touched-forever", ttl=math.inf) is True
         assert short.touch("touched-shorter", ttl=1) is True
         assert short.touch("touched-default") is True  # None: the store's ttl, 1 s
         assert short.write("rewritten", b"w", ttl=math.inf) > 0  # a write resets the expiry
+        assert short.replace("replaced-default", b"w") is True  # None: the store's 1 s
+        assert short.replace("replaced-forever", b"w", ttl=math.inf) is True
         written = time.monotonic()
         assert short.touch("absent") is False and short.touch("absent", ttl=math.inf) is False
-        gone = ["default", "none-is-default", "added", "touched-shorter", "touched-default"]
+        gone = ["default", "none-is-default", "added", "touched-shorter", "touched-default",
+                "replaced-default"]
         alive = ["touched-longer", "touched-forever", "inf", "store-without-ttl",
-                 "added-forever", "rewritten"]
+                 "added-forever", "rewritten", "replaced-forever"]
         assert all(sid in short for sid in gone + alive)
         assert len(short) == len(gone) + len(alive)
         time.sleep(max(0.0, written + 1.25 - time.monotonic()))  # every 1 s ttl has run out
@@ -323,13 +366,14 @@ class StoreContract:
             with pytest.raises(SessionNotFound):
                 short.read_versioned(sid)
             assert short.touch(sid) is False and short.touch(sid, ttl=math.inf) is False
+            assert short.replace(sid, b"late") is False and sid not in short
             assert short.invalidate(sid) is False
         with pytest.raises(VersionConflict):
             short.write("default", b"late", expect=version)
         assert "default" not in short
         for sid in alive:
             assert short.get(sid) is not None, sid
-        assert short.read("rewritten") == b"w"
+        assert short.read("rewritten") == b"w" and short.read("replaced-forever") == b"w"
         assert len(short) == len(alive) and len(forever) == len(alive)
         after = short.stats()  # the expired sessions were reclaimed, and counted
         assert after.entries == len(alive)
@@ -364,7 +408,7 @@ class StoreContract:
                      lambda: store.read_versioned(sid), lambda: store.get(sid),
                      lambda: store.invalidate(sid), lambda: store.touch(sid),
                      lambda: store.add(sid, b"v"), lambda: sid in store,
-                     lambda: store.write(sid, b"v", expect=v)):
+                     lambda: store.write(sid, b"v", expect=v), lambda: store.replace(sid, b"v")):
             with pytest.raises(err):
                 call()
         assert store.read("keep") == b"kept" and len(store) == 1
@@ -374,17 +418,25 @@ class StoreContract:
 
     @pytest.mark.parametrize("value", BAD_VALUES)
     def test_non_bytes_values_are_refused(self, store: Any, value: object) -> None:
-        calls: Tuple[Callable[[], object], ...] = (lambda: store.write("k", value),
-                                                  lambda: store.add("k", value))
+        v = store.write("live", b"kept")
+        calls: Tuple[Callable[[], object], ...] = (
+            lambda: store.write("k", value), lambda: store.add("k", value),
+            lambda: store.replace("k", value), lambda: store.replace("live", value))
         for call in calls:
             with pytest.raises(InvalidType) as info:
                 call()
             assert isinstance(info.value, TypeError) and "bytes" in str(info.value)
-        assert "k" not in store and len(store) == 0
+        assert "k" not in store and len(store) == 1
+        assert store.read_versioned("live") == (b"kept", v)
 
-    def test_add_takes_no_provider_and_a_provider_error_propagates(self, store: Any) -> None:
+    def test_add_and_replace_take_no_provider_and_a_provider_error_propagates(
+            self, store: Any) -> None:
         with pytest.raises(InvalidType):
             store.add("k", lambda s: s.write(b"v"))
+        v = store.write("live", b"kept")
+        with pytest.raises(InvalidType):
+            store.replace("live", lambda s: s.write(b"v"))
+        assert store.read_versioned("live") == (b"kept", v)
         with pytest.raises(TypeError):
             store.write("k", lambda s: s.write("text"))  # the stream's own error
         assert "k" not in store
@@ -396,7 +448,7 @@ class StoreContract:
         calls: Tuple[Callable[[], object], ...] = (
             lambda: s.write("k", b"x" * 1001), lambda: s.add("new", b"x" * 1001),
             lambda: s.write("k", lambda st: st.write(b"x" * 1001)),
-            lambda: s.write("k", bytearray(1001), expect=v))
+            lambda: s.write("k", bytearray(1001), expect=v), lambda: s.replace("k", b"x" * 1001))
         for call in calls:
             with pytest.raises(ValueTooLarge) as info:
                 call()
@@ -410,6 +462,7 @@ class StoreContract:
         for ttl, err in BAD_TTLS:
             calls: Tuple[Callable[[], object], ...] = (
                 lambda: store.write("k", b"v", ttl=ttl), lambda: store.add("k", b"v", ttl),
+                lambda: store.replace("k", b"v", ttl), lambda: store.replace("there", b"w", ttl),
                 lambda: store.touch("k", ttl=ttl), lambda: store.touch("there", ttl=ttl),
                 lambda: make_store(ttl=ttl))
             for call in calls:
@@ -417,7 +470,7 @@ class StoreContract:
                     call()
         assert "k" not in store and len(store) == 1
         time.sleep(1.1)  # "there" kept its 30 s; a touch to the default 1 s would end it
-        assert store.read("there") == b"v"
+        assert store.read("there") == b"v"  # and its value: no replace went through
 
     # ------------------------------------------------------------------ whole store
     def test_len_contains_clear(self, store: Any) -> None:
@@ -477,7 +530,7 @@ class StoreContract:
         h.close()
         h.close()  # idempotent
         for call in (lambda: h.read("k"), lambda: h.write("k", b"w"), lambda: "k" in h,
-                     lambda: h.invalidate("k")):
+                     lambda: h.invalidate("k"), lambda: h.replace("k", b"w")):
             with pytest.raises(StoreClosed) as info:
                 call()
             assert isinstance(info.value, ValueError)
@@ -496,6 +549,23 @@ class StoreContract:
                               for k, h in enumerate(handles)])
             assert won.count(True) == 1, won
             assert handles[0].read(sid) == b"%d" % won.index(True)
+
+    def test_replace_never_revives_a_session_invalidated_concurrently(self, make_store: MakeStore
+                                                                      ) -> None:
+        # Replaces from several handles race one invalidate of a live session. In any order
+        # the invalidate finds the session live and the replaces after it find none, so the
+        # session always ends deleted; a replace that checked, then wrote, could revive it.
+        handles = [make_store() for _ in range(5)]
+        for round_ in range(10):
+            sid = f"race-{round_}"
+            handles[0].write(sid, b"live")
+            calls: List[Callable[[], bool]] = [functools.partial(h.replace, sid, b"%d" % k)
+                                               for k, h in enumerate(handles[1:])]
+            calls.append(functools.partial(handles[0].invalidate, sid))
+            *replaced, invalidated = in_threads(calls)
+            assert invalidated is True, replaced
+            assert sid not in handles[0] and handles[1].get(sid) is None, replaced
+        assert len(handles[0]) == 0
 
     def test_compare_and_set_loses_no_update_between_handles(self, make_store: MakeStore
                                                              ) -> None:
@@ -543,11 +613,16 @@ class AsyncContract:
                 else:
                     raise AssertionError(f"no increment got through in {CAS_TRIES} tries")
 
-        async def main() -> List[bool]:
+        async def main() -> Tuple[List[bool], List[bool]]:
             await inner.write("counter", b"0")
             await asyncio.gather(*(increments(10) for _ in range(4)))
-            return list(await asyncio.gather(*(inner.add("race", b"%d" % k) for k in range(8))))
+            won = await asyncio.gather(*(inner.add("race", b"%d" % k) for k in range(8)))
+            await inner.write("live", b"v")
+            *_, invalidated = await asyncio.gather(
+                *(inner.replace("live", b"%d" % k) for k in range(4)), inner.invalidate("live"))
+            return list(won), [invalidated, await inner.contains("live")]
 
-        won = store.run(main())
+        won, (invalidated, revived) = store.run(main())
         assert won.count(True) == 1 and store.read("race") == b"%d" % won.index(True)
         assert store.read("counter") == b"40"
+        assert invalidated is True and revived is False
