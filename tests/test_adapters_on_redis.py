@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import re
@@ -412,6 +413,76 @@ def test_aiohttp_shmstorage(name: str, redis_socket: str) -> None:
                 assert (await (await client.post("/incr", headers=old)).json())["n"] == 1
                 assert await store.get(sid) is None
         assert _keys(redis_socket, store.prefix) == []
+
+    asyncio.run(main())
+
+
+class _Interleaved:
+    """A real async store seen as the saving request's steps: every coroutine call on it is
+    one step, and before step ``i`` another request of the same session acts on its own
+    handle -- it saves the session (so a compare-and-set the saver makes always conflicts)
+    while ``i < logout_at``, logs it out at ``i == logout_at``, and does nothing after."""
+
+    def __init__(self, inner: AsyncRedisSessionStorage, other: AsyncRedisSessionStorage,
+                 sid: str, logout_at: int) -> None:
+        self.inner, self.other, self.sid, self.logout_at = inner, other, sid, logout_at
+        self.steps = 0
+        self.logged_out = False
+
+    async def _before_step(self) -> None:
+        i, self.steps = self.steps, self.steps + 1
+        if i < self.logout_at:
+            await self.other.write(self.sid, b'{"by": "another request"}')
+        elif i == self.logout_at:
+            assert await self.other.invalidate(self.sid)
+            self.logged_out = True
+
+    def __getattr__(self, attr: str) -> Any:
+        fn = getattr(self.inner, attr)
+        if not inspect.iscoroutinefunction(fn):
+            return fn
+
+        async def step(*args: Any, **kwargs: Any) -> Any:
+            await self._before_step()
+            return await fn(*args, **kwargs)
+
+        return step
+
+
+def test_a_save_never_revives_a_session_logged_out_while_it_runs(name: str, redis_socket: str
+                                                                  ) -> None:
+    """starsessions' save (``ShmStore.write``, through ``replace_live``) on the async Redis
+    store, with the logout landing before each step of the save in turn -- step 0, 1, 2, ...
+    until it lands after the save -- and another request writing the session before every
+    earlier step. Whatever the save does, the logged-out id must stay dead, and the data
+    saved must be kept under a fresh id when it did not go in before the logout."""
+    from shmsession.contrib.starsessions import ShmStore
+
+    max_steps = 64  # store calls one save may make before the test calls it unbounded
+
+    async def main() -> None:
+        async with async_store(name, redis_socket) as saver:
+            other = AsyncRedisSessionStorage(name, f"unix://{redis_socket}", secret=SECRET)
+            try:
+                for logout_at in range(max_steps):
+                    sid = other.new_id()
+                    await other.write(sid, b'{"n": 0}', 600)
+                    store = _Interleaved(saver, other, sid, logout_at)
+                    saved_under = await ShmStore(store=store).write(  # type: ignore[arg-type]
+                        sid, b'{"n": 1}', lifetime=600, ttl=600)
+                    landed_after = not store.logged_out
+                    if landed_after:
+                        assert await other.invalidate(sid)
+                    assert await other.get(sid) is None, (
+                        f"a logout before step {logout_at} of {store.steps} was undone by the "
+                        f"save (which returned the {'same' if saved_under == sid else 'a new'} id)")
+                    if saved_under != sid:
+                        assert await other.get(saved_under) == b'{"n": 1}'
+                    if landed_after:
+                        return
+                raise AssertionError(f"a save took more than {max_steps} store calls")
+            finally:
+                await other.close()
 
     asyncio.run(main())
 
