@@ -27,7 +27,7 @@ the child too. The session engine's async methods (Django 5.0+) run each store o
 a worker thread; the cache's are Django's own, which do the same with its sync methods.
 
 The adapters hold no storage logic: they translate Django's vocabulary into the store's
-``get``/``read_versioned``/``write``/``add``/``invalidate``/``touch``/``clear``.
+``get``/``read_versioned``/``write``/``add``/``replace``/``invalidate``/``touch``/``clear``.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ __all__ = ["SessionStore", "ShmCache", "close_stores"]
 
 T = TypeVar("T")
 
-#: Compare-and-set rounds one save or incr may take. Each lost round means another writer's
-#: write went through, so the writers as a whole always progress.
+#: Compare-and-set rounds one incr may take. Each lost round means another writer's write
+#: went through, so the writers as a whole always progress.
 MAX_CAS_ATTEMPTS = 1000
 
 
@@ -159,12 +159,12 @@ def _ttl_of_age(age: float) -> float:
     return age if age > 0 else 0
 
 
-def _load(store: Store, key: Optional[str]) -> Optional[Tuple[bytes, int]]:
+def _load(store: Store, key: Optional[str]) -> Optional[bytes]:
     if key is None:
         return None
     try:
-        return store.read_versioned(key)
-    except (SessionNotFound, InvalidSessionId):  # InvalidSessionId: a cookie no store takes
+        return store.get(key)
+    except InvalidSessionId:  # a cookie no store takes
         return None
 
 
@@ -177,32 +177,22 @@ def _create(store: Store, key: str, data: bytes, ttl: float) -> None:
         raise CreateError
 
 
-def _replace(
-    store: Store, key: str, data: bytes, ttl: float, version: Optional[int]
-) -> Optional[int]:
-    """Overwrite the live session ``key``; its new version (None when nothing is stored).
+def _replace(store: Store, key: str, data: bytes, ttl: float) -> None:
+    """Overwrite the live session ``key`` (the last save wins, as Django expects).
 
     :raises UpdateError: the session is gone (deleted or expired): it is not resurrected.
     """
-    if not ttl:  # the session expires now: saving it removes it
-        if not store.invalidate(key):
-            raise UpdateError
-        return None
-    for _ in range(MAX_CAS_ATTEMPTS):
-        if version is None:
-            found = _load(store, key)
-            if found is None:
-                raise UpdateError
-            version = found[1]
-        try:
-            # Compare-and-set makes "only if it still exists" atomic: a logout that lands
-            # between our read and our write makes the write fail instead of undoing it.
-            return store.write(key, data, ttl, expect=version)
-        except VersionConflict:
-            version = None  # someone else saved meanwhile: Django sessions are last-writer-wins
-    raise VersionConflict(
-        f"the session changed {MAX_CAS_ATTEMPTS} times while this request was saving it"
-    )
+    try:
+        if ttl:
+            # One atomic step: a logout that lands while this request runs makes the save
+            # fail instead of being undone by it.
+            saved = store.replace(key, data, ttl)
+        else:  # the session expires now: saving it removes it
+            saved = store.invalidate(key)
+    except InvalidSessionId:  # a key no store takes names no session
+        saved = False
+    if not saved:
+        raise UpdateError
 
 
 def _exists(store: Store, key: Optional[str]) -> bool:
@@ -229,33 +219,17 @@ class SessionStore(SessionBase):
     ``get_expiry_age()`` seconds from its last save, so ``clear_expired`` has nothing to do.
     """
 
-    def __init__(self, session_key: Optional[str] = None) -> None:
-        super().__init__(session_key)
-        # (key, version) of what this object last read or wrote: a save then needs one store
-        # call, a compare-and-set against that version.
-        self._seen: Optional[Tuple[str, int]] = None
-
     # -- translation between the two vocabularies (no I/O) ------------------------------------
-    def _decoded(self, key: Optional[str], found: Optional[Tuple[bytes, int]]) -> Dict[str, Any]:
-        if key is None or found is None:
+    def _decoded(self, key: Optional[str], data: Optional[bytes]) -> Dict[str, Any]:
+        if key is None or data is None:
             self._session_key = None
-            self._seen = None
             return {}
-        data, version = found
-        self._seen = (key, version)
         # latin-1 decodes any bytes; what is not Django's encoding fails the signature check
         # in decode(), which logs it and gives an empty session.
         return self.decode(data.decode("latin-1"))
 
     def _encoded(self, session: Dict[str, Any]) -> bytes:
         return self.encode(session).encode("ascii")
-
-    def _version_for(self, key: str) -> Optional[int]:
-        seen = self._seen
-        return seen[1] if seen is not None and seen[0] == key else None
-
-    def _saved(self, key: str, version: Optional[int]) -> None:
-        self._seen = None if version is None else (key, version)
 
     # -- SessionBase ---------------------------------------------------------------------------
     def load(self) -> Dict[str, Any]:
@@ -287,9 +261,8 @@ class SessionStore(SessionBase):
         store = _session_store()
         if must_create:
             _create(store, key, data, ttl)
-            self._seen = None
         else:
-            self._saved(key, _replace(store, key, data, ttl, self._version_for(key)))
+            _replace(store, key, data, ttl)
 
     def delete(self, session_key: Optional[str] = None) -> None:
         if session_key is None:
@@ -333,10 +306,8 @@ class SessionStore(SessionBase):
         store = _session_store()
         if must_create:
             await _offload(_create, store, key, data, ttl)
-            self._seen = None
         else:
-            version = await _offload(_replace, store, key, data, ttl, self._version_for(key))
-            self._saved(key, version)
+            await _offload(_replace, store, key, data, ttl)
 
     async def adelete(self, session_key: Optional[str] = None) -> None:
         if session_key is None:

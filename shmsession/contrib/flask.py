@@ -31,12 +31,12 @@
   fixation). A session that ends empty (nothing but ``_permanent`` counts as empty) is
   deleted from the store with its cookie: logout is ``session.clear()``.
 * **Concurrent requests** of one session: each writes its whole session, and the last to
-  finish wins (as with every Flask session store); a write is a compare-and-set against the
-  version the request read, so a session deleted meanwhile (logged out by another request)
-  stays deleted instead of being written back.
+  finish wins (as with every Flask session store); a write is the store's atomic
+  ``replace``, which writes only over a live record, so a session deleted meanwhile (logged
+  out by another request) stays deleted instead of being written back.
 
-The interface holds no storage logic: it maps Flask's open/save onto ``read_versioned``,
-``add``, ``write(expect=)``, ``touch`` and ``invalidate``.
+The interface holds no storage logic: it maps Flask's open/save onto ``get``, ``add``,
+``replace``, ``touch`` and ``invalidate``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import hashlib
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional
 
-from .._errors import SessionNotFound, VersionConflict, missing_extra
+from .._errors import missing_extra
 from ..store import SessionStorage
 from ._store import Store
 
@@ -65,9 +65,6 @@ if TYPE_CHECKING:
 __all__ = ["ShmSession", "ShmSessionInterface", "Store"]
 
 
-#: Attempts of one save against concurrent writers of the same session. Each failed attempt
-#: means another request's write went through, so requests as a whole progress.
-_MAX_CAS_ATTEMPTS = 100
 #: Fresh ids tried before giving up; 256 random bits do not collide, this bounds a broken store.
 _MAX_NEW_IDS = 8
 
@@ -83,7 +80,6 @@ class ShmSession(CallbackDict[str, Any], SessionMixin):
         self,
         initial: Optional[Mapping[str, Any]] = None,
         sid: Optional[str] = None,
-        version: Optional[int] = None,
         stale_cookie: bool = False,
     ) -> None:
         def on_update(self: ShmSession) -> None:
@@ -92,7 +88,6 @@ class ShmSession(CallbackDict[str, Any], SessionMixin):
 
         super().__init__(initial, on_update)
         self.sid = sid
-        self.version = version
         self.new = sid is None
         #: Set by :meth:`clear` and :meth:`ShmSessionInterface.regenerate`: save under a new id.
         self.rotate = False
@@ -251,15 +246,15 @@ class ShmSessionInterface(SessionInterface):
         except (BadSignature, UnicodeDecodeError):  # tampered, foreign key, or too old
             return self.session_class(stale_cookie=True)
         try:
-            raw, version = self.store.read_versioned(sid)
+            raw = self.store.get(sid)
+            if raw is None:  # expired, logged out, or never there
+                return self.session_class(stale_cookie=True)
             data = self.serializer.loads(raw.decode("utf-8"))
-        except SessionNotFound:  # expired, logged out, or never there
-            return self.session_class(stale_cookie=True)
         except (ValueError, TypeError, KeyError):  # an id the store refuses, or not a session
             return self.session_class(stale_cookie=True)
         if not isinstance(data, dict):
             return self.session_class(stale_cookie=True)
-        return self.session_class(data, sid=sid, version=version)
+        return self.session_class(data, sid=sid)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         """Write the session if it was modified, renew it if Flask refreshes it, delete it
@@ -286,7 +281,7 @@ class ShmSessionInterface(SessionInterface):
                 if session.sid is not None:
                     self.store.invalidate(session.sid)
                 session.sid = self._create(self._encode(session), ttl)
-            elif not self._replace(session, self._encode(session), ttl):
+            elif not self.store.replace(session.sid, self._encode(session), ttl):
                 # Deleted meanwhile by another request (a logout): it stays deleted.
                 response.delete_cookie(name, **options)
                 response.vary.add("Cookie")
@@ -308,24 +303,6 @@ class ShmSessionInterface(SessionInterface):
             if self.store.add(sid, data, ttl):
                 return sid
         raise RuntimeError(f"{_MAX_NEW_IDS} fresh session ids were all taken: is the store sane?")
-
-    def _replace(self, session: ShmSession, data: bytes, ttl: float) -> bool:
-        """Overwrite the stored session with ``data``; ``False`` if it no longer exists."""
-        assert session.sid is not None and session.version is not None
-        version = session.version
-        for _ in range(_MAX_CAS_ATTEMPTS):
-            try:
-                session.version = self.store.write(session.sid, data, ttl, expect=version)
-                return True
-            except VersionConflict:
-                pass
-            try:  # another request wrote it: ours is the later whole version, unless it is gone
-                version = self.store.read_versioned(session.sid)[1]
-            except SessionNotFound:
-                return False
-        raise RuntimeError(
-            f"gave up saving a session after {_MAX_CAS_ATTEMPTS} conflicting writes to it"
-        )
 
     def _set_cookie(
         self, app: Flask, session: ShmSession, response: Response, name: str,
