@@ -17,9 +17,10 @@ cachelib's vocabulary, translated:
 * Keys: any ``str``. A key (with ``key_prefix``) of 1 to 1024 bytes of UTF-8 is the store's
   id as it is; any other (empty, longer, not encodable, or starting with NUL) is replaced by
   NUL + its SHA-256, a form no kept-as-is key takes.
-* ``add`` is the store's atomic ``add``; ``inc``/``dec`` are a compare-and-set loop
-  (``read_versioned`` / ``write(expect=)``), so concurrent increments from any process lose
-  nothing. Like every cachelib cache's ``inc``, they give the key ``default_timeout``.
+* ``add`` is the store's atomic ``add``; ``inc``/``dec`` are the adapters' shared
+  compare-and-set loop (``read_versioned``, then ``write(expect=)``, or ``add`` for a missing
+  key), so concurrent increments from any process lose nothing. Like every cachelib cache's
+  ``inc``, they give the key ``default_timeout``.
 * ``set`` of a value the store cannot hold (over ``max_value_size``; full with
   ``when_full="raise"``) returns ``False`` and removes the key's previous value, so the
   cache never answers with a stale one.
@@ -34,11 +35,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-from typing import Any, List, Optional, Union
+from typing import Any, List, Optional, Tuple, Union
 
-from .._errors import SessionNotFound, StoreFull, ValueTooLarge, VersionConflict, missing_extra
+from .._errors import StoreFull, ValueTooLarge, VersionConflict, missing_extra
 from ..store import SessionStorage
-from ._store import Store
+from ._store import Store, read_modify_write
 
 try:
     from cachelib.base import BaseCache
@@ -50,11 +51,6 @@ __all__ = ["ShmCache", "Store"]
 
 
 Timeout = Union[int, float, dt.timedelta, None]
-
-#: Attempts of one ``inc``/``dec`` before it reports a backend error (``None``). Each failed
-#: attempt means another process's write to the same key went through, so the processes as
-#: a whole progress; losing this many races in a row does not happen under sane load.
-_MAX_CAS_ATTEMPTS = 1000
 
 _HASHED = "\0"  # first character of a hashed key; no key kept as it is starts with it
 
@@ -200,41 +196,26 @@ class ShmCache(BaseCache):
 
     def inc(self, key: str, delta: int = 1) -> Optional[int]:
         """Add ``delta`` to the value of ``key`` (missing: 0) atomically across processes;
-        returns the new value, or ``None`` if the store could not hold it."""
+        returns the new value, or ``None`` (cachelib's backend error) if the store could not
+        hold it or other writers kept changing it (``MAX_CAS_ATTEMPTS`` rounds)."""
         sid = self._id(key)
-        ttl = self._ttl(None)
-        store = self._store
-        for _ in range(_MAX_CAS_ATTEMPTS):
-            try:
-                raw, version = store.read_versioned(sid)
-            except SessionNotFound:  # start from 0, unless another process adds it first
-                value = delta
-                data = self._dumps_number(value)
-                if data is None:
-                    return None
-                try:
-                    if store.add(sid, data, ttl):
-                        return value
-                except (ValueTooLarge, StoreFull):
-                    return None
-                continue
-            value = (self.serializer.loads(raw) or 0) + delta
-            data = self._dumps_number(value)
-            if data is None:
-                return None
-            try:
-                store.write(sid, data, ttl, expect=version)
-            except VersionConflict:
-                continue
-            except (ValueTooLarge, StoreFull):
-                return None
-            return value
-        return None
+
+        def add_delta(raw: Optional[bytes]) -> Tuple[bytes, int]:
+            value: int = delta if raw is None else (self.serializer.loads(raw) or 0) + delta
+            data: Optional[bytes] = self.serializer.dumps(value)
+            if data is None:  # the serializer could not (and logged why)
+                raise _Unserializable
+            return data, value
+
+        try:
+            return read_modify_write(self._store, sid, add_delta, self._ttl(None))
+        except (_Unserializable, ValueTooLarge, StoreFull, VersionConflict):
+            return None
 
     def dec(self, key: str, delta: int = 1) -> Optional[int]:
         """Subtract ``delta`` from the value of ``key`` (missing: 0); see :meth:`inc`."""
         return self.inc(key, -delta)
 
-    def _dumps_number(self, value: Any) -> Optional[bytes]:
-        data: Optional[bytes] = self.serializer.dumps(value)
-        return data
+
+class _Unserializable(Exception):
+    """``inc`` gives up: the serializer returned ``None`` for the new value."""

@@ -27,7 +27,8 @@ the child too. The session engine's async methods (Django 5.0+) run each store o
 a worker thread; the cache's are Django's own, which do the same with its sync methods.
 
 The adapters hold no storage logic: they translate Django's vocabulary into the store's
-``get``/``read_versioned``/``write``/``add``/``replace``/``invalidate``/``touch``/``clear``.
+``get``/``write``/``add``/``replace``/``invalidate``/``touch``/``clear`` (and the adapters'
+shared compare-and-set loop for ``incr``).
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ import pickle
 import threading
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, TypeVar, Union, cast
 
-from .._errors import InvalidSessionId, SessionNotFound, VersionConflict, missing_extra
+from .._errors import InvalidSessionId, missing_extra
 from ..store import SessionStorage
-from ._store import Store
+from ._store import Store, read_modify_write
 
 try:
     from django.conf import settings
@@ -56,10 +57,6 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
 __all__ = ["SessionStore", "ShmCache", "close_stores"]
 
 T = TypeVar("T")
-
-#: Compare-and-set rounds one incr may take. Each lost round means another writer's write
-#: went through, so the writers as a whole always progress.
-MAX_CAS_ATTEMPTS = 1000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,8 +346,9 @@ class ShmCache(BaseCache):
     store evicts expired entries, then the least recently used ones, unless
     ``when_full="raise"``. Values are pickled. Timeouts follow Django: ``0`` or less stores
     nothing (and removes what was there), ``None`` keeps the entry until it is deleted or
-    evicted. ``incr``/``decr`` are atomic across processes (compare-and-set) and, as in
-    Django's ``BaseCache``, give the entry the default timeout. Every key works: keys over
+    evicted. ``incr``/``decr`` are atomic across processes (the adapters' compare-and-set
+    loop; ``VersionConflict`` if it keeps losing) and, as in Django's ``BaseCache``, give the
+    entry the default timeout. Every key works: keys over
     the store's 1024 bytes are hashed, so no ``CacheKeyWarning`` is raised for long keys or
     for characters memcached refuses. ``close()`` keeps the process's handle open (Django
     calls it after each request).
@@ -431,23 +429,19 @@ class ShmCache(BaseCache):
 
     def incr(self, key: Any, delta: int = 1, version: Optional[int] = None) -> Any:
         sid = self._id(key, version)
-        store = self._store
-        for _ in range(MAX_CAS_ATTEMPTS):
-            try:
-                raw, seen = store.read_versioned(sid)
-            except SessionNotFound:
-                raise ValueError(f"Key '{key}' not found") from None
+        ttl = self._ttl(DEFAULT_TIMEOUT)
+
+        def add_delta(raw: Optional[bytes]) -> Tuple[bytes, Any]:
+            if raw is None:
+                raise ValueError(f"Key '{key}' not found")
             value = pickle.loads(raw) + delta
-            ttl = self._ttl(DEFAULT_TIMEOUT)
-            try:
-                if ttl:
-                    store.write(sid, self._dumps(value), ttl, expect=seen)
-                else:
-                    store.invalidate(sid)
-            except VersionConflict:
-                continue  # another process changed it meanwhile: add to its value
+            return self._dumps(value), value
+
+        if not ttl:  # the default timeout keeps nothing: the new value is not stored
+            value = add_delta(self._store.get(sid))[1]
+            self._store.invalidate(sid)
             return value
-        raise VersionConflict(f"cache key {key!r} changed {MAX_CAS_ATTEMPTS} times during incr")
+        return read_modify_write(self._store, sid, add_delta, ttl)
 
     def clear(self) -> None:
         """Empty the whole store (every key prefix and version in it)."""
