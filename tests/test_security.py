@@ -27,7 +27,6 @@ import pytest
 import shmsession
 from shmsession import (
     CorruptSegment,
-    InsufficientSharedMemory,
     InvalidName,
     LayoutVersionMismatch,
     SegmentError,
