@@ -25,12 +25,13 @@ from ._errors import (
     ValueTooLarge,
     VersionConflict,
 )
-from ._types import SessionInfo, Stats
+from ._types import AsyncStore, SessionInfo, Stats, Store
 from .store import SessionStorage
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncStore",
     "CorruptSegment",
     "CorruptSnapshot",
     "InsufficientSharedMemory",
@@ -51,6 +52,7 @@ __all__ = [
     "SessionStorage",
     "ShmSessionError",
     "Stats",
+    "Store",
     "StoreClosed",
     "StoreFull",
     "StoreNotFound",

@@ -1,11 +1,22 @@
-"""The public types every store returns: ``Stats`` and ``SessionInfo``. No logic."""
+"""The public types: what every store returns (``Stats``, ``SessionInfo``) and what every
+store is (``Store``, ``AsyncStore``). No logic.
+
+``SessionStorage`` and ``RedisSessionStorage`` meet ``Store``; ``AsyncSessionStorage`` and
+``AsyncRedisSessionStorage`` meet ``AsyncStore`` (mypy checks all four). The adapters accept
+a store by these protocols, so any backend with the same calls (and the same atomicity of
+``add`` and ``replace``) fits them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional
+from typing import Any, BinaryIO, Callable, Dict, Optional, Protocol, Tuple, TypeVar, Union, overload
 
-__all__ = ["SessionInfo", "Stats"]
+from ._rules import BytesLike, Provider
+
+__all__ = ["AsyncStore", "SessionInfo", "Stats", "Store"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,3 +69,91 @@ class SessionInfo:
     age: float  # seconds since it was created
     ttl: Optional[float]  # seconds left, None when it never expires
     version: int
+
+
+class Store(Protocol):
+    """A session store: the calls of :class:`~shmsession.SessionStorage` (see there for what
+    each does). ``add`` and ``replace`` must be atomic: saves rely on them to keep a logout."""
+
+    @property
+    def name(self) -> str: ...
+
+    def new_id(self) -> str: ...
+
+    @overload
+    def read(self, sid: str) -> bytes: ...
+
+    @overload
+    def read(self, sid: str, consumer: Callable[[BinaryIO], T]) -> T: ...
+
+    def read_versioned(self, sid: str) -> Tuple[bytes, int]: ...
+
+    def get(self, sid: str, default: Optional[T] = None) -> Union[bytes, T, None]: ...
+
+    def write(self, sid: str, value: Union[BytesLike, Provider], ttl: Optional[float] = None,
+              *, expect: Optional[int] = None) -> int: ...
+
+    def add(self, sid: str, value: BytesLike, ttl: Optional[float] = None) -> bool: ...
+
+    def replace(self, sid: str, value: BytesLike, ttl: Optional[float] = None) -> bool: ...
+
+    def invalidate(self, sid: str) -> bool: ...
+
+    def touch(self, sid: str, ttl: Optional[float] = None) -> bool: ...
+
+    def __contains__(self, sid: object) -> bool: ...
+
+    def __len__(self) -> int: ...
+
+    def clear(self) -> None: ...
+
+    def stats(self) -> Stats: ...
+
+    def check(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def unlink(self) -> None: ...
+
+
+class AsyncStore(Protocol):
+    """A session store whose calls are coroutines (``in`` and ``len`` are ``contains()`` and
+    ``len()``): :class:`~shmsession.aio.AsyncSessionStorage`'s."""
+
+    @property
+    def name(self) -> str: ...
+
+    def new_id(self) -> str: ...
+
+    async def read(self, sid: str,
+                   consumer: Optional[Callable[[BinaryIO], T]] = None) -> Union[bytes, T]: ...
+
+    async def read_versioned(self, sid: str) -> Tuple[bytes, int]: ...
+
+    async def get(self, sid: str, default: Optional[T] = None) -> Union[bytes, T, None]: ...
+
+    async def write(self, sid: str, value: Union[BytesLike, Provider],
+                    ttl: Optional[float] = None, *, expect: Optional[int] = None) -> int: ...
+
+    async def add(self, sid: str, value: BytesLike, ttl: Optional[float] = None) -> bool: ...
+
+    async def replace(self, sid: str, value: BytesLike,
+                      ttl: Optional[float] = None) -> bool: ...
+
+    async def invalidate(self, sid: str) -> bool: ...
+
+    async def touch(self, sid: str, ttl: Optional[float] = None) -> bool: ...
+
+    async def contains(self, sid: str) -> bool: ...
+
+    async def len(self) -> int: ...
+
+    async def clear(self) -> None: ...
+
+    async def stats(self) -> Stats: ...
+
+    async def check(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def unlink(self) -> None: ...

@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import functools
 from concurrent.futures import Executor
-from typing import Any, BinaryIO, Callable, Optional, Tuple, TypeVar, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional, Tuple, TypeVar, Union
 
 from ._rules import BytesLike, Provider
-from ._types import Stats
+from ._types import AsyncStore, Stats, Store
 from .store import SessionStorage
 
 __all__ = ["AsyncSessionStorage"]
@@ -37,11 +37,12 @@ class AsyncSessionStorage:
 
     def __init__(
         self,
-        store: Union[str, SessionStorage],
+        store: Union[str, Store],
         *,
         executor: Optional[Executor] = None,
         **options: Any,
     ) -> None:
+        self.sync: Store
         if isinstance(store, str):
             self.sync = SessionStorage(store, **options)
         else:
@@ -141,3 +142,9 @@ class AsyncSessionStorage:
 
     def __repr__(self) -> str:
         return f"<AsyncSessionStorage of {self.sync!r}>"
+
+
+if TYPE_CHECKING:  # mypy holds both classes to the protocols every store meets
+
+    def _conforms(s: SessionStorage, a: AsyncSessionStorage) -> Tuple[Store, AsyncStore]:
+        return s, a

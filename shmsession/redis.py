@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import io
 from typing import (
+    TYPE_CHECKING,
     Any,
     BinaryIO,
     Callable,
@@ -69,7 +70,7 @@ from ._rules import (
     new_id,
     ttl_ns,
 )
-from ._types import Stats
+from ._types import AsyncStore, Stats, Store
 
 try:
     import redis as _redis
@@ -705,3 +706,9 @@ class AsyncRedisSessionStorage:
     def __repr__(self) -> str:
         state = "closed" if self._client is None else "open"
         return f"<AsyncRedisSessionStorage {self.name!r} prefix={self.prefix!r}, {state}>"
+
+
+if TYPE_CHECKING:  # mypy holds both classes to the protocols every store meets
+
+    def _conforms(s: RedisSessionStorage, a: AsyncRedisSessionStorage) -> Tuple[Store, AsyncStore]:
+        return s, a

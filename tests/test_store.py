@@ -32,6 +32,7 @@ from shmsession import (
 def test_public_surface_is_pinned() -> None:
     assert shmsession.__all__ == sorted(shmsession.__all__)
     assert set(shmsession.__all__) == {
+        "AsyncStore", "Store",
         "CorruptSegment", "CorruptSnapshot", "InsufficientSharedMemory", "InvalidName", "InvalidSessionId",
         "InvalidOption", "InvalidTTL", "InvalidType", "LayoutVersionMismatch", "LockTimeout",
         "MissingExtra",

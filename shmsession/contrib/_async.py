@@ -7,33 +7,14 @@ No storage logic: every function here is a store call or two.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Optional, Protocol, Union
+from typing import Any, Optional, Union
 
 from .._errors import InvalidSessionId
+from .._types import AsyncStore
 from ..aio import AsyncSessionStorage
 from ..store import SessionStorage
 
 __all__ = ["AsyncStore", "open_async_store", "replace_live"]
-
-
-class AsyncStore(Protocol):
-    """The calls the async adapters make: :class:`AsyncSessionStorage`'s, or any object that
-    has them as coroutines (``AsyncRedisSessionStorage``, a store on another backend). Its
-    ``replace`` must be atomic: the adapters' saves rely on it to keep a logout."""
-
-    def new_id(self) -> str: ...
-
-    async def get(self, sid: str) -> Optional[bytes]: ...
-
-    async def write(
-        self, sid: str, value: bytes, ttl: Optional[float] = None, *, expect: Optional[int] = None
-    ) -> int: ...
-
-    async def replace(self, sid: str, value: bytes, ttl: Optional[float] = None) -> bool: ...
-
-    async def invalidate(self, sid: str) -> bool: ...
-
-    async def contains(self, sid: str) -> bool: ...
 
 
 def open_async_store(

@@ -1,7 +1,6 @@
-"""What the synchronous adapters (Django, cachelib, Flask) need of a store: the calls they
-make (:class:`Store`), and the one compare-and-set loop their read-modify-writes share
-(:func:`read_modify_write`). :class:`~shmsession.SessionStorage` has those calls, and so has
-:class:`~shmsession.redis.RedisSessionStorage`; the async adapters use ``_async.AsyncStore``.
+"""What the synchronous adapters (Django, cachelib, Flask) need of a store besides its calls
+(the :class:`~shmsession.Store` protocol, re-exported here): the one compare-and-set loop
+their read-modify-writes share (:func:`read_modify_write`).
 
 A save over a live session is not a read-modify-write: it is the store's atomic ``replace``,
 one call, which never brings back a session deleted meanwhile. The loop below is for values
@@ -11,9 +10,10 @@ read again and the change made on top of it.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Protocol, Tuple, TypeVar
+from typing import Callable, Optional, Tuple, TypeVar
 
 from .._errors import SessionNotFound, VersionConflict
+from .._types import Store
 
 __all__ = ["MAX_CAS_ATTEMPTS", "Store", "read_modify_write"]
 
@@ -23,32 +23,6 @@ R = TypeVar("R")
 #: writer's write went through, so the writers as a whole always progress; losing this many
 #: in a row does not happen under sane load.
 MAX_CAS_ATTEMPTS = 1000
-
-
-class Store(Protocol):
-    def new_id(self) -> str: ...
-
-    def get(self, sid: str) -> Optional[bytes]: ...
-
-    def read_versioned(self, sid: str) -> Tuple[bytes, int]: ...
-
-    def write(
-        self, sid: str, value: bytes, ttl: Optional[float] = None, *, expect: Optional[int] = None
-    ) -> int: ...
-
-    def add(self, sid: str, value: bytes, ttl: Optional[float] = None) -> bool: ...
-
-    def replace(self, sid: str, value: bytes, ttl: Optional[float] = None) -> bool: ...
-
-    def invalidate(self, sid: str) -> bool: ...
-
-    def touch(self, sid: str, ttl: Optional[float] = None) -> bool: ...
-
-    def __contains__(self, sid: object) -> bool: ...
-
-    def clear(self) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def read_modify_write(
