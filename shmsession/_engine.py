@@ -22,8 +22,9 @@ from ._heap import Heap
 from ._journal import Buffer, Journal, JournalFull, recover, seq_close, seq_open
 from ._room import Room
 from ._table import Table, no_empty_slot
+from ._types import Stats
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "engine_stats"]
 
 _U64 = L.U64
 _I64 = L.I64
@@ -463,3 +464,38 @@ class Engine:
         _U64.pack_into(buf, L.ENTRIES_OFF, 0)
         self.fault()
         self.w[_FLAGS_W] &= ~L.FLAG_CLEARING
+
+
+def engine_stats(engine: Engine) -> Stats:
+    """The store's figures (``SessionStorage.stats()``) as the segment holds them now;
+    the caller holds the lock, and has added its own pending counts."""
+    counters = engine.counters()
+    entries = engine.entries()
+    h = engine.h
+    geo = engine.geo
+    free = h.free_bytes()
+    largest = h.largest_free()
+    return Stats(
+        name=engine.name,
+        size=geo.total_size,
+        entries=entries,
+        max_entries=geo.max_entries,
+        table_slots=geo.capacity,
+        heap_size=geo.heap_size,
+        bytes_used=h.used_bytes(),
+        bytes_free=free,
+        largest_free=largest,
+        hits=counters["hits"],
+        misses=counters["misses"],
+        writes=counters["writes"],
+        deletes=counters["deletes"],
+        evictions=counters["evictions"],
+        expirations=counters["expirations"],
+        lock_waits=counters["lock_waits"],
+        lock_wait_seconds=counters["lock_wait_ns"] / 1e9,
+        room_writes=counters["room_writes"],
+        room_evictions=counters["room_evictions"],
+        room_max_evictions=counters["room_max_evictions"],
+        # largest_free is a payload size, free a count of block bytes
+        fragmentation=(1 - min(free, largest + L.BLOCK_OVERHEAD) / free) if free else 0.0,
+    )

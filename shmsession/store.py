@@ -13,7 +13,6 @@ import atexit
 import hashlib
 import io
 import os
-import secrets
 import threading
 import time
 import weakref
@@ -23,16 +22,13 @@ from . import _layout as L
 from . import _segment
 from ._errors import (
     CorruptSegment,
-    InvalidOption,
     SegmentError,
-    SegmentMismatch,
     SessionNotFound,
     StoreClosed,
     ValueTooLarge,
 )
-from ._engine import Engine
-from ._heap import Heap
-from ._journal import Journal
+from ._attach import check_options, open_segment
+from ._engine import Engine, engine_stats
 from ._lock import StoreLock
 from ._reader import HOUSEKEEPING_EVERY, Reader
 from ._rules import (
@@ -41,9 +37,7 @@ from ._rules import (
     check_expect,
     check_id,
     check_name,
-    check_option,
     check_value,
-    is_number,
     new_id,
 )
 from ._rules import ttl_ns as _ttl_ns  # "ttl_ns" names the nanoseconds in the methods
@@ -108,22 +102,7 @@ class SessionStorage:
         create: bool = True,
         _secret: Optional[bytes] = None,
     ) -> None:
-        check_name(name)
-        check_option("size", size, L.MIN_SIZE)
-        check_option("max_entries", max_entries, 1)
-        check_option("max_value_size", max_value_size, 1)
-        if when_full not in ("evict", "raise"):
-            raise InvalidOption(f'when_full must be "evict" or "raise", got {when_full!r}')
-        # threading's waits (the thread lock, the Event of a timed flock wait) refuse a
-        # longer timeout with OverflowError: refuse it here rather than at the first wait.
-        if lock_timeout is not None and (
-            not is_number(lock_timeout) or not 0 < lock_timeout <= threading.TIMEOUT_MAX
-        ):
-            raise InvalidOption(
-                f"lock_timeout must be a positive number of seconds up to threading.TIMEOUT_MAX "
-                f"({threading.TIMEOUT_MAX:.0f}, about 292 years), or None to wait without "
-                f"limit; got {lock_timeout!r}"
-            )
+        check_options(name, size, max_entries, max_value_size, when_full, lock_timeout)
         self.name = name
         self._default_ttl_ns = 0 if ttl is None else _ttl_ns(ttl)
         self._options = dict(
@@ -135,49 +114,16 @@ class SessionStorage:
             lock_timeout=lock_timeout,
             touch_on_read=touch_on_read,
         )
-
-        want = _geometry(size, max_entries, max_value_size)
-        secret = secrets.token_bytes(L.SECRET_SIZE) if _secret is None else _secret
-
-        def initialise(buf: Any) -> None:
-            # Runs under the life-cycle lock before any other process can attach. The identity
-            # (magic first in memory order) goes last, so a half-made segment is never valid.
-            journal = Journal(buf, want.journal_off, want.journal_size)
-            try:
-                Heap(buf, journal, want.heap_off, want.heap_size).format()
-            finally:
-                journal.close()
-            buf[: L.IDENTITY.size + 4] = want.pack_identity(secret)
-
-        seg = _segment.Segment.open(
-            name, want.total_size, initialise, create=create,
-            timeout=10.0 if lock_timeout is None else lock_timeout,
+        seg, geo, secret = open_segment(
+            name, size, max_entries, max_value_size, create=create,
+            timeout=10.0 if lock_timeout is None else lock_timeout, secret=_secret,
         )
-        try:
-            ident = L.IDENTITY.unpack_from(seg.buf, 0)
-            geo = L.Geometry(ident[3], ident[5], ident[11])
-            if not seg.created:
-                for label, asked, have in (
-                    ("size", size, geo.total_size),
-                    ("max_entries", max_entries, geo.max_entries),
-                    ("max_value_size", max_value_size, geo.max_value),
-                ):
-                    if asked is not None and asked != have:
-                        raise SegmentMismatch(
-                            f"store {name!r} exists with {label}={have}, not {asked}; open it "
-                            f"without {label} (or with {have}), or unlink it to change it"
-                        )
-            if (geo.capacity, geo.heap_off, geo.heap_size) != (ident[4], ident[9], ident[10]):
-                raise CorruptSegment(f"store {name!r}: header geometry is inconsistent")
-        except BaseException:
-            seg.close()
-            raise
         self._seg = seg
         self._buf = buf = seg.buf
         self._geo = geo
         self._max_value = geo.max_value
         self._max_entries = geo.max_entries
-        self._hasher = hashlib.blake2b(key=ident[13], digest_size=L.DIGEST_SIZE)
+        self._hasher = hashlib.blake2b(key=secret, digest_size=L.DIGEST_SIZE)
         self._memo: Dict[str, bytes] = {}
         self._memo_old: Dict[str, bytes] = {}
         self._engine = engine = Engine(
@@ -481,37 +427,7 @@ class SessionStorage:
         self._acquire()
         try:
             self._flush_counters()
-            engine = self._engine
-            counters = engine.counters()
-            entries = engine.entries()
-            h = engine.h
-            geo = self._geo
-            free = h.free_bytes()
-            largest = h.largest_free()
-            return Stats(
-                name=self.name,
-                size=geo.total_size,
-                entries=entries,
-                max_entries=geo.max_entries,
-                table_slots=geo.capacity,
-                heap_size=geo.heap_size,
-                bytes_used=h.used_bytes(),
-                bytes_free=free,
-                largest_free=largest,
-                hits=counters["hits"],
-                misses=counters["misses"],
-                writes=counters["writes"],
-                deletes=counters["deletes"],
-                evictions=counters["evictions"],
-                expirations=counters["expirations"],
-                lock_waits=counters["lock_waits"],
-                lock_wait_seconds=counters["lock_wait_ns"] / 1e9,
-                room_writes=counters["room_writes"],
-                room_evictions=counters["room_evictions"],
-                room_max_evictions=counters["room_max_evictions"],
-                # largest_free is a payload size, free a count of block bytes
-                fragmentation=(1 - min(free, largest + L.BLOCK_OVERHEAD) / free) if free else 0.0,
-            )
+            return engine_stats(self._engine)
         finally:
             self._lock.release()
 
@@ -778,20 +694,3 @@ os.register_at_fork(before=_flush_before_fork, after_in_child=_start_child_at_ze
 
 def _reopen(name: str, options: Dict[str, Any]) -> SessionStorage:
     return SessionStorage(name, **options)
-
-
-def _geometry(size: Optional[int], max_entries: Optional[int],
-              max_value: Optional[int]) -> L.Geometry:
-    total = L.DEFAULT_SIZE if size is None else size
-    entries = max(16, total // 1024) if max_entries is None else max_entries
-    value_max = min(1 << 20, total // 16) if max_value is None else max_value
-    if value_max > 0xFFFFFFFF:
-        raise InvalidOption("max_value_size must be under 4 GiB")
-    geo = L.Geometry(total, entries, value_max)
-    if geo.heap_size < max(2 * L.block_size_for(value_max), 64 << 10):
-        raise InvalidOption(
-            f"size={total} leaves {max(geo.heap_size, 0)} bytes for values after a table for "
-            f"{entries} entries; ask for a larger size, fewer max_entries, or a smaller "
-            "max_value_size"
-        )
-    return geo
