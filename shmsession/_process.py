@@ -23,7 +23,9 @@ def _terminate(signum: int, frame: Optional[FrameType]) -> None:
 @contextmanager
 def sigterm_interrupts() -> Iterator[None]:
     """Inside, SIGTERM raises :class:`Terminated` in the main thread; the handler there
-    before is put back on the way out."""
+    before is put back on the way out. Install it before ``curses.initscr``: curses installs
+    its own SIGTERM handler, which ends the process without our clean-up, only where
+    none is set."""
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         yield

@@ -1,21 +1,19 @@
 """Output that changes while you watch: the ``top`` view and ``load``'s progress bar.
 
-On a terminal ``top`` redraws the alternate screen (no cursor, keys read without echo so
-that ``q`` quits); anywhere else it prints one line, or one JSON object, per interval.
+On a terminal ``top`` draws through :mod:`curses` (the alternate screen, no cursor, keys
+read without echo so that ``q`` quits); anywhere else it prints one line, or one JSON object,
+per interval.
 """
 
 from __future__ import annotations
 
+import curses
 import json
-import os
-import select
-import shutil
 import signal
 import sys
-import termios
 import time
 from types import TracebackType
-from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple, Type
+from typing import Dict, List, Optional, Sequence, TextIO, Tuple, Type
 
 from .. import SessionStorage, Stats
 from .._process import Terminated, sigterm_interrupts
@@ -146,49 +144,53 @@ def top_line(cur: Sample, prev: Optional[Sample]) -> str:
     )
 
 
+def _can_draw() -> bool:
+    """Whether curses knows the terminal on stdout ($TERM) and can move its cursor."""
+    try:
+        curses.setupterm(fd=sys.stdout.fileno())
+    except curses.error:  # TERM unset or unknown
+        return False
+    return curses.tigetstr("cup") is not None
+
+
 class _Screen:
-    """The terminal during ``top``: the alternate screen, no cursor, and (when stdin is the
-    terminal too) keys read without echo, so ``q`` quits. Everything is undone on exit,
-    whatever ends the loop."""
+    """The terminal during ``top``, through curses; everything is undone on exit (curses
+    restores the terminal modes it found), whatever ends the loop. ``keys``: read keys
+    from stdin (only when it is a terminal), so that ``q`` quits."""
 
-    ENTER = "\x1b[?1049h\x1b[?25l"
-    LEAVE = "\x1b[0m\x1b[?25h\x1b[?1049l"
-
-    def __init__(self, out: TextIO, keys: Optional[TextIO]) -> None:
-        self.out = out
-        self.key_fd = keys.fileno() if keys is not None and keys.isatty() else -1
-        self._saved: Optional[List[Any]] = None
+    def __init__(self, keys: bool) -> None:
+        self.keys = keys
+        self.lines: Sequence[str] = ()
 
     def __enter__(self) -> "_Screen":
-        if self.key_fd >= 0:
+        self.win = curses.initscr()
+        try:
+            curses.noecho()
+            curses.cbreak()  # keys one by one; unlike raw mode, Ctrl-C still sends SIGINT
+            self.win.keypad(True)  # a resized terminal reads as KEY_RESIZE
             try:
-                self._saved = termios.tcgetattr(self.key_fd)
-                mode = termios.tcgetattr(self.key_fd)
-                mode[3] &= ~(termios.ECHO | termios.ICANON)  # keep ISIG: Ctrl-C still works
-                mode[6][termios.VMIN] = 1
-                mode[6][termios.VTIME] = 0
-                termios.tcsetattr(self.key_fd, termios.TCSANOW, mode)
-            except termios.error:
-                self.key_fd = -1
-                self._saved = None
-        self.out.write(self.ENTER)
-        self.out.flush()
+                curses.curs_set(0)
+            except curses.error:  # a terminal that cannot hide its cursor
+                pass
+        except BaseException:
+            curses.endwin()
+            raise
         return self
 
     def __exit__(self, kind: Optional[Type[BaseException]], exc: Optional[BaseException],
                  tb: Optional[TracebackType]) -> None:
-        try:
-            self.out.write(self.LEAVE)
-            self.out.flush()
-        finally:
-            if self._saved is not None:
-                termios.tcsetattr(self.key_fd, termios.TCSADRAIN, self._saved)
+        curses.endwin()
 
     def draw(self, lines: Sequence[str]) -> None:
-        size = shutil.get_terminal_size()
-        shown = [line[: size.columns] for line in lines[: size.lines]]
-        self.out.write("\x1b[H" + "".join(f"{line}\x1b[K\r\n" for line in shown)[:-2] + "\x1b[J")
-        self.out.flush()
+        self.lines = lines
+        rows, columns = self.win.getmaxyx()
+        self.win.erase()
+        for y, line in enumerate(lines[:rows]):
+            try:
+                self.win.addnstr(y, 0, line, columns)
+            except curses.error:  # the bottom-right cell: the cursor cannot move past it
+                pass
+        self.win.refresh()
 
     def wait(self, seconds: float) -> bool:
         """Sleep ``seconds``; True when ``q`` was pressed meanwhile."""
@@ -197,14 +199,15 @@ class _Screen:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            if self.key_fd < 0:
+            if not self.keys:
                 time.sleep(left)
                 continue
-            ready, _, _ = select.select([self.key_fd], [], [], left)
-            if ready:
-                data = os.read(self.key_fd, 64)
-                if not data or b"q" in data.lower():
-                    return True
+            self.win.timeout(max(1, int(left * 1000)))
+            key = self.win.getch()
+            if key in (ord("q"), ord("Q")):
+                return True
+            if key == curses.KEY_RESIZE:
+                self.draw(self.lines)
 
 
 def top(store: SessionStorage, interval: float, iterations: Optional[int],
@@ -215,9 +218,8 @@ def top(store: SessionStorage, interval: float, iterations: Optional[int],
     frames = 0
     try:
         with sigterm_interrupts():
-            if sys.stdout.isatty() and not as_json:
-                keys = sys.stdin if sys.stdin.isatty() else None
-                with _Screen(sys.stdout, keys) as screen:
+            if sys.stdout.isatty() and not as_json and _can_draw():
+                with _Screen(keys=sys.stdin.isatty()) as screen:
                     while True:
                         cur = (time.monotonic(), store.stats())
                         screen.draw(top_frame(cur, prev, interval))
