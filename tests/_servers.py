@@ -1,16 +1,14 @@
 """Real servers with several worker processes on 127.0.0.1, for the adapters' multi-worker
 tests: start one, wait until two or more of its workers answer, talk to it over a fresh
 connection per request, and always reap it (terminate, bounded wait, kill its process group).
+Starting, waiting and stopping are the package's own harness (``shmsession._process``), the
+one the demo runs gunicorn with.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -20,15 +18,19 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
+from shmsession._process import (
+    ServerExited,
+    answering_workers,
+    free_port,
+    group_gone,
+    start_server,
+    stop_server,
+)
+
+__all__ = ["Reply", "Server", "call", "free_port", "in_threads", "python", "serve"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Reply:
@@ -125,11 +127,7 @@ class Server:
         self.port = port
         self.store_name = store_name
         self._out = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            list(argv), cwd=REPO_ROOT, env={**os.environ, **env},
-            stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.proc = start_server(argv, env, cwd=str(REPO_ROOT), output=self._out)
 
     def output(self) -> str:
         """What the server printed so far."""
@@ -139,54 +137,22 @@ class Server:
     def wait_for_workers(self, path: str, at_least: int = 2, timeout: float = 60.0) -> None:
         """Probe with bursts of concurrent requests until ``at_least`` distinct worker pids
         have answered (each answer's JSON carries ``pid``)."""
-        seen: set[int] = set()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()[-6000:]}")
-
-            def probe() -> Optional[int]:
-                try:
-                    reply = call(self.port, "GET", path, timeout=5.0)
-                except (OSError, http.client.HTTPException):
-                    return None
-                return int(reply.json()["pid"]) if reply.status == 200 else None
-
-            seen.update(p for p in in_threads([probe] * 8, 8, timeout=30.0) if p is not None)
-            if len(seen) >= at_least:
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"fewer than {at_least} workers answered within {timeout} s "
-                           f"(saw {sorted(seen)}):\n{self.output()[-6000:]}")
+        try:
+            seen = answering_workers(self.proc, self.port, path, at_least, timeout)
+        except ServerExited as exc:
+            raise RuntimeError(f"{exc}:\n{self.output()[-6000:]}") from None
+        if len(seen) < at_least:
+            raise TimeoutError(f"fewer than {at_least} workers answered within {timeout} s "
+                               f"(saw {seen}):\n{self.output()[-6000:]}")
 
     def stop(self) -> None:
         """Terminate, wait (bounded), then kill the whole process group; always reaps."""
-        try:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    pass
-        finally:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of this group only
-            except (ProcessLookupError, PermissionError):
-                pass
-            self.proc.wait(10)
+        stop_server(self.proc, timeout=20.0)
 
     def group_gone(self, timeout: float = 10.0) -> bool:
         """Wait (bounded) until no process of the server's group is left (orphaned workers
         are reaped by init); whether none is."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                os.killpg(self.proc.pid, 0)
-            except ProcessLookupError:
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
+        return group_gone(self.proc.pid, timeout)
 
 
 def serve(argv: Sequence[str], env: Mapping[str, str], port: int, store_name: str,
