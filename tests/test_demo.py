@@ -21,6 +21,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 from shmsession import SessionStorage, demo
+from shmsession._process import stop_server
+from shmsession.demo import wsgi
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_TIMEOUT = 90.0
@@ -142,13 +144,13 @@ def _zombies() -> List[int]:
 def demo_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     name = _unique_name(f"{TEST_PREFIX}demoapp")
     monkeypatch.setenv(demo.ENV_NAME, name)
-    monkeypatch.setattr(demo, "_store", None)
-    monkeypatch.setattr(demo, "_store_pid", None)
+    monkeypatch.setattr(wsgi, "_store", None)
+    monkeypatch.setattr(wsgi, "_store_pid", None)
     try:
         yield name
     finally:
-        if demo._store is not None:
-            demo._store.close()
+        if wsgi._store is not None:
+            wsgi._store.close()
         SessionStorage.unlink_name(name)
         _force_clean(name)
 
@@ -213,8 +215,9 @@ def test_app_routes(demo_store: str) -> None:
     assert _call("POST", "/logout", cookie)[1]["logged_out"] is False
 
 
-def test_stop_gunicorn_leaves_no_process_behind() -> None:
-    """stop_gunicorn also ends workers whose master died without stopping them."""
+def test_stop_server_leaves_no_process_behind() -> None:
+    """stop_server (how the demo and tests/_servers.py stop gunicorn) also ends workers whose
+    master died without stopping them."""
     child = subprocess.Popen(
         [sys.executable, "-c", "import subprocess, sys, time; "
          "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)"],
@@ -224,7 +227,7 @@ def test_stop_gunicorn_leaves_no_process_behind() -> None:
     os.kill(child.pid, signal.SIGKILL)
     child.wait(5)
     assert _live_group_members(child.pid), "the stand-in worker should still run"
-    demo.stop_gunicorn(child)
+    assert stop_server(child) is False  # SIGTERM was not enough: the group was killed
     assert _live_group_members(child.pid) == []
 
 
