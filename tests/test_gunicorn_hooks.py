@@ -10,12 +10,13 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
 import pytest
 
 from shmsession import SessionStorage
 from shmsession import demo
+from shmsession._process import start_server, stop_server
 from shmsession._segment import segment_path
 
 pytestmark = pytest.mark.timeout(150)
@@ -57,14 +58,6 @@ def _read_pid(path: Path) -> Optional[int]:
     return int(text) if text else None
 
 
-def _kill_group_of(pids: List[int]) -> None:
-    for pid in pids:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
 def test_created_by_the_master_kept_across_usr2_and_hup_removed_at_the_end(
     name: str, tmp_path: Path
 ) -> None:
@@ -87,12 +80,8 @@ def test_created_by_the_master_kept_across_usr2_and_hup_removed_at_the_end(
     # gunicorn/__main__.py as a script, whose folder then shadows the standard `http`.
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     with open(tmp_path / "gunicorn.log", "wb") as log:
-        old = subprocess.Popen(
-            [gunicorn, "-c", str(conf), "shmsession.demo:app"],
-            env=env, cwd=str(tmp_path), start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=log,
-        )
-    masters = [old.pid]
+        old = start_server([gunicorn, "-c", str(conf), "shmsession.demo:app"], env,
+                           cwd=str(tmp_path), output=log)
     try:
         _wait("gunicorn to answer", lambda: _answers(port))
         # The master made the segment before any request reached a worker.
@@ -107,7 +96,6 @@ def test_created_by_the_master_kept_across_usr2_and_hup_removed_at_the_end(
         _wait("the new master", lambda: _read_pid(pidfile2) not in (None, old.pid))
         new_pid = _read_pid(pidfile2)
         assert new_pid is not None
-        masters.append(new_pid)
         old.send_signal(signal.SIGTERM)
         assert old.wait(timeout=30) == 0
         assert os.path.exists(segment_path(name)), "the old master removed the new one's store"
@@ -127,10 +115,7 @@ def test_created_by_the_master_kept_across_usr2_and_hup_removed_at_the_end(
         assert not os.path.exists(segment_path(name))
         assert not SessionStorage.exists(name)
     finally:
-        _kill_group_of(masters)
-        if old.poll() is None:
-            old.kill()
-        old.wait(timeout=10)
+        stop_server(old)  # the new master, forked by the old one, is in the old one's group
         print((tmp_path / "gunicorn.log").read_text(errors="replace")[-3000:])  # on failure
 
 
@@ -144,13 +129,11 @@ def _start(tmp_path: Path, name: str, port: int, hooks_args: str) -> "subprocess
         workers = 2
         loglevel = "warning"
     """))
-    env = dict(os.environ, **{demo.ENV_NAME: name})
     with open(tmp_path / "keep.log", "wb") as log:
-        return subprocess.Popen(
+        return start_server(
             [str(Path(sys.executable).with_name("gunicorn")), "-c", str(conf),
              "shmsession.demo:app"],
-            env=env, cwd=str(tmp_path), start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=log,
+            {demo.ENV_NAME: name}, cwd=str(tmp_path), output=log,
         )
 
 
@@ -166,8 +149,7 @@ def test_without_unlink_on_exit_the_sessions_outlive_gunicorn(name: str, tmp_pat
         with SessionStorage(name) as store:
             assert len(store) == 1  # bob's session is still there for the next gunicorn
     finally:
-        _kill_group_of([server.pid])
-        server.wait(timeout=10)
+        stop_server(server)
 
 
 def test_a_store_that_cannot_be_made_stops_gunicorn_at_start(name: str, tmp_path: Path) -> None:
@@ -179,10 +161,7 @@ def test_a_store_that_cannot_be_made_stops_gunicorn_at_start(name: str, tmp_path
         assert "size must be at least" in log
         assert not SessionStorage.exists(name)
     finally:
-        _kill_group_of([server.pid])
-        if server.poll() is None:
-            server.kill()
-        server.wait(timeout=10)
+        stop_server(server)
 
 
 def test_a_snapshot_keeps_sessions_across_a_full_restart(name: str, tmp_path: Path) -> None:
@@ -210,7 +189,4 @@ def test_a_snapshot_keeps_sessions_across_a_full_restart(name: str, tmp_path: Pa
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0
     finally:
-        _kill_group_of([server.pid])
-        if server.poll() is None:
-            server.kill()
-        server.wait(timeout=10)
+        stop_server(server)
