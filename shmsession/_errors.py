@@ -1,4 +1,5 @@
-"""Every exception the package raises, and the one place foreign errors are translated.
+"""Every exception the package raises. Foreign errors (OSError, posix_ipc's) are translated
+into these where they arise: in ``_segment`` and ``_lock``, the only modules that call the OS.
 
 Each class inherits :class:`ShmSessionError` and, where one fits, the builtin a caller would
 already catch (``SessionNotFound`` is a ``KeyError``, ``LockTimeout`` a ``TimeoutError``...).

@@ -91,8 +91,8 @@ class StoreLock:
         # True while an abandoned helper thread (see _wait_in_thread) owns the thread lock.
         self._handed_over = False
         self._reopen = reopen
-        # Waits seen by this handle since the last ``take_waits``; the store adds them to the
-        # shared counters while it holds the lock.
+        # Waits seen by this handle since the store last added them to the shared counters
+        # (which it does while it holds the lock).
         self.waits = 0
         self.wait_ns = 0
         # Set by the store: true while the holder is mid-transaction (the journal's dirty

@@ -71,9 +71,6 @@ class Table:
             if i == home:
                 raise no_empty_slot()
 
-    def slot_offset(self, i: int) -> int:
-        return self.off + i * _SIZE
-
     def get(self, i: int) -> Slot:
         return _SLOT.unpack_from(self.buf, self.off + i * _SIZE)
 

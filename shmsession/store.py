@@ -211,9 +211,6 @@ class SessionStorage:
                 lock.release()
                 raise
 
-    def _release(self) -> None:
-        self._lock.release()
-
     def _fetch_locked(self, digest: bytes) -> Optional[Tuple[bytes, int]]:
         """A read under the lock: what a lock-free one hands over (see ``_reader``)."""
         self._acquire()

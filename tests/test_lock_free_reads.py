@@ -78,7 +78,7 @@ def _mid_transaction_child(conn: Conn, name: str, hold: float, visible: bool = T
     conn.send(("held", time.monotonic()))
     conn.poll(hold)
     s._j.commit()
-    s._release()
+    s._lock.release()
     conn.send(("released", time.monotonic()))
 
 

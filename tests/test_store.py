@@ -561,7 +561,7 @@ def test_the_longest_lock_timeout_works_when_another_thread_holds_the_lock(name:
             waiter.start()
             time.sleep(0.05)  # the waiter is blocked on the thread lock by now
         finally:
-            s._release()
+            s._lock.release()
         waiter.join(10.0)
         assert not waiter.is_alive()
         assert len(wrote) == 1 and isinstance(wrote[0], int), wrote
