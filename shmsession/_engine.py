@@ -70,12 +70,8 @@ class Engine:
         self.t = Table(buf, self.j, geo.table_off, geo.capacity)
         self.h = Heap(buf, self.j, geo.heap_off, geo.heap_size)
         self.room = Room(self)
-        self.max_value = geo.max_value
         self.max_entries = geo.max_entries
-        self.table_off = geo.table_off
-        self.mask = geo.capacity - 1
-        self.heap_off = geo.heap_off
-        self.heap_end = geo.heap_off + geo.heap_size
+        self.table_off, self.mask, self.heap_off, self.heap_end, self.max_value = geo.bounds()
         self.hits = self.misses = self.writes_done = 0  # since the last add_counts
         self.writes = 0  # writes of this handle: every _SWEEP_EVERY-th one sweeps
 

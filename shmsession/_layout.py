@@ -223,6 +223,12 @@ class Geometry:
         self.heap_off = round_up(self.table_off + self.capacity * SLOT_SIZE, 4096)
         self.heap_size = (total_size - self.heap_off) & ~(ALIGN - 1)
 
+    def bounds(self) -> "tuple[int, int, int, int, int]":
+        """What every walk of the table and heap checks offsets against: ``(table_off,
+        mask, heap_off, heap_end, max_value)``, ``mask`` being ``capacity - 1``."""
+        return (self.table_off, self.capacity - 1, self.heap_off,
+                self.heap_off + self.heap_size, self.max_value)
+
     def pack_identity(self, secret: bytes) -> bytes:
         """The identity bytes followed by their crc: what a creator writes at offset 0."""
         import zlib

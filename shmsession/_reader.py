@@ -66,11 +66,7 @@ class Reader:
         self.lock_free = LOCK_FREE_READS
         self.touch_on_read = touch_on_read
         self.default_ttl_ns = default_ttl_ns
-        self.table_off = geo.table_off
-        self.mask = geo.capacity - 1
-        self.heap_off = geo.heap_off
-        self.heap_end = geo.heap_off + geo.heap_size
-        self.max_value = geo.max_value
+        self.table_off, self.mask, self.heap_off, self.heap_end, self.max_value = geo.bounds()
         self.ops = 0
         self.hits = self.misses = 0
 
