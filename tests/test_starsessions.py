@@ -290,7 +290,9 @@ def test_concurrent_writes_end_in_one_whole_version(uvicorn: Server) -> None:
         body = r.json()
         assert body["whole"] and body["size"] == 30000 and body["user"] == "dave", body
     final = call(uvicorn.port, "GET", "/blob", jar).json()
-    assert final["whole"] and final["tag"] in tags and final["user"] == "dave", final
+    # starsessions saves every session a request loaded, changed or not: a read that loaded
+    # "z" before the writes and saved after them is a real last write, so "z" may win too.
+    assert final["whole"] and final["tag"] in tags + ["z"] and final["user"] == "dave", final
     with SessionStorage(uvicorn.store_name) as shm:
         record = stored(shm, jar[COOKIE])
     assert record is not None and record["blob"] == record["tag"] * 30000
