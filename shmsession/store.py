@@ -2,7 +2,7 @@
 
 Arguments are validated and digested before the lock is taken; every change then runs as:
 lock, repair what a dead writer left (if anything), one journaled transaction, unlock.
-Reads take no lock where the processor allows it (a seqlock, see ``_peek``) and fall back to
+Reads take no lock where the processor allows it (a seqlock, see ``_reader``) and fall back to
 the locked path for anything that must write. Callbacks (the streaming forms of ``read``
 and ``write``) run outside the lock.
 """
@@ -119,10 +119,10 @@ class SessionStorage:
             timeout=10.0 if lock_timeout is None else lock_timeout, secret=_secret,
         )
         self._seg = seg
-        self._buf = buf = seg.buf
+        buf = seg.buf
         self._geo = geo
         self._max_value = geo.max_value
-        self._max_entries = geo.max_entries
+        self._secret = secret  # what the digests are keyed with (a snapshot carries it)
         self._hasher = hashlib.blake2b(key=secret, digest_size=L.DIGEST_SIZE)
         self._memo: Dict[str, bytes] = {}
         self._memo_old: Dict[str, bytes] = {}
@@ -130,10 +130,7 @@ class SessionStorage:
             buf, geo, name, evict=when_full == "evict", touch_on_read=bool(touch_on_read),
             default_ttl_ns=self._default_ttl_ns,
         )
-        # The engine's parts, which the lock-free reader and the lock's repairs use too.
-        self._j = engine.j
-        self._w = engine.w
-        self._t = engine.t
+        self._w = engine.w  # the control words, which _acquire and the lock watch
 
         def reopen() -> int:
             seg.reopen()
@@ -272,8 +269,7 @@ class SessionStorage:
             lock = self._lock
             if not lock.closed:
                 lock.closed = True
-                self._j.close()
-                self._seg.close()
+                self._detach()
         except Exception:  # noqa: BLE001 - half-made (__init__ raised), or at shutdown
             pass
 
@@ -466,8 +462,11 @@ class SessionStorage:
             try:
                 lock.close()  # under the thread lock: no thread uses the mapping after this
             finally:
-                self._j.close()  # the journal's views pin the mapping
-                self._seg.close()
+                self._detach()
+
+    def _detach(self) -> None:
+        self._engine.close()  # the journal's views pin the mapping
+        self._seg.close()
 
     def unlink(self) -> None:
         """Remove the store from the system and close this handle. Other handles still
@@ -527,9 +526,7 @@ class SessionStorage:
             engine = self._engine
             self._acquire()
             try:
-                writer = _snapshot.SnapshotWriter(
-                    out, L.IDENTITY.unpack_from(self._buf, 0)[13], time.time()
-                )
+                writer = _snapshot.SnapshotWriter(out, self._secret, time.time())
                 now = _monotonic_ns()
                 for s in engine.live_slots(now):
                     writer.add(s[0], s[5] - now if s[5] else -1, s[7], engine.value_of(s))

@@ -1,6 +1,6 @@
 """Fault injection: stop the writer at every step of every mutating operation.
 
-The journal calls ``store._j.fault`` before every store to shared memory a transaction makes
+The journal calls ``store._engine.j.fault`` before every store to shared memory a transaction makes
 (and ``clear`` before each of its steps). For each scenario and each step k, the writer is
 stopped at step k -- by SIGKILL in a forked child, or by ``SystemExit`` raised in-process,
 which is what gunicorn's worker timeout does -- and then, after recovery, the store must pass
@@ -31,8 +31,8 @@ Contents = Dict[bytes, Tuple[bytes, int, int]]  # digest -> (value, version, exp
 
 def contents(store: SessionStorage) -> Contents:
     """Everything the table references, read raw (no lock, no side effects)."""
-    buf = store._buf
-    return {s[0]: (bytes(buf[s[3] : s[3] + s[2]]), s[7], s[5]) for _, s in store._t.used()}
+    buf = store._engine.buf
+    return {s[0]: (bytes(buf[s[3] : s[3] + s[2]]), s[7], s[5]) for _, s in store._engine.t.used()}
 
 
 @dataclass
@@ -200,13 +200,13 @@ def test_system_exit_at_every_step_rolls_back(sc: Scenario) -> None:
 
         before = contents(store)
         random.seed(k)
-        store._j.fault = fault
+        store._engine.j.fault = fault
         try:
             sc.op(store)
         except Stop:
             return _verify_stopped(store, sc, before, k)
         finally:
-            store._j.fault = None
+            store._engine.j.fault = None
         return None
 
     outcomes = _campaign(sc, stop)
@@ -230,7 +230,7 @@ def test_sigkill_at_every_step_is_repaired_by_the_next_process(sc: Scenario) -> 
                         os.kill(os.getpid(), signal.SIGKILL)
 
                 random.seed(k)
-                store._j.fault = fault
+                store._engine.j.fault = fault
                 sc.op(store)
                 os._exit(0)
             finally:
@@ -271,9 +271,9 @@ def test_the_campaign_covers_many_steps() -> None:
             def fault() -> None:
                 calls[0] += 1
 
-            store._j.fault = fault
+            store._engine.j.fault = fault
             sc.op(store)
-            store._j.fault = None
+            store._engine.j.fault = None
             counts.append(calls[0])
     assert all(c >= 5 for c in counts), counts
 

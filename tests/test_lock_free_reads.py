@@ -69,15 +69,15 @@ def _mid_transaction_child(conn: Conn, name: str, hold: float, visible: bool = T
     record, before the overwrite."""
     s = SessionStorage(name)
     s._acquire()
-    voff = s._t.get(s._t.lookup(s._digest("k")))[3]
-    s._j.begin()
+    voff = s._engine.t.get(s._engine.t.lookup(s._digest("k")))[3]
+    s._engine.j.begin()
     if visible:
-        s._j.write(voff, b"TORN")
+        s._engine.j.write(voff, b"TORN")
     else:
-        s._j.record(voff, 4)
+        s._engine.j.record(voff, 4)
     conn.send(("held", time.monotonic()))
     conn.poll(hold)
-    s._j.commit()
+    s._engine.j.commit()
     s._lock.release()
     conn.send(("released", time.monotonic()))
 

@@ -247,14 +247,14 @@ def _killed_midway_child(conn: Conn, store: SessionStorage, op: str, sid: str,
             os.kill(os.getpid(), signal.SIGKILL)
             time.sleep(30)  # never reached: SIGKILL to oneself is delivered at once
 
-    store._j.fault = fault
+    store._engine.j.fault = fault
     if op == "write":
         store.write(sid, value)
     elif op == "invalidate":
         store.invalidate(sid)
     else:
         raise ValueError(op)
-    store._j.fault = None
+    store._engine.j.fault = None
     return calls[0]
 
 

@@ -496,7 +496,7 @@ def test_digests_are_keyed_per_segment(name: str) -> None:
 
 def test_ids_colliding_under_an_unkeyed_hash_do_not_pile_up(name: str) -> None:
     with SessionStorage(name, size=SIZE, max_entries=300, ttl=None) as s:
-        t = s._t
+        t = s._engine.t
         mask = t.mask
         assert t.capacity == 512
         # 200 ids an attacker would pick if the table were indexed by unkeyed blake2b: all of

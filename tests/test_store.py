@@ -190,7 +190,7 @@ def test_no_ttl_and_infinite_ttl_never_expire(name: str) -> None:
         a = s.new_id()
         s.write(a, b"forever")
         s.write("b", b"also", ttl=math.inf)
-        assert s._t.get(s._t.lookup(s._digest(a)))[5] == 0
+        assert s._engine.t.get(s._engine.t.lookup(s._digest(a)))[5] == 0
         assert s.read("b") == b"also"
         s.unlink()
 
