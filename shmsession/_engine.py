@@ -21,7 +21,10 @@ from ._errors import CorruptSegment, SegmentUnlinked, StoreFull, VersionConflict
 from ._heap import Heap
 from ._journal import Buffer, Journal, JournalFull, recover, seq_close, seq_open
 from ._room import Room
-from ._table import Table, no_empty_slot
+from ._layout import (
+    S_CREATED, S_DIGEST, S_EXPIRES, S_STATE, S_VALUE_LEN, S_VALUE_OFF, S_VERSION,
+)
+from ._table import Slot, Table, expired
 from ._types import Stats
 
 __all__ = ["Engine", "engine_stats"]
@@ -33,7 +36,6 @@ _FLAGS_W = L.FLAGS_W
 _VERSION_W = L.VERSION_W
 _SEQ_W = L.SEQ_W
 _ATIME_W = L.SLOT_ATIME >> 3
-_HOME = L.U64
 _USED = L.USED
 _NEVER = L.NEVER
 _C = L.COUNTER_W  # counters by word index (see bump)
@@ -44,7 +46,6 @@ _DELETES = _C["deletes"]
 _EXPIRATIONS = _C["expirations"]
 _SWEEP_CURSOR = _C["sweep_cursor"]
 _SLOT_WORDS = L.SLOT_SIZE >> 3
-_SLOT_SHIFT = L.SLOT_SIZE.bit_length() - 1  # slot i sits at table_off + (i << _SLOT_SHIFT)
 
 _SWEEP_EVERY = 32  # writes of this handle between two bounded sweeps for expired entries
 _SWEEP_SLOTS = 64  # slots one sweep examines
@@ -83,24 +84,22 @@ class Engine:
     def fetch(self, digest: bytes, now: int) -> Optional[Tuple[bytes, int]]:
         """Value and version, or None; reclaims an expired entry."""
         t = self.t
-        i = t.lookup(digest)
-        if i < 0:
+        i, slot = t.probe(digest)
+        if slot is None:
             self.misses += 1
             return None
-        slot = t.get(i)
-        expires = slot[5]
-        if expires and expires <= now:
+        if expired(slot, now):
             self.transact(self.drop, i, slot)
             self.bump(_EXPIRATIONS)
             self.misses += 1
             return None
         value = self.value_of(slot)
-        if self.touch_on_read and expires and self.default_ttl_ns:
+        if self.touch_on_read and slot[S_EXPIRES] and self.default_ttl_ns:
             self.transact(self.set_expires, i, now + self.default_ttl_ns)
         # Advisory, not journaled: last access only steers eviction.
         self.w[((t.off + i * L.SLOT_SIZE) >> 3) + _ATIME_W] = now
         self.hits += 1
-        return value, slot[7]
+        return value, slot[S_VERSION]
 
     def put(self, digest: bytes, data: bytes, ttl_ns: int, expect: Optional[int],
             only_new: bool, only_live: bool, now: int) -> int:
@@ -119,29 +118,15 @@ class Engine:
             self.writes += 1
             if not self.writes % _SWEEP_EVERY:
                 self.sweep(now, _SWEEP_SLOTS, 8)
-            # t.lookup and t.get in one: one unpack per probe (the hottest path).
-            mask = self.mask
-            base = self.table_off
-            home = i = _HOME.unpack_from(digest)[0] & mask
-            slot: Optional[Tuple[Any, ...]]
-            while True:
-                slot = _SLOT.unpack_from(buf, base + (i << 6))
-                if not slot[1]:
-                    slot = None
-                    break
-                if slot[0] == digest:
-                    if slot[5] and slot[5] <= now:
-                        self.drop(i, slot)
-                        self.bump(_EXPIRATIONS)
-                        slot = None
-                    break
-                i = (i + 1) & mask
-                if i == home:
-                    raise no_empty_slot()
+            i, slot = t.probe(digest)
+            if slot is not None and slot[S_EXPIRES] and slot[S_EXPIRES] <= now:
+                self.drop(i, slot)
+                self.bump(_EXPIRATIONS)
+                slot = None
             if (slot is not None and only_new) or (slot is None and only_live):
                 j.commit()  # what the sweep or the expiry above reclaimed stays reclaimed
                 return -1
-            if expect is not None and (slot is None or slot[7] != expect):
+            if expect is not None and (slot is None or slot[S_VERSION] != expect):
                 raise VersionConflict(
                     "the session changed since it was read" if slot is not None
                     else "the session was deleted or expired since it was read"
@@ -154,7 +139,7 @@ class Engine:
                 # The block the slot points at must be a used one that names this entry as
                 # its owner: a damaged offset must not turn this write into one over another
                 # session's value.
-                voff = slot[3]
+                voff = slot[S_VALUE_OFF]
                 blk = voff - 8
                 if not self.heap_off <= blk < self.heap_end - L.MIN_BLOCK:
                     raise self.damaged(f"a slot points at {voff}, outside the heap")
@@ -166,14 +151,14 @@ class Engine:
                 room = end - blk - L.BLOCK_OVERHEAD
                 if n <= room <= 2 * n + 256 and n <= L.INPLACE_MAX:
                     # Same block: the old bytes of value and slot go to the journal first.
-                    j.write2(voff, data, t.off + i * L.SLOT_SIZE,
-                             _SLOT.pack(digest, _USED, n, voff, slot[4], expires, now, version))
+                    j.write2(voff, data, t.off + i * L.SLOT_SIZE, _SLOT.pack(
+                        digest, _USED, n, voff, slot[S_CREATED], expires, now, version))
                 else:
                     p, freed_old = self.room.alloc(n, digest, voff, now)
                     j.raw(p, data)
                     i = t.lookup(digest)  # evictions may have shifted the slot
-                    old = t.get(i)
-                    t.put(i, _SLOT.pack(digest, _USED, n, p, old[4], expires, now, version))
+                    t.put(i, _SLOT.pack(
+                        digest, _USED, n, p, slot[S_CREATED], expires, now, version))
                     if not freed_old:
                         h.free(voff)
             else:
@@ -199,33 +184,29 @@ class Engine:
 
     def invalidate(self, digest: bytes, now: int) -> bool:
         """Delete the entry; returns whether a live one was there."""
-        t = self.t
-        i = t.lookup(digest)
-        if i < 0:
+        i, slot = self.t.probe(digest)
+        if slot is None:
             return False
-        slot = t.get(i)
-        live = not (slot[5] and slot[5] <= now)
+        live = not expired(slot, now)
         self.transact(self.drop, i, slot)
         self.bump(_DELETES if live else _EXPIRATIONS)
         return live
 
     def touch(self, digest: bytes, ttl_ns: int, now: int) -> bool:
         """Renew the entry's expiry to ``ttl_ns`` from ``now``; whether a live one was there."""
-        t = self.t
-        i = t.lookup(digest)
-        if i < 0:
+        i, slot = self.t.probe(digest)
+        if slot is None:
             return False
-        slot = t.get(i)
-        if slot[5] and slot[5] <= now:
+        if expired(slot, now):
             self.transact(self.drop, i, slot)
             self.bump(_EXPIRATIONS)
             return False
         self.transact(self.set_expires, i, now + ttl_ns if ttl_ns else _NEVER)
         return True
 
-    def live_slots(self, now: int) -> List[Tuple[Any, ...]]:
+    def live_slots(self, now: int) -> List[Slot]:
         """Every live entry's slot, each with its value range checked (a scan)."""
-        live = [s for _, s in self.t.used() if not (s[5] and s[5] <= now)]
+        live = [s for _, s in self.t.used() if not expired(s, now)]
         for s in live:
             self.check_range(s)
         return live
@@ -307,19 +288,19 @@ class Engine:
         version = self.w[_VERSION_W]
         referenced = set()
         for i, slot in slots.items():
-            voff, vlen = slot[3], slot[2]
+            voff, vlen = slot[S_VALUE_OFF], slot[S_VALUE_LEN]
             if voff not in used_blocks:
                 problems.append(f"slot {i} points at {voff}, which is not a used block")
                 continue
             if voff in referenced:
                 problems.append(f"block {voff} is referenced by two slots")
-            elif used_blocks[voff] != slot[0]:
+            elif used_blocks[voff] != slot[S_DIGEST]:
                 problems.append(f"slot {i} points at block {voff}, which names another owner")
             referenced.add(voff)
             if vlen > self.h.capacity(voff):
                 problems.append(f"slot {i}: value of {vlen} bytes overflows its block")
-            if slot[7] > version:
-                problems.append(f"slot {i}: version {slot[7]} is ahead of the counter")
+            if slot[S_VERSION] > version:
+                problems.append(f"slot {i}: version {slot[S_VERSION]} is ahead of the counter")
         leaked = set(used_blocks) - referenced
         if leaked:
             problems.append(f"{len(leaked)} used heap block(s) referenced by no slot")
@@ -358,14 +339,14 @@ class Engine:
             fault()
 
     # ------------------------------------------------------------------ parts
-    def value_of(self, slot: Tuple[Any, ...]) -> bytes:
+    def value_of(self, slot: Slot) -> bytes:
         """The value bytes of a used slot, once its range is checked against the heap."""
         self.check_range(slot)
-        voff = slot[3]
-        return bytes(self.buf[voff : voff + slot[2]])
+        voff = slot[S_VALUE_OFF]
+        return bytes(self.buf[voff : voff + slot[S_VALUE_LEN]])
 
-    def check_range(self, slot: Tuple[Any, ...]) -> None:
-        voff, n = slot[3], slot[2]
+    def check_range(self, slot: Slot) -> None:
+        voff, n = slot[S_VALUE_OFF], slot[S_VALUE_LEN]
         if not (self.heap_off + L.BLOCK_HEADER <= voff and voff + n <= self.heap_end
                 and n <= self.max_value):
             raise self.damaged(f"a slot's value range [{voff}, {voff + n}) lies outside the "
@@ -390,9 +371,9 @@ class Engine:
     def set_expires(self, i: int, expires: int) -> None:
         self.j.write(self.t.off + i * L.SLOT_SIZE + L.SLOT_EXPIRES, _I64.pack(expires))
 
-    def drop(self, i: int, slot: Tuple[Any, ...]) -> None:
+    def drop(self, i: int, slot: Slot) -> None:
         """Remove entry ``i`` (whose unpacked slot is ``slot``) and free its value."""
-        self.h.free(slot[3])
+        self.h.free(slot[S_VALUE_OFF])
         self.t.remove(i)
         self.add_entries(-1)
 
@@ -436,7 +417,7 @@ class Engine:
             i += k
             left -= k
             slot = t.get(i)
-            if not slot[1]:  # not an entry: a damaged slot is check()'s to report
+            if not slot[S_STATE]:  # not an entry: a damaged slot is check()'s to report
                 i = (i + 1) & mask
                 left -= 1
                 continue

@@ -20,7 +20,7 @@ the evicted space, is the case that needs it).
 The first store of a transaction that a reader could copy -- in ``write``, ``write2`` or
 ``raw``, after the undo records it needs -- makes the segment's read sequence word odd, and
 ``commit()`` makes it even again: readers that take no lock trust a copy only if they saw one
-even number before and after it (``SessionStorage._peek``). Undo records, control words and
+even number before and after it (``_reader``). Undo records, control words and
 the header's STATE range are nothing a reader copies, so a transaction holds readers off only
 from its first visible store to its commit, not from ``begin()``: for an overwrite in place,
 two copies and the commit. Control words (journal length, dirty, sequence) are stored

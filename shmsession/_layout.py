@@ -132,7 +132,19 @@ ENTRY_CRC_INPUT: Final = struct.Struct("<QQI")
 #   created q | expires q | last access q | version Q          (times: CLOCK_MONOTONIC ns)
 SLOT: Final = struct.Struct("<16sB3xIQqqqQ")
 SLOT_SIZE: Final = 64
+SLOT_SHIFT: Final = SLOT_SIZE.bit_length() - 1  # slot i sits at table_off + (i << SLOT_SHIFT)
 DIGEST_SIZE: Final = _rules.DIGEST_SIZE  # the keyed digest of an id (see _rules)
+# The fields of a slot as SLOT unpacks it, by index: ``slot[S_EXPIRES]``. Indexes, not a
+# NamedTuple: making one per slot and reading its attributes cost the write path 7% more
+# instructions (Python 3.11, tuple.__new__ and _tuplegetter); an index costs nothing.
+S_DIGEST: Final = 0
+S_STATE: Final = 1
+S_VALUE_LEN: Final = 2
+S_VALUE_OFF: Final = 3  # the payload of the heap block that holds the value (absolute)
+S_CREATED: Final = 4
+S_EXPIRES: Final = 5  # NEVER (0): never expires
+S_ATIME: Final = 6  # last access, advisory: steers eviction only
+S_VERSION: Final = 7
 SLOT_STATE: Final = 16
 SLOT_EXPIRES: Final = 40
 SLOT_ATIME: Final = 48
@@ -141,14 +153,14 @@ SLOT_PEEK: Final = struct.Struct("<16sB3xIQ8xq8xQ")
 EMPTY: Final = 0
 USED: Final = 1
 NEVER: Final = 0  # an expires of 0: the entry never expires
-assert SLOT.size == SLOT_SIZE
+assert SLOT.size == SLOT_SIZE == 1 << SLOT_SHIFT
 
 # --- heap blocks -----------------------------------------------------------------------------
 #   used: header Q (size | USED_BIT) | payload ... | owner 16s | footer Q (same word as header)
 #   free: header Q (size) | next Q | prev Q (absolute offsets, 0 = none) | ... | footer Q
 # A used block's owner is the digest of the entry whose value it holds: a walk over the heap
 # in address order can find the slot of each block it passes (eviction of a victim's
-# physical neighbours, see ``store._plan_room``) and ``check()`` can match blocks to slots.
+# physical neighbours, see ``Room.plan``) and ``check()`` can match blocks to slots.
 ALIGN: Final = 16
 BLOCK_HEADER: Final = 8
 BLOCK_TAIL: Final = 24  # owner + footer: a used block's owner sits at ``end - BLOCK_TAIL``

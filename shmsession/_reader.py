@@ -31,7 +31,7 @@ _SEQ_W = L.SEQ_W
 _ATIME_W = L.SLOT_ATIME >> 3
 _HOME = L.U64
 _PEEK_SLOT = L.SLOT_PEEK
-_SLOT_SHIFT = L.SLOT_SIZE.bit_length() - 1  # slot i sits at table_off + (i << _SLOT_SHIFT)
+_SLOT_SHIFT = L.SLOT_SHIFT
 _monotonic_ns = time.monotonic_ns
 _PEEK_TRIES = 3  # lock-free attempts before a read takes the lock
 _SPIN = 200  # loads of an odd sequence word (~6 us here) before a read takes the lock
@@ -142,6 +142,9 @@ class Reader:
                         break
                 else:
                     return LOCKED
+            # A probe of its own, not Table.probe: the table may change under this loop (no
+            # lock), so a lap without an empty slot is a torn view to try again, not damage to
+            # raise, and every slot read is one copy of the fields the seqlock then validates.
             i = home
             while True:
                 pos = base + (i << _SLOT_SHIFT)

@@ -15,10 +15,12 @@ store's lock. Like the engine, it never reads the clock: ``now`` is passed in.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from . import _layout as L
 from ._errors import StoreFull
+from ._layout import S_ATIME, S_DIGEST, S_STATE, S_VALUE_OFF
+from ._table import Slot, expired
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -96,7 +98,7 @@ class Room:
         recently used. The run that evicts the fewest live entries wins. Every step adds
         at least ``MIN_BLOCK`` bytes, so a run is at most ``need // MIN_BLOCK + 2`` blocks.
         """
-        seeds = [slot[3] - L.BLOCK_HEADER for slot in self.lru_sample(protect, now)]
+        seeds = [slot[S_VALUE_OFF] - L.BLOCK_HEADER for slot in self.lru_sample(protect, now)]
         seeds = seeds[:_ROOM_SEEDS]
         if old:
             seeds.append(old - L.BLOCK_HEADER)  # the block being rewritten, and its neighbours
@@ -133,10 +135,9 @@ class Room:
                 return (0, 0, b"")
             digest = h.owner_of(blk, size)
             slot = self.slot_of(digest, blk)
-            expires = slot[5]
-            if expires and expires <= now:
+            if expired(slot, now):
                 return (1, 0, digest)
-            return (2, slot[6], digest)
+            return (2, slot[S_ATIME], digest)
 
         def take(r: Tuple[int, int, bytes], blk: int) -> None:
             nonlocal live, with_old
@@ -167,14 +168,13 @@ class Room:
                 return None  # the whole heap is smaller than need
         return live, victims, with_old
 
-    def slot_of(self, digest: bytes, blk: int) -> Tuple[Any, ...]:
+    def slot_of(self, digest: bytes, blk: int) -> Slot:
         """The slot of the entry that owns the used block ``blk``.
 
         :raises CorruptSegment: no entry with that digest points at the block.
         """
-        i = self.e.t.lookup(digest)
-        slot = self.e.t.get(i) if i >= 0 else None
-        if slot is None or slot[3] != blk + L.BLOCK_HEADER:
+        slot = self.e.t.probe(digest)[1]
+        if slot is None or slot[S_VALUE_OFF] != blk + L.BLOCK_HEADER:
             raise self.e.damaged(f"heap block {blk} names an entry that does not point back "
                                 "at it")
         return slot
@@ -207,28 +207,26 @@ class Room:
             self.e.w[_ROOM_MAX] = len(victims)  # advisory, like the counters
 
     def evict_entry(self, digest: bytes, now: int) -> None:
-        t = self.e.t
-        i = t.lookup(digest)
-        if i < 0:  # plan() found it, and nothing but other victims has gone since
+        i, slot = self.e.t.probe(digest)
+        if slot is None:  # plan() found it, and nothing but other victims has gone since
             raise self.e.damaged("an entry chosen for eviction vanished")
-        slot = t.get(i)
         self.e.drop(i, slot)
-        self.e.bump(_EXPIRATIONS if slot[5] and slot[5] <= now else _EVICTIONS)
+        self.e.bump(_EXPIRATIONS if expired(slot, now) else _EVICTIONS)
 
-    def lru_sample(self, protect: bytes, now: int) -> List[Tuple[Any, ...]]:
+    def lru_sample(self, protect: bytes, now: int) -> List[Slot]:
         """Up to ``_SAMPLE`` used slots other than ``protect``'s from a random place in the
         table, expired ones first, then least recently used first."""
         t = self.e.t
         mask = t.mask
-        sample: List[Tuple[Any, ...]] = []
+        sample: List[Slot] = []
         start = random.getrandbits(32) & mask
         for k in range(t.capacity):
             slot = t.get((start + k * 7919) & mask)  # an odd stride visits every slot once
-            if slot[1] and slot[0] != protect:
+            if slot[S_STATE] and slot[S_DIGEST] != protect:
                 sample.append(slot)
                 if len(sample) >= _SAMPLE:
                     break
-        sample.sort(key=lambda s: (not (s[5] and s[5] <= now), s[6]))
+        sample.sort(key=lambda s: (not expired(s, now), s[S_ATIME]))
         return sample
 
     def make_slot_room(self, protect: bytes, now: int) -> None:
@@ -245,6 +243,6 @@ class Room:
         sample = self.lru_sample(protect, now)
         if not sample:
             raise StoreFull("the store has no other session to evict for this value")
-        i = self.e.t.lookup(sample[0][0])
-        self.e.drop(i, sample[0])
+        victim = sample[0]
+        self.e.drop(self.e.t.lookup(victim[S_DIGEST]), victim)
         self.e.bump(_EVICTIONS)

@@ -12,19 +12,29 @@ Every change goes through the journal; the caller holds the store's lock.
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from . import _layout as L
 from ._errors import CorruptSegment
 from ._journal import Buffer, Journal
+from ._layout import S_DIGEST, S_EXPIRES, S_STATE
+
+__all__ = ["Slot", "Table", "expired", "no_empty_slot"]
 
 _SLOT = L.SLOT
 _SIZE = L.SLOT_SIZE
+_SHIFT = L.SLOT_SHIFT
 _HOME = L.U64
 _EMPTY_SLOT = bytes(_SIZE)
 
 Slot = Tuple[bytes, int, int, int, int, int, int, int]
-"""digest, state, value length, value offset, created, expires, last access, version"""
+"""A slot as ``L.SLOT`` unpacks it; read its fields by name: ``slot[L.S_EXPIRES]``."""
+
+
+def expired(slot: Slot, now: int) -> bool:
+    """Whether the entry in ``slot`` has expired at ``now`` (``L.NEVER``: it never does)."""
+    expires = slot[S_EXPIRES]
+    return expires != L.NEVER and expires <= now
 
 
 def no_empty_slot() -> CorruptSegment:
@@ -50,9 +60,11 @@ class Table:
     def home(self, digest: bytes) -> int:
         return int(_HOME.unpack_from(digest)[0]) & self.mask
 
-    def lookup(self, digest: bytes) -> int:
-        """The index of the slot holding ``digest``, or ``-1 - i`` for the empty slot ``i``
-        where it would go.
+    def probe(self, digest: bytes) -> Tuple[int, Optional[Slot]]:
+        """``(i, slot)`` for the used slot ``i`` that holds ``digest``, or ``(-1 - i, None)``
+        for the empty slot ``i`` where it would go. One unpack per slot visited: the write
+        path runs through here. (The lock-free reader keeps a loop of its own, see
+        ``_reader``.)
 
         :raises CorruptSegment: a whole lap of the table found neither (the load factor
             keeps a quarter of the slots empty, so only damage fills them all).
@@ -62,17 +74,22 @@ class Table:
         mask = self.mask
         home = i = _HOME.unpack_from(digest)[0] & mask
         while True:
-            pos = base + i * _SIZE
-            if not buf[pos + L.SLOT_STATE]:
-                return int(-1 - i)
-            if buf[pos : pos + 16] == digest:
-                return int(i)
+            slot: Slot = _SLOT.unpack_from(buf, base + (i << _SHIFT))
+            if not slot[S_STATE]:
+                return -1 - i, None
+            if slot[S_DIGEST] == digest:
+                return i, slot
             i = (i + 1) & mask
             if i == home:
                 raise no_empty_slot()
 
+    def lookup(self, digest: bytes) -> int:
+        """The index of the slot holding ``digest``, or ``-1 - i`` for the empty slot ``i``
+        where it would go (see ``probe``)."""
+        return self.probe(digest)[0]
+
     def get(self, i: int) -> Slot:
-        return _SLOT.unpack_from(self.buf, self.off + i * _SIZE)
+        return _SLOT.unpack_from(self.buf, self.off + (i << _SHIFT))
 
     def put(self, i: int, slot: bytes) -> None:
         """Write a whole packed slot (``SLOT.pack(...)``) into slot ``i``."""
@@ -105,7 +122,7 @@ class Table:
         """Every used slot as ``(index, slot)``; reads the table once."""
         raw = bytes(self.buf[self.off : self.off + self.capacity * _SIZE])
         for i, slot in enumerate(_SLOT.iter_unpack(raw)):
-            if slot[1]:
+            if slot[S_STATE]:
                 yield i, slot
 
     def check(self) -> "Tuple[Dict[int, Slot], List[str]]":
@@ -114,7 +131,7 @@ class Table:
         slots = dict(self.used())
         seen: Dict[bytes, int] = {}
         for i, slot in slots.items():
-            digest, state = slot[0], slot[1]
+            digest, state = slot[S_DIGEST], slot[S_STATE]
             if state != L.USED:
                 problems.append(f"slot {i} has an unknown state {state}")
             if digest in seen:

@@ -29,6 +29,7 @@ from ._errors import (
 )
 from ._attach import check_options, open_segment
 from ._engine import Engine, engine_stats
+from ._layout import S_CREATED, S_DIGEST, S_EXPIRES, S_VALUE_LEN, S_VERSION
 from ._lock import StoreLock
 from ._reader import HOUSEKEEPING_EVERY, Reader
 from ._rules import (
@@ -505,8 +506,9 @@ class SessionStorage:
             now = _monotonic_ns()
             live = self._engine.live_slots(now)
             return [
-                SessionInfo(s[0].hex(), s[2], (now - s[4]) / 1e9,
-                            None if not s[5] else (s[5] - now) / 1e9, s[7])
+                SessionInfo(s[S_DIGEST].hex(), s[S_VALUE_LEN], (now - s[S_CREATED]) / 1e9,
+                            None if not s[S_EXPIRES] else (s[S_EXPIRES] - now) / 1e9,
+                            s[S_VERSION])
                 for s in live
             ]
         finally:
@@ -529,7 +531,8 @@ class SessionStorage:
                 writer = _snapshot.SnapshotWriter(out, self._secret, time.time())
                 now = _monotonic_ns()
                 for s in engine.live_slots(now):
-                    writer.add(s[0], s[5] - now if s[5] else -1, s[7], engine.value_of(s))
+                    writer.add(s[S_DIGEST], s[S_EXPIRES] - now if s[S_EXPIRES] else -1,
+                               s[S_VERSION], engine.value_of(s))
             finally:
                 self._lock.release()
             return writer
