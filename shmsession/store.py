@@ -10,7 +10,6 @@ and ``write``) run outside the lock.
 from __future__ import annotations
 
 import atexit
-import hashlib
 import io
 import os
 import threading
@@ -28,6 +27,7 @@ from ._errors import (
     ValueTooLarge,
 )
 from ._attach import check_options, open_segment
+from ._digests import Digests
 from ._engine import Engine, engine_stats
 from ._layout import S_CREATED, S_DIGEST, S_EXPIRES, S_VALUE_LEN, S_VERSION
 from ._lock import StoreLock
@@ -36,7 +36,6 @@ from ._rules import (
     BytesLike,
     Provider,
     check_expect,
-    check_id,
     check_name,
     check_value,
     new_id,
@@ -54,8 +53,6 @@ _SEQ_W = L.SEQ_W
 _monotonic_ns = time.monotonic_ns
 _LOCK_WAITS = L.COUNTER_W["lock_waits"]
 _LOCK_WAIT_NS = L.COUNTER_W["lock_wait_ns"]
-
-_MEMO_SIZE = 16384  # ids whose digests a handle remembers (see _digest): ~5 MB at most
 
 
 class SessionStorage:
@@ -124,9 +121,9 @@ class SessionStorage:
         self._geo = geo
         self._max_value = geo.max_value
         self._secret = secret  # what the digests are keyed with (a snapshot carries it)
-        self._hasher = hashlib.blake2b(key=secret, digest_size=L.DIGEST_SIZE)
-        self._memo: Dict[str, bytes] = {}
-        self._memo_old: Dict[str, bytes] = {}
+        # The table's key for an id (a bound method: a call costs what a method of this
+        # class would).
+        self._digest: Callable[[object], bytes] = Digests(secret).of
         self._engine = engine = Engine(
             buf, geo, name, evict=when_full == "evict", touch_on_read=bool(touch_on_read),
             default_ttl_ns=self._default_ttl_ns,
@@ -161,31 +158,6 @@ class SessionStorage:
             _handles.add(self)  # for the exit and fork hooks (see _flush_pending)
 
     # ------------------------------------------------------------------ validation
-    def _digest(self, sid: object) -> bytes:
-        """The keyed digest of a valid id. A keyed blake2b costs ~0.5 us and a dict lookup
-        ~0.08, and a session's requests come back to the same worker's handle, so a memo
-        keeps the digests of the ids seen lately: two generations of ``_MEMO_SIZE`` ids;
-        when the young one fills it becomes the old one and the old one goes (an LRU
-        approximation with O(1) steps and at most ``2 * _MEMO_SIZE`` ids held)."""
-        if type(sid) is str:  # exactly str: a subclass could redefine equality
-            digest = self._memo.get(sid)
-            if digest is not None:
-                return digest
-            digest = self._memo_old.get(sid)
-            if digest is None:
-                h = self._hasher.copy()
-                h.update(check_id(sid))
-                digest = h.digest()
-            memo = self._memo
-            if len(memo) >= _MEMO_SIZE:
-                self._memo_old = memo
-                self._memo = memo = {}
-            memo[sid] = digest
-            return digest
-        h = self._hasher.copy()
-        h.update(check_id(sid))
-        return h.digest()
-
     def _value(self, value: object) -> bytes:
         return check_value(value, self._max_value)
 
