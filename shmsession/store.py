@@ -15,21 +15,18 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple, TypeVar, Union, overload
+from contextlib import contextmanager
+from typing import (
+    Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar, Union, overload,
+)
 
+from . import _dump
 from . import _layout as L
 from . import _segment
-from ._errors import (
-    CorruptSegment,
-    SegmentError,
-    SessionNotFound,
-    StoreClosed,
-    ValueTooLarge,
-)
+from ._errors import CorruptSegment, SessionNotFound, StoreClosed
 from ._attach import check_options, open_segment
 from ._digests import Digests
 from ._engine import Engine, engine_stats
-from ._layout import S_CREATED, S_DIGEST, S_EXPIRES, S_VALUE_LEN, S_VERSION
 from ._lock import StoreLock
 from ._reader import HOUSEKEEPING_EVERY, Reader
 from ._rules import (
@@ -186,6 +183,16 @@ class SessionStorage:
         self._acquire()
         try:
             return self._engine.fetch(digest, _monotonic_ns())
+        finally:
+            self._lock.release()
+
+    @contextmanager
+    def _locked(self) -> Iterator[Engine]:
+        """The engine, with the lock held (and what a dead writer left repaired) until the
+        block ends: for the operations off the hot path."""
+        self._acquire()
+        try:
+            yield self._engine
         finally:
             self._lock.release()
 
@@ -372,41 +379,29 @@ class SessionStorage:
 
     def __len__(self) -> int:
         """Live sessions (a scan of the table; not for hot paths)."""
-        self._acquire()
-        try:
-            return len(self._engine.live_slots(_monotonic_ns()))
-        finally:
-            self._lock.release()
+        with self._locked() as engine:
+            return len(engine.live_slots(_monotonic_ns()))
 
     def clear(self) -> None:
         """Delete every session. Crash-safe: a clear interrupted anywhere is finished by the
         next lock holder (clearing is idempotent, so it is redone, not undone)."""
-        self._acquire()
-        try:
-            self._engine.clear()
-        finally:
-            self._lock.release()
+        with self._locked() as engine:
+            engine.clear()
 
     def stats(self) -> Stats:
         """Entries, bytes used and free, capacity, and the advisory counters (which include
         every handle's counts up to its last ``HOUSEKEEPING_EVERY`` operations)."""
-        self._acquire()
-        try:
+        with self._locked() as engine:
             self._flush_counters()
-            return engine_stats(self._engine)
-        finally:
-            self._lock.release()
+            return engine_stats(engine)
 
     def check(self) -> None:
         """Verify every structural invariant of the segment.
 
         :raises CorruptSegment: listing every problem found.
         """
-        self._acquire()
-        try:
-            problems = self._engine.problems()
-        finally:
-            self._lock.release()
+        with self._locked() as engine:
+            problems = engine.problems()
         if problems:
             error = CorruptSegment(
                 f"store {self.name!r} fails {len(problems)} check(s): " + "; ".join(problems[:20])
@@ -473,18 +468,8 @@ class SessionStorage:
     def sessions(self) -> List[SessionInfo]:
         """One :class:`SessionInfo` per live session (digest, size, age, time left); never
         the raw ids, which the store does not keep. A scan under the lock."""
-        self._acquire()
-        try:
-            now = _monotonic_ns()
-            live = self._engine.live_slots(now)
-            return [
-                SessionInfo(s[S_DIGEST].hex(), s[S_VALUE_LEN], (now - s[S_CREATED]) / 1e9,
-                            None if not s[S_EXPIRES] else (s[S_EXPIRES] - now) / 1e9,
-                            s[S_VERSION])
-                for s in live
-            ]
-        finally:
-            self._lock.release()
+        with self._locked() as engine:
+            return _dump.infos(engine, _monotonic_ns())
 
     def dump(self, path: str) -> int:
         """Write every live session, with its time left, to the snapshot file ``path``
@@ -494,22 +479,7 @@ class SessionStorage:
         other processes wait for it (a whole dump of 10,000 sessions of 1 KiB took
         about 60 ms here, fsync included; the lock is held for part of that).
         """
-        from . import _snapshot
-
-        def fill(out: BinaryIO) -> _snapshot.SnapshotWriter:
-            engine = self._engine
-            self._acquire()
-            try:
-                writer = _snapshot.SnapshotWriter(out, self._secret, time.time())
-                now = _monotonic_ns()
-                for s in engine.live_slots(now):
-                    writer.add(s[S_DIGEST], s[S_EXPIRES] - now if s[S_EXPIRES] else -1,
-                               s[S_VERSION], engine.value_of(s))
-            finally:
-                self._lock.release()
-            return writer
-
-        return _snapshot.write_file(path, fill)
+        return _dump.dump(path, self._secret, self._locked)
 
     @classmethod
     def load(
@@ -535,52 +505,7 @@ class SessionStorage:
             is removed again).
         :raises SegmentError: store ``name`` already exists.
         """
-        from . import _snapshot
-
-        with open(path, "rb") as src:
-            secret, written_at, records = _snapshot.read_snapshot(src, progress)
-        check_name(name)
-        if _segment.exists(name):
-            raise SegmentError(
-                f"store {name!r} exists; a snapshot loads into a new store only: unlink it "
-                "first, or load into another name"
-            )
-        store = cls(name, _secret=secret, **options)
-        if not store.created:
-            store.close()
-            raise SegmentError(f"store {name!r} was created by another process meanwhile")
-        engine = store._engine
-        engine.evict = options.get("when_full") == "evict"  # for the load only; see above
-        try:
-            batch: List[Tuple[bytes, bytes, int]] = []
-            for record in _snapshot.still_live(records, written_at, time.time()):
-                batch.append(record)
-                if len(batch) >= 256:
-                    store._load_batch(batch)
-                    batch = []
-            store._load_batch(batch)
-        except BaseException:
-            store.unlink()
-            raise
-        engine.evict = options.get("when_full", "evict") == "evict"
-        return store
-
-    def _load_batch(self, batch: List[Tuple[bytes, bytes, int]]) -> None:
-        for _, value, _ in batch:
-            if len(value) > self._max_value:
-                raise ValueTooLarge(
-                    f"the snapshot holds a value of {len(value)} bytes, over this store's "
-                    f"max_value_size of {self._max_value}: load it with a larger max_value_size"
-                )
-        engine = self._engine
-        self._acquire()
-        try:
-            now = _monotonic_ns()
-            for digest, value, ttl_ns in batch:
-                engine.put(digest, value, ttl_ns, None, False, False, now)
-            engine.writes_done = 0  # a restore is not traffic
-        finally:
-            self._lock.release()
+        return _dump.load(cls, name, path, progress, options)
 
     @staticmethod
     def unlink_name(name: str) -> bool:

@@ -1,0 +1,109 @@
+"""The live sessions taken out of a store whole, and put back: the listing of ``sessions()``,
+the snapshot ``dump`` writes and the new store ``load`` makes from one. The file format is
+``_snapshot``'s; the lock is the store's (it hands these functions an engine it holds the
+lock for, see ``SessionStorage._locked``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import (
+    TYPE_CHECKING, Any, BinaryIO, Callable, ContextManager, Dict, List, Optional, Tuple,
+)
+
+from . import _segment, _snapshot
+from ._engine import Engine
+from ._errors import SegmentError, ValueTooLarge
+from ._layout import S_CREATED, S_DIGEST, S_EXPIRES, S_VALUE_LEN, S_VERSION
+from ._rules import check_name
+from ._types import SessionInfo
+
+if TYPE_CHECKING:
+    from .store import SessionStorage
+
+__all__ = ["dump", "infos", "load"]
+
+_BATCH = 256  # sessions a load writes under one taking of the lock
+
+Locked = Callable[[], ContextManager[Engine]]  # the store's engine, under its lock
+
+
+def infos(engine: Engine, now: int) -> List[SessionInfo]:
+    """One :class:`SessionInfo` per live session; the caller holds the lock."""
+    return [
+        SessionInfo(s[S_DIGEST].hex(), s[S_VALUE_LEN], (now - s[S_CREATED]) / 1e9,
+                    None if not s[S_EXPIRES] else (s[S_EXPIRES] - now) / 1e9, s[S_VERSION])
+        for s in engine.live_slots(now)
+    ]
+
+
+def dump(path: str, secret: bytes, locked: Locked) -> int:
+    """Write every live session to the snapshot ``path`` (see ``SessionStorage.dump``), all
+    read in one taking of the lock; returns how many."""
+
+    def fill(out: BinaryIO) -> _snapshot.SnapshotWriter:
+        with locked() as engine:
+            writer = _snapshot.SnapshotWriter(out, secret, time.time())
+            now = time.monotonic_ns()
+            for s in engine.live_slots(now):
+                expires = s[S_EXPIRES]
+                writer.add(s[S_DIGEST], expires - now if expires else -1, s[S_VERSION],
+                           engine.value_of(s))
+        return writer
+
+    return _snapshot.write_file(path, fill)
+
+
+def load(open_store: Callable[..., "SessionStorage"], name: str, path: str,
+         progress: Optional[Callable[[int, int], None]],
+         options: Dict[str, Any]) -> "SessionStorage":
+    """Create store ``name`` with ``open_store(name, _secret=..., **options)`` and load the
+    snapshot ``path`` into it (see ``SessionStorage.load``); removes it again on failure."""
+    with open(path, "rb") as src:
+        secret, written_at, records = _snapshot.read_snapshot(src, progress)
+    check_name(name)
+    if _segment.exists(name):
+        raise SegmentError(
+            f"store {name!r} exists; a snapshot loads into a new store only: unlink it "
+            "first, or load into another name"
+        )
+    store = open_store(name, _secret=secret, **options)
+    if not store.created:
+        store.close()
+        raise SegmentError(f"store {name!r} was created by another process meanwhile")
+    max_value = store._max_value
+    locked: Locked = store._locked
+    try:
+        batch: List[Tuple[bytes, bytes, int]] = []
+        for record in _snapshot.still_live(records, written_at, time.time()):
+            batch.append(record)
+            if len(batch) >= _BATCH:
+                _put_batch(locked, batch, max_value, options)
+                batch = []
+        _put_batch(locked, batch, max_value, options)
+    except BaseException:
+        store.unlink()
+        raise
+    return store
+
+
+def _put_batch(locked: Locked, batch: List[Tuple[bytes, bytes, int]], max_value: int,
+               options: Dict[str, Any]) -> None:
+    for _, value, _ in batch:
+        if len(value) > max_value:
+            raise ValueTooLarge(
+                f"the snapshot holds a value of {len(value)} bytes, over this store's "
+                f"max_value_size of {max_value}: load it with a larger max_value_size"
+            )
+    with locked() as engine:
+        # A snapshot that does not fit is refused, unless when_full="evict" is given
+        # explicitly (the handle's own default evicts): see SessionStorage.load.
+        evict = engine.evict
+        engine.evict = options.get("when_full") == "evict"
+        try:
+            now = time.monotonic_ns()
+            for digest, value, ttl_ns in batch:
+                engine.put(digest, value, ttl_ns, None, False, False, now)
+            engine.writes_done = 0  # a restore is not traffic
+        finally:
+            engine.evict = evict
