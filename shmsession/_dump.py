@@ -1,7 +1,7 @@
 """The live sessions taken out of a store whole, and put back: the listing of ``sessions()``,
 the snapshot ``dump`` writes and the new store ``load`` makes from one. The file format is
 ``_snapshot``'s; the lock is the store's (it hands these functions an engine it holds the
-lock for, see ``SessionStorage._locked``).
+lock for, see ``Access.locked``).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def load(open_store: Callable[..., "SessionStorage"], name: str, path: str,
         store.close()
         raise SegmentError(f"store {name!r} was created by another process meanwhile")
     max_value = store._max_value
-    locked: Locked = store._locked
+    locked: Locked = store._access.locked
     try:
         batch: List[Tuple[bytes, bytes, int]] = []
         for record in _snapshot.still_live(records, written_at, time.time()):

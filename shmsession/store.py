@@ -4,39 +4,26 @@ Arguments are validated and digested before the lock is taken; every change then
 lock, repair what a dead writer left (if anything), one journaled transaction, unlock.
 Reads take no lock where the processor allows it (a seqlock, see ``_reader``) and fall back to
 the locked path for anything that must write. Callbacks (the streaming forms of ``read``
-and ``write``) run outside the lock.
+and ``write``) run outside the lock. The parts: the segment (``_attach``), the lock and the
+reader (``_access``), the operations on the bytes (``_engine``).
 """
 
 from __future__ import annotations
 
-import atexit
 import io
-import os
-import threading
 import time
-import weakref
-from contextlib import contextmanager
-from typing import (
-    Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar, Union, overload,
-)
+from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple, TypeVar, Union, overload
 
 from . import _dump
 from . import _layout as L
 from . import _segment
-from ._errors import CorruptSegment, SessionNotFound, StoreClosed
+from ._access import Access
 from ._attach import check_options, open_segment
+from ._counts import GC_FLUSH_WAIT
 from ._digests import Digests
 from ._engine import Engine, engine_stats
-from ._lock import StoreLock
-from ._reader import HOUSEKEEPING_EVERY, Reader
-from ._rules import (
-    BytesLike,
-    Provider,
-    check_expect,
-    check_name,
-    check_value,
-    new_id,
-)
+from ._errors import CorruptSegment, SessionNotFound, StoreClosed
+from ._rules import BytesLike, Provider, check_expect, check_name, check_value, new_id
 from ._rules import ttl_ns as _ttl_ns  # "ttl_ns" names the nanoseconds in the methods
 from ._types import SessionInfo, Stats
 
@@ -44,12 +31,7 @@ __all__ = ["SessionInfo", "SessionStorage", "Stats"]  # the types re-exported fr
 
 T = TypeVar("T")
 
-_DIRTY_W = L.DIRTY_W
-_FLAGS_W = L.FLAGS_W
-_SEQ_W = L.SEQ_W
 _monotonic_ns = time.monotonic_ns
-_LOCK_WAITS = L.COUNTER_W["lock_waits"]
-_LOCK_WAIT_NS = L.COUNTER_W["lock_wait_ns"]
 
 
 class SessionStorage:
@@ -114,7 +96,6 @@ class SessionStorage:
             timeout=10.0 if lock_timeout is None else lock_timeout, secret=_secret,
         )
         self._seg = seg
-        buf = seg.buf
         self._geo = geo
         self._max_value = geo.max_value
         self._secret = secret  # what the digests are keyed with (a snapshot carries it)
@@ -122,37 +103,21 @@ class SessionStorage:
         # class would).
         self._digest: Callable[[object], bytes] = Digests(secret).of
         self._engine = engine = Engine(
-            buf, geo, name, evict=when_full == "evict", touch_on_read=bool(touch_on_read),
+            seg.buf, geo, name, evict=when_full == "evict", touch_on_read=bool(touch_on_read),
             default_ttl_ns=self._default_ttl_ns,
         )
-        self._w = engine.w  # the control words, which _acquire and the lock watch
-
-        def reopen() -> int:
-            seg.reopen()
-            return seg.fd
-
-        lock = StoreLock(seg.fd, lock_timeout, reopen)
-        words = self._w
-        # A waiting writer watches for the holder's transaction to end (see StoreLock.busy):
-        # the dirty word is set from begin to commit, the sequence word only around the
-        # stores a reader could copy.
-        lock.busy = lambda: bool(words[_DIRTY_W])
-        # The handle's one lock, for life: close() closes it (see StoreLock.close).
-        self._lock = lock
         self.created = seg.created
-        self._ops = 0  # lock acquisitions: every HOUSEKEEPING_EVERY-th one does housekeeping
-        # Hits and misses are counted by the reader and the engine, writes by the engine;
-        # the store adds them to the shared counters every HOUSEKEEPING_EVERY operations,
-        # at stats() and close(): one shared read-modify-write per op saved.
-        self._reader = reader = Reader(
-            buf, self._w, geo, lock, self._fetch_locked, self._repair,
-            touch_on_read=bool(touch_on_read), default_ttl_ns=self._default_ttl_ns,
+        self._access = access = Access(
+            seg, engine, lock_timeout, touch_on_read=bool(touch_on_read),
+            default_ttl_ns=self._default_ttl_ns,
         )
-        # Value and version, or None: lock-free where it can be (a bound method, so a read
-        # makes no more calls than when this lived here).
-        self._find: Callable[[bytes], Optional[Tuple[bytes, int]]] = reader.find
-        with _handles_guard:
-            _handles.add(self)  # for the exit and fork hooks (see _flush_pending)
+        # The parts an operation uses, held here so that it makes no more calls than when
+        # they lived in this class.
+        self._lock = access.lock
+        self._acquire = access.acquire
+        self._reader = access.reader
+        # Value and version, or None: lock-free where it can be.
+        self._find: Callable[[bytes], Optional[Tuple[bytes, int]]] = access.reader.find
 
     # ------------------------------------------------------------------ validation
     def _value(self, value: object) -> bytes:
@@ -161,88 +126,14 @@ class SessionStorage:
     def _ttl(self, ttl: Optional[float]) -> int:
         return self._default_ttl_ns if ttl is None else _ttl_ns(ttl)
 
-    # ------------------------------------------------------------------ locking
-    def _acquire(self) -> None:
-        lock = self._lock
-        lock.acquire()
-        w = self._w
-        self._ops += 1
-        # Repairs when something is left to repair; otherwise housekeeping (the unlinked
-        # check is an fstat, counters are flushed) every HOUSEKEEPING_EVERY ops, not after
-        # every wait: under contention most writes wait, and this runs inside the lock.
-        if (w[_DIRTY_W] or w[_FLAGS_W] or w[_SEQ_W] & 1
-                or not self._ops % HOUSEKEEPING_EVERY):
-            try:
-                self._repair()
-            except BaseException:
-                lock.release()
-                raise
-
-    def _fetch_locked(self, digest: bytes) -> Optional[Tuple[bytes, int]]:
-        """A read under the lock: what a lock-free one hands over (see ``_reader``)."""
-        self._acquire()
-        try:
-            return self._engine.fetch(digest, _monotonic_ns())
-        finally:
-            self._lock.release()
-
-    @contextmanager
-    def _locked(self) -> Iterator[Engine]:
-        """The engine, with the lock held (and what a dead writer left repaired) until the
-        block ends: for the operations off the hot path."""
-        self._acquire()
-        try:
-            yield self._engine
-        finally:
-            self._lock.release()
-
-    def _repair(self) -> None:
-        """Under the lock: undo what a dead writer left, finish a clear, let lock-free
-        readers back in, count lock waits (see ``Engine.repair``)."""
-        self._engine.repair(self._seg.unlinked())
-        self._flush_counters()
-
-    def _flush_counters(self) -> None:
-        """Add this handle's pending counts to the shared counters; caller holds the lock."""
-        engine = self._engine
-        lock = self._lock
-        if lock.waits:
-            engine.bump(_LOCK_WAITS, lock.waits)
-            engine.bump(_LOCK_WAIT_NS, lock.wait_ns)
-            lock.waits = 0
-            lock.wait_ns = 0
-        reader = self._reader
-        engine.add_counts(reader.hits, reader.misses)
-        reader.hits = reader.misses = 0
-
-    def _pending(self) -> bool:
-        e = self._engine
-        r = self._reader
-        return bool(r.hits or r.misses or e.hits or e.misses or e.writes_done
-                    or self._lock.waits)
-
-    def _flush_pending(self, wait: float) -> None:
-        """Add this handle's pending counts to the shared counters if its lock comes within
-        ``wait`` seconds; else leave them. Never raises: it runs at exit, before fork and
-        from the garbage collector, and the counts are advisory."""
-        try:
-            lock = self._lock
-            if not self._pending():
-                return
-            if lock.closed or not lock.acquire_within(wait):
-                return
-            try:
-                self._flush_counters()
-            finally:
-                lock.release()
-        except Exception:  # noqa: BLE001 - e.g. a descriptor a child could not re-open
-            pass
-
     def __del__(self) -> None:
         # Dropped without close(): what it counted since its last flush is not lost. The
         # collector may run this in any thread, even one in the middle of an operation on
         # another handle, so the wait for the lock is short and bounded.
-        self._flush_pending(_GC_FLUSH_WAIT)
+        try:
+            self._access.counts.flush_within(GC_FLUSH_WAIT)  # never raises
+        except AttributeError:  # half-made: __init__ raised
+            pass
         # No thread can be using a handle the collector found, so its descriptor and mapping
         # go without the lock (close() would wait for it).
         try:
@@ -379,20 +270,20 @@ class SessionStorage:
 
     def __len__(self) -> int:
         """Live sessions (a scan of the table; not for hot paths)."""
-        with self._locked() as engine:
+        with self._access.locked() as engine:
             return len(engine.live_slots(_monotonic_ns()))
 
     def clear(self) -> None:
         """Delete every session. Crash-safe: a clear interrupted anywhere is finished by the
         next lock holder (clearing is idempotent, so it is redone, not undone)."""
-        with self._locked() as engine:
+        with self._access.locked() as engine:
             engine.clear()
 
     def stats(self) -> Stats:
         """Entries, bytes used and free, capacity, and the advisory counters (which include
         every handle's counts up to its last ``HOUSEKEEPING_EVERY`` operations)."""
-        with self._locked() as engine:
-            self._flush_counters()
+        with self._access.locked() as engine:
+            self._access.counts.flush()
             return engine_stats(engine)
 
     def check(self) -> None:
@@ -400,7 +291,7 @@ class SessionStorage:
 
         :raises CorruptSegment: listing every problem found.
         """
-        with self._locked() as engine:
+        with self._access.locked() as engine:
             problems = engine.problems()
         if problems:
             error = CorruptSegment(
@@ -425,7 +316,7 @@ class SessionStorage:
             return  # closed already (by this thread or another)
         try:
             self._reader.lock_free = False  # reads from now on take the lock, and learn
-            self._flush_counters()
+            self._access.counts.flush()
         finally:
             try:
                 lock.close()  # under the thread lock: no thread uses the mapping after this
@@ -468,7 +359,7 @@ class SessionStorage:
     def sessions(self) -> List[SessionInfo]:
         """One :class:`SessionInfo` per live session (digest, size, age, time left); never
         the raw ids, which the store does not keep. A scan under the lock."""
-        with self._locked() as engine:
+        with self._access.locked() as engine:
             return _dump.infos(engine, _monotonic_ns())
 
     def dump(self, path: str) -> int:
@@ -479,7 +370,7 @@ class SessionStorage:
         other processes wait for it (a whole dump of 10,000 sessions of 1 KiB took
         about 60 ms here, fsync included; the lock is held for part of that).
         """
-        return _dump.dump(path, self._secret, self._locked)
+        return _dump.dump(path, self._secret, self._access.locked)
 
     @classmethod
     def load(
@@ -537,53 +428,6 @@ class SessionStorage:
     def __reduce__(self) -> Tuple[Any, ...]:
         # A handle crosses a process boundary (multiprocessing spawn) by name.
         return (_reopen, (self.name, self._options))
-
-
-# Pending counts. A handle adds its hit/miss/write counts (and lock waits) to the shared
-# counters every HOUSEKEEPING_EVERY operations and at close(); a worker that exits without
-# close(), as most do, would lose the rest, and a child forked with some pending would add
-# them a second time. So every open handle adds its rest at exit and, when its lock is free
-# that instant, just before a fork; and a child starts with nothing pending. None of these
-# waits long for a lock: a holder that is stopped must not stop an exit or a fork.
-_handles: "weakref.WeakSet[SessionStorage]" = weakref.WeakSet()
-# A WeakSet that another thread changes while a hook iterates it raises RuntimeError.
-_handles_guard = threading.Lock()
-_EXIT_FLUSH_WAIT = 0.5  # seconds an exiting process waits for each handle's lock
-_GC_FLUSH_WAIT = 0.05  # the same for a handle the garbage collector takes
-
-
-def _open_handles() -> List[SessionStorage]:
-    with _handles_guard:
-        return list(_handles)
-
-
-def _flush_at_exit() -> None:
-    for store in _open_handles():
-        store._flush_pending(_EXIT_FLUSH_WAIT)
-
-
-def _flush_before_fork() -> None:
-    # Before _lock's own before-fork hook, which takes every handle's thread lock (CPython
-    # calls these hooks in the reverse order of registration, and importing _lock registered
-    # its hook before this module's): the locks can still be had here.
-    for store in _open_handles():
-        store._flush_pending(0.0)
-
-
-def _start_child_at_zero() -> None:
-    # What the parent had pending at the fork is the parent's to add. (After _lock's
-    # after-in-child hook, in the order of registration: it zeroes the lock-wait counts.)
-    global _handles_guard
-    _handles_guard = threading.Lock()  # a thread that held it at the fork is not in the child
-    for store in list(_handles):
-        r = store._reader
-        r.hits = r.misses = 0
-        e = store._engine
-        e.hits = e.misses = e.writes_done = 0
-
-
-atexit.register(_flush_at_exit)
-os.register_at_fork(before=_flush_before_fork, after_in_child=_start_child_at_zero)
 
 
 def _reopen(name: str, options: Dict[str, Any]) -> SessionStorage:

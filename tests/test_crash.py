@@ -353,7 +353,7 @@ def test_control_words_are_never_seen_half_written() -> None:
                     n += 1
             finally:
                 os._exit(0)
-        w = store._w
+        w = store._engine.w
         last = w[L.VERSION_W]
         samples = backwards = shrunk = 0
         seen_txid = seen_used = 0

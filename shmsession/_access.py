@@ -1,0 +1,105 @@
+"""One handle's way in to the engine: under the lock, or lock-free through the reader.
+
+Whoever takes the lock first repairs what a dead writer left (an open transaction, a clear
+half done, the read sequence left odd) and, every ``HOUSEKEEPING_EVERY``-th time, does the
+housekeeping: is the segment unlinked, and add this handle's pending counts to the shared
+counters. ``SessionStorage`` takes the lock through here and nothing else does (the reader's
+fallback to the lock is ``Access.fetch``).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Iterator, Optional, Tuple
+
+from . import _layout as L
+from ._counts import PendingCounts
+from ._engine import Engine
+from ._lock import StoreLock
+from ._reader import HOUSEKEEPING_EVERY, Reader
+from ._segment import Segment
+
+__all__ = ["Access"]
+
+_DIRTY_W = L.DIRTY_W
+_FLAGS_W = L.FLAGS_W
+_SEQ_W = L.SEQ_W
+_monotonic_ns = time.monotonic_ns
+
+
+class Access:
+    """The lock, the lock-free reader and the pending counts of one handle of ``seg``,
+    whose bytes ``engine`` works on. ``lock_timeout``, ``touch_on_read`` and
+    ``default_ttl_ns`` are the handle's options (see ``SessionStorage``)."""
+
+    __slots__ = ("seg", "engine", "w", "lock", "reader", "counts", "ops")
+
+    def __init__(self, seg: Segment, engine: Engine, lock_timeout: Optional[float], *,
+                 touch_on_read: bool, default_ttl_ns: int) -> None:
+        self.seg = seg
+        self.engine = engine
+        self.w = words = engine.w  # the control words, which acquire and the lock watch
+
+        def reopen() -> int:
+            seg.reopen()
+            return seg.fd
+
+        # The handle's one lock, for life: close() closes it (see StoreLock.close).
+        self.lock = lock = StoreLock(seg.fd, lock_timeout, reopen)
+        # A waiting writer watches for the holder's transaction to end (see StoreLock.busy):
+        # the dirty word is set from begin to commit, the sequence word only around the
+        # stores a reader could copy.
+        lock.busy = lambda: bool(words[_DIRTY_W])
+        self.ops = 0  # lock acquisitions: every HOUSEKEEPING_EVERY-th one does housekeeping
+        self.reader = reader = Reader(
+            seg.buf, words, engine.geo, lock, self.fetch, self.repair,
+            touch_on_read=touch_on_read, default_ttl_ns=default_ttl_ns,
+        )
+        # What the reader, the engine and the lock count, added to the shared counters every
+        # HOUSEKEEPING_EVERY operations, at stats() and close(), and at exit and fork.
+        self.counts = PendingCounts(engine, reader, lock)
+
+    def acquire(self) -> None:
+        """Take the lock, and repair first if anything is left to repair."""
+        lock = self.lock
+        lock.acquire()
+        w = self.w
+        self.ops += 1
+        # Repairs when something is left to repair; otherwise housekeeping (the unlinked
+        # check is an fstat, counters are flushed) every HOUSEKEEPING_EVERY ops, not after
+        # every wait: under contention most writes wait, and this runs inside the lock.
+        if (w[_DIRTY_W] or w[_FLAGS_W] or w[_SEQ_W] & 1
+                or not self.ops % HOUSEKEEPING_EVERY):
+            try:
+                self.repair()
+            except BaseException:
+                lock.release()
+                raise
+
+    @contextmanager
+    def locked(self) -> Iterator[Engine]:
+        """The engine, with the lock held (see ``acquire``) until the block ends: for the
+        operations off the hot path."""
+        self.acquire()
+        try:
+            yield self.engine
+        finally:
+            self.lock.release()
+
+    def fetch(self, digest: bytes) -> Optional[Tuple[bytes, int]]:
+        """A read under the lock: what a lock-free one hands over (see ``_reader``)."""
+        self.acquire()
+        try:
+            return self.engine.fetch(digest, _monotonic_ns())
+        finally:
+            self.lock.release()
+
+    def repair(self) -> None:
+        """Under the lock: undo what a dead writer left, finish a clear, let lock-free
+        readers back in, add the pending counts (see ``Engine.repair``).
+
+        :raises SegmentUnlinked: the store was unlinked. :raises CorruptSegment:
+        """
+        self.engine.repair(self.seg.unlinked())
+        self.counts.flush()
