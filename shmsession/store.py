@@ -82,14 +82,9 @@ class SessionStorage:
         check_options(name, size, max_entries, max_value_size, when_full, lock_timeout)
         self.name = name
         self._default_ttl_ns = 0 if ttl is None else _ttl_ns(ttl)
-        self._options = dict(
-            size=size,
-            max_entries=max_entries,
-            ttl=ttl,
-            max_value_size=max_value_size,
-            when_full=when_full,
-            lock_timeout=lock_timeout,
-            touch_on_read=touch_on_read,
+        self._options = dict(  # for __reduce__
+            size=size, max_entries=max_entries, ttl=ttl, max_value_size=max_value_size,
+            when_full=when_full, lock_timeout=lock_timeout, touch_on_read=touch_on_read,
         )
         seg, geo, secret = open_segment(
             name, size, max_entries, max_value_size, create=create,
@@ -221,25 +216,23 @@ class SessionStorage:
 
     def add(self, sid: str, value: BytesLike, ttl: Optional[float] = None) -> bool:
         """Store ``value`` only if ``sid`` has no live session; returns whether it did."""
-        digest = self._digest(sid)
-        ttl_ns = self._ttl(ttl)
-        data = self._value(value)
-        self._acquire()
-        try:
-            return self._engine.put(digest, data, ttl_ns, None, True, False, _monotonic_ns()) >= 0
-        finally:
-            self._lock.release()
+        return self._put_if(sid, value, ttl, True)
 
     def replace(self, sid: str, value: BytesLike, ttl: Optional[float] = None) -> bool:
         """Store ``value`` only if ``sid`` has a live session; returns whether it did. The
         mirror of :meth:`add`: a save that must not bring back a session deleted (logout) or
         expired meanwhile, nor adopt an id nobody issued."""
+        return self._put_if(sid, value, ttl, False)
+
+    def _put_if(self, sid: str, value: BytesLike, ttl: Optional[float], absent: bool) -> bool:
+        """``add`` (``absent``) or ``replace``: a write on a condition the engine checks."""
         digest = self._digest(sid)
         ttl_ns = self._ttl(ttl)
         data = self._value(value)
         self._acquire()
         try:
-            return self._engine.put(digest, data, ttl_ns, None, False, True, _monotonic_ns()) >= 0
+            now = _monotonic_ns()
+            return self._engine.put(digest, data, ttl_ns, None, absent, not absent, now) >= 0
         finally:
             self._lock.release()
 
