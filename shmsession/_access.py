@@ -30,13 +30,12 @@ _monotonic_ns = time.monotonic_ns
 
 class Access:
     """The lock, the lock-free reader and the pending counts of one handle of ``seg``,
-    whose bytes ``engine`` works on. ``lock_timeout``, ``touch_on_read`` and
-    ``default_ttl_ns`` are the handle's options (see ``SessionStorage``)."""
+    whose bytes ``engine`` works on; ``lock_timeout`` is the handle's option (see
+    ``SessionStorage``)."""
 
     __slots__ = ("seg", "engine", "w", "lock", "reader", "counts", "ops")
 
-    def __init__(self, seg: Segment, engine: Engine, lock_timeout: Optional[float], *,
-                 touch_on_read: bool, default_ttl_ns: int) -> None:
+    def __init__(self, seg: Segment, engine: Engine, lock_timeout: Optional[float]) -> None:
         self.seg = seg
         self.engine = engine
         self.w = words = engine.w  # the control words, which acquire and the lock watch
@@ -52,10 +51,7 @@ class Access:
         # stores a reader could copy.
         lock.busy = lambda: bool(words[_DIRTY_W])
         self.ops = 0  # lock acquisitions: every HOUSEKEEPING_EVERY-th one does housekeeping
-        self.reader = reader = Reader(
-            seg.buf, words, engine.geo, lock, self.fetch, self.repair,
-            touch_on_read=touch_on_read, default_ttl_ns=default_ttl_ns,
-        )
+        self.reader = reader = Reader(seg.buf, engine, lock, self.fetch, self.repair)
         # What the reader, the engine and the lock count, added to the shared counters every
         # HOUSEKEEPING_EVERY operations, at stats() and close(), and at exit and fork.
         self.counts = PendingCounts(engine, reader, lock)

@@ -20,24 +20,17 @@ from . import _layout as L
 from ._errors import CorruptSegment, SegmentUnlinked, StoreFull, VersionConflict
 from ._heap import Heap
 from ._journal import Buffer, Journal, JournalFull, recover, seq_close, seq_open
-from ._room import Room
 from ._layout import (
-    S_CREATED, S_DIGEST, S_EXPIRES, S_STATE, S_VALUE_LEN, S_VALUE_OFF, S_VERSION,
+    FLAGS_W, I64, NEVER, S_CREATED, S_DIGEST, S_EXPIRES, S_STATE, S_VALUE_LEN, S_VALUE_OFF,
+    S_VERSION, SEQ_W, SLOT, U64, USED, VERSION_W,
 )
+from ._room import Room
 from ._table import Slot, Table, expired
 from ._types import Stats
 
 __all__ = ["Engine", "engine_stats"]
 
-_U64 = L.U64
-_I64 = L.I64
-_SLOT = L.SLOT
-_FLAGS_W = L.FLAGS_W
-_VERSION_W = L.VERSION_W
-_SEQ_W = L.SEQ_W
 _ATIME_W = L.SLOT_ATIME >> 3
-_USED = L.USED
-_NEVER = L.NEVER
 _C = L.COUNTER_W  # counters by word index (see bump)
 _HITS = _C["hits"]
 _MISSES = _C["misses"]
@@ -131,10 +124,10 @@ class Engine:
                     "the session changed since it was read" if slot is not None
                     else "the session was deleted or expired since it was read"
                 )
-            version = self.w[_VERSION_W] + 1
-            self.w[_VERSION_W] = version  # not journaled: see _layout
+            version = self.w[VERSION_W] + 1
+            self.w[VERSION_W] = version  # not journaled: see _layout
             n = len(data)
-            expires = now + ttl_ns if ttl_ns else _NEVER
+            expires = now + ttl_ns if ttl_ns else NEVER
             if slot is not None:
                 # The block the slot points at must be a used one that names this entry as
                 # its owner: a damaged offset must not turn this write into one over another
@@ -143,7 +136,7 @@ class Engine:
                 blk = voff - 8
                 if not self.heap_off <= blk < self.heap_end - L.MIN_BLOCK:
                     raise self.damaged(f"a slot points at {voff}, outside the heap")
-                tag = _U64.unpack_from(buf, blk)[0]
+                tag = U64.unpack_from(buf, blk)[0]
                 end = blk + (tag & ~1)
                 if not (tag & 1 and end <= self.heap_end
                         and buf[end - L.BLOCK_TAIL : end - 8] == digest):
@@ -151,23 +144,23 @@ class Engine:
                 room = end - blk - L.BLOCK_OVERHEAD
                 if n <= room <= 2 * n + 256 and n <= L.INPLACE_MAX:
                     # Same block: the old bytes of value and slot go to the journal first.
-                    j.write2(voff, data, t.off + i * L.SLOT_SIZE, _SLOT.pack(
-                        digest, _USED, n, voff, slot[S_CREATED], expires, now, version))
+                    j.write2(voff, data, t.off + i * L.SLOT_SIZE, SLOT.pack(
+                        digest, USED, n, voff, slot[S_CREATED], expires, now, version))
                 else:
                     p, freed_old = self.room.alloc(n, digest, voff, now)
                     j.raw(p, data)
                     i = t.lookup(digest)  # evictions may have shifted the slot
-                    t.put(i, _SLOT.pack(
-                        digest, _USED, n, p, slot[S_CREATED], expires, now, version))
+                    t.put(i, SLOT.pack(
+                        digest, USED, n, p, slot[S_CREATED], expires, now, version))
                     if not freed_old:
                         h.free(voff)
             else:
-                if _U64.unpack_from(buf, L.ENTRIES_OFF)[0] >= self.max_entries:
+                if U64.unpack_from(buf, L.ENTRIES_OFF)[0] >= self.max_entries:
                     self.room.make_slot_room(digest, now)
                 p = self.room.alloc(n, digest, 0, now)[0]
                 j.raw(p, data)
                 i = t.lookup(digest)
-                t.put(-1 - i, _SLOT.pack(digest, _USED, n, p, now, expires, now, version))
+                t.put(-1 - i, SLOT.pack(digest, USED, n, p, now, expires, now, version))
                 self.add_entries(1)
             j.commit()
         except JournalFull:
@@ -201,7 +194,7 @@ class Engine:
             self.transact(self.drop, i, slot)
             self.bump(_EXPIRATIONS)
             return False
-        self.transact(self.set_expires, i, now + ttl_ns if ttl_ns else _NEVER)
+        self.transact(self.set_expires, i, now + ttl_ns if ttl_ns else NEVER)
         return True
 
     def live_slots(self, now: int) -> List[Slot]:
@@ -218,7 +211,7 @@ class Engine:
         self.fault()
         seq_open(w)
         self.fault()
-        w[_FLAGS_W] |= L.FLAG_CLEARING  # from here on: redo
+        w[FLAGS_W] |= L.FLAG_CLEARING  # from here on: redo
         self.redo_clear()
         self.fault()
         seq_close(w)
@@ -230,7 +223,7 @@ class Engine:
         :raises SegmentUnlinked: the store was unlinked. :raises CorruptSegment:
         """
         w = self.w
-        flags = w[_FLAGS_W]
+        flags = w[FLAGS_W]
         if flags:
             # Each flag is set only together with something else that can be checked, so
             # a stray write into the word reads as damage, not as an unlink or a clear
@@ -240,7 +233,7 @@ class Engine:
             if flags & L.FLAG_UNLINKED and not unlinked:
                 # unlink() removes the name before it lets go of the lock
                 raise self.damaged("the flags word says unlinked, but the segment is not")
-            if flags & L.FLAG_CLEARING and not w[_SEQ_W] & 1:
+            if flags & L.FLAG_CLEARING and not w[SEQ_W] & 1:
                 # clear() makes the sequence odd before it sets the flag
                 raise self.damaged("the flags word says a clear is under way, but no "
                                    "change is")
@@ -258,13 +251,13 @@ class Engine:
         """Tell every handle the store is going: the flag, and the read sequence odd for
         good (lock-free readers take the lock, and learn)."""
         w = self.w
-        w[_FLAGS_W] |= L.FLAG_UNLINKED
+        w[FLAGS_W] |= L.FLAG_UNLINKED
         seq_open(w)
 
     def unmark_unlinked(self) -> None:
         """Undo ``mark_unlinked`` (the name could not be removed)."""
         w = self.w
-        w[_FLAGS_W] &= ~L.FLAG_UNLINKED
+        w[FLAGS_W] &= ~L.FLAG_UNLINKED
         seq_close(w)
 
     def problems(self) -> List[str]:
@@ -280,12 +273,12 @@ class Engine:
         problems += table_problems
         used_blocks, heap_problems = self.h.check()
         problems += heap_problems
-        entries = _U64.unpack_from(buf, L.ENTRIES_OFF)[0]
+        entries = U64.unpack_from(buf, L.ENTRIES_OFF)[0]
         if entries != len(slots):
             problems.append(f"header counts {entries} entries, table holds {len(slots)}")
         if entries > self.max_entries:
             problems.append(f"{entries} entries, over max_entries {self.max_entries}")
-        version = self.w[_VERSION_W]
+        version = self.w[VERSION_W]
         referenced = set()
         for i, slot in slots.items():
             voff, vlen = slot[S_VALUE_OFF], slot[S_VALUE_LEN]
@@ -330,7 +323,7 @@ class Engine:
         return dict(zip(L.COUNTER_NAMES, L.COUNTERS.unpack_from(self.buf, L.COUNTERS_OFF)))
 
     def entries(self) -> int:
-        return int(_U64.unpack_from(self.buf, L.ENTRIES_OFF)[0])
+        return int(U64.unpack_from(self.buf, L.ENTRIES_OFF)[0])
 
     def fault(self) -> None:
         # Fault injection outside the journal (clear); see Journal.fault.
@@ -369,7 +362,7 @@ class Engine:
         j.commit()
 
     def set_expires(self, i: int, expires: int) -> None:
-        self.j.write(self.t.off + i * L.SLOT_SIZE + L.SLOT_EXPIRES, _I64.pack(expires))
+        self.j.write(self.t.off + i * L.SLOT_SIZE + L.SLOT_EXPIRES, I64.pack(expires))
 
     def drop(self, i: int, slot: Slot) -> None:
         """Remove entry ``i`` (whose unpacked slot is ``slot``) and free its value."""
@@ -381,7 +374,7 @@ class Engine:
         j = self.j
         j.log_state()
         buf = self.buf
-        _U64.pack_into(buf, L.ENTRIES_OFF, _U64.unpack_from(buf, L.ENTRIES_OFF)[0] + by)
+        U64.pack_into(buf, L.ENTRIES_OFF, U64.unpack_from(buf, L.ENTRIES_OFF)[0] + by)
 
     def sweep(self, now: int, slots: int, limit: int) -> int:
         """Reclaim up to ``limit`` expired entries among ``slots`` slots from the shared sweep
@@ -438,9 +431,9 @@ class Engine:
         self.fault()
         self.h.format()
         self.fault()
-        _U64.pack_into(buf, L.ENTRIES_OFF, 0)
+        U64.pack_into(buf, L.ENTRIES_OFF, 0)
         self.fault()
-        self.w[_FLAGS_W] &= ~L.FLAG_CLEARING
+        self.w[FLAGS_W] &= ~L.FLAG_CLEARING
 
 
 def engine_stats(engine: Engine) -> Stats:

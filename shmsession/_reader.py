@@ -16,6 +16,7 @@ import time
 from typing import Callable, Optional, Tuple
 
 from . import _layout as L
+from ._engine import Engine
 from ._lock import StoreLock
 
 __all__ = ["LOCK_FREE_READS", "LOCKED", "Reader"]
@@ -41,7 +42,8 @@ HOUSEKEEPING_EVERY = 64
 
 
 class Reader:
-    """Lock-free reads of one handle over ``buf`` laid out as ``geo``.
+    """Lock-free reads of one handle over ``buf``, the mapping ``engine`` works on (whose
+    bounds and ``touch_on_read``/``default_ttl_ns`` settings the reads follow).
 
     :param locked: the store's read under the lock (value and version, or None), for what
         a lock-free copy cannot settle. :param repair: the store's housekeeping, run with
@@ -54,19 +56,20 @@ class Reader:
                  "default_ttl_ns", "table_off", "mask", "heap_off", "heap_end", "max_value",
                  "ops", "hits", "misses")
 
-    def __init__(self, buf: mmap.mmap, words: memoryview, geo: L.Geometry, lock: StoreLock,
+    def __init__(self, buf: mmap.mmap, engine: Engine, lock: StoreLock,
                  locked: Callable[[bytes], Optional[Tuple[bytes, int]]],
-                 repair: Callable[[], None], *, touch_on_read: bool,
-                 default_ttl_ns: int) -> None:
+                 repair: Callable[[], None]) -> None:
         self.buf = buf
-        self.w = words
+        # The engine's words, settings and bounds, copied into slots: every read uses them.
+        self.w = engine.w
+        self.touch_on_read = engine.touch_on_read
+        self.default_ttl_ns = engine.default_ttl_ns
+        self.table_off, self.mask, self.heap_off, self.heap_end, self.max_value = (
+            engine.geo.bounds())
         self.lock = lock
         self.locked = locked
         self.repair = repair
         self.lock_free = LOCK_FREE_READS
-        self.touch_on_read = touch_on_read
-        self.default_ttl_ns = default_ttl_ns
-        self.table_off, self.mask, self.heap_off, self.heap_end, self.max_value = geo.bounds()
         self.ops = 0
         self.hits = self.misses = 0
 

@@ -102,10 +102,7 @@ class SessionStorage:
             default_ttl_ns=self._default_ttl_ns,
         )
         self.created = seg.created
-        self._access = access = Access(
-            seg, engine, lock_timeout, touch_on_read=bool(touch_on_read),
-            default_ttl_ns=self._default_ttl_ns,
-        )
+        self._access = access = Access(seg, engine, lock_timeout)
         # The parts an operation uses, held here so that it makes no more calls than when
         # they lived in this class.
         self._lock = access.lock
