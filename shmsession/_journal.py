@@ -205,7 +205,7 @@ class Journal:
         w[_DIRTY_W] = 0
         # The new state is whole: lock-free readers may trust it again. A writer stopped
         # between these two stores leaves nothing open and the sequence odd, which the next
-        # lock holder closes (_acquire repairs when it finds the sequence odd).
+        # lock holder closes (Access.acquire repairs when it finds the sequence odd).
         seq_close(w)
         self.txid = 0
 

@@ -1,7 +1,7 @@
 """The hash table over a buffer: knows slots, not values.
 
 Open addressing with linear probing over ``capacity`` (a power of two) slots of 64 bytes.
-A slot's key is a keyed digest of the session id (see ``store._digest``), its home is the
+A slot's key is a keyed digest of the session id (see ``_digests``), its home is the
 digest's first 8 bytes modulo the capacity. Deletion shifts later members of the probe run
 back into the hole (Knuth's algorithm R), so there are no tombstones, runs never grow from
 deletions, and the table never needs rebuilding. The invariant :meth:`Table.check` verifies:

@@ -94,22 +94,18 @@ class SessionStorage:
         self._geo = geo
         self._max_value = geo.max_value
         self._secret = secret  # what the digests are keyed with (a snapshot carries it)
-        # The table's key for an id (a bound method: a call costs what a method of this
-        # class would).
-        self._digest: Callable[[object], bytes] = Digests(secret).of
+        self._digests = Digests(secret)
         self._engine = engine = Engine(
             seg.buf, geo, name, evict=when_full == "evict", touch_on_read=bool(touch_on_read),
             default_ttl_ns=self._default_ttl_ns,
         )
         self.created = seg.created
+        # The parts an operation calls, each held here: ``self._reader.find(...)`` costs
+        # less than a bound method kept as an attribute (CPython 3.11 specialises a method
+        # looked up on a type, not a callable found in an instance's dict).
         self._access = access = Access(seg, engine, lock_timeout)
-        # The parts an operation uses, held here so that it makes no more calls than when
-        # they lived in this class.
         self._lock = access.lock
-        self._acquire = access.acquire
-        self._reader = access.reader
-        # Value and version, or None: lock-free where it can be.
-        self._find: Callable[[bytes], Optional[Tuple[bytes, int]]] = access.reader.find
+        self._reader = access.reader  # reads: lock-free where they can be
 
     # ------------------------------------------------------------------ validation
     def _value(self, value: object) -> bytes:
@@ -151,7 +147,7 @@ class SessionStorage:
 
         :raises SessionNotFound: no such session, or it has expired.
         """
-        found = self._find(self._digest(sid))
+        found = self._reader.find(self._digests.of(sid))
         if found is None:
             raise SessionNotFound("no session with this id (absent or expired)")
         if consumer is None:
@@ -163,14 +159,14 @@ class SessionStorage:
 
         :raises SessionNotFound: no such session, or it has expired.
         """
-        found = self._find(self._digest(sid))
+        found = self._reader.find(self._digests.of(sid))
         if found is None:
             raise SessionNotFound("no session with this id (absent or expired)")
         return found
 
     def get(self, sid: str, default: Optional[T] = None) -> Union[bytes, T, None]:
         """The session's bytes, or ``default`` when it is absent or expired."""
-        found = self._find(self._digest(sid))
+        found = self._reader.find(self._digests.of(sid))
         return default if found is None else found[0]
 
     def write(
@@ -194,7 +190,7 @@ class SessionStorage:
         :raises ValueTooLarge, InvalidType, InvalidSessionId, InvalidTTL: bad arguments;
             nothing is changed.
         """
-        digest = self._digest(sid)
+        digest = self._digests.of(sid)
         ttl_ns = self._default_ttl_ns if ttl is None else _ttl_ns(ttl)
         check_expect(expect)
         if type(value) is bytes and len(value) <= self._max_value:
@@ -205,7 +201,7 @@ class SessionStorage:
                 value(stream)
                 value = stream.getvalue()
             data = self._value(value)
-        self._acquire()
+        self._access.acquire()
         try:
             return self._engine.put(digest, data, ttl_ns, expect, False, False, _monotonic_ns())
         finally:
@@ -223,10 +219,10 @@ class SessionStorage:
 
     def _put_if(self, sid: str, value: BytesLike, ttl: Optional[float], absent: bool) -> bool:
         """``add`` (``absent``) or ``replace``: a write on a condition the engine checks."""
-        digest = self._digest(sid)
+        digest = self._digests.of(sid)
         ttl_ns = self._ttl(ttl)
         data = self._value(value)
-        self._acquire()
+        self._access.acquire()
         try:
             now = _monotonic_ns()
             return self._engine.put(digest, data, ttl_ns, None, absent, not absent, now) >= 0
@@ -235,8 +231,8 @@ class SessionStorage:
 
     def invalidate(self, sid: str) -> bool:
         """Delete the session; returns whether a live one was there. Idempotent."""
-        digest = self._digest(sid)
-        self._acquire()
+        digest = self._digests.of(sid)
+        self._access.acquire()
         try:
             return self._engine.invalidate(digest, _monotonic_ns())
         finally:
@@ -247,16 +243,16 @@ class SessionStorage:
 
         :returns: whether a live session was there to renew.
         """
-        digest = self._digest(sid)
+        digest = self._digests.of(sid)
         ttl_ns = self._ttl(ttl)
-        self._acquire()
+        self._access.acquire()
         try:
             return self._engine.touch(digest, ttl_ns, _monotonic_ns())
         finally:
             self._lock.release()
 
     def __contains__(self, sid: object) -> bool:
-        return self._find(self._digest(sid)) is not None
+        return self._reader.find(self._digests.of(sid)) is not None
 
     def __len__(self) -> int:
         """Live sessions (a scan of the table; not for hot paths)."""
@@ -321,7 +317,7 @@ class SessionStorage:
         """Remove the store from the system and close this handle. Other handles still
         attached raise :class:`SegmentUnlinked` on their next operation."""
         try:
-            self._acquire()
+            self._access.acquire()
         except StoreClosed:
             # A closed handle (here, or by another thread) still removes the store.
             _segment.unlink(self.name)

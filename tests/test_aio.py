@@ -71,7 +71,7 @@ def lock_holder(name: str) -> Iterator[Tuple[SessionStorage, Callable[[float], i
         if pid == 0:
             try:
                 os.close(r)
-                store._acquire()
+                store._access.acquire()
                 os.write(w, b"held")
                 time.sleep(seconds)
                 store._lock.release()

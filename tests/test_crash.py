@@ -139,7 +139,7 @@ def _open(sc: Scenario) -> Iterator[SessionStorage]:
 
 
 def _verify_after(store: SessionStorage, sc: Scenario, before: Contents, after: Contents) -> None:
-    targets = {store._digest(sid): v for sid, v in sc.expect.items()}
+    targets = {store._digests.of(sid): v for sid, v in sc.expect.items()}
     for digest, value in targets.items():
         if value is None:
             assert digest not in after

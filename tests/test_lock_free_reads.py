@@ -68,8 +68,8 @@ def _mid_transaction_child(conn: Conn, name: str, hold: float, visible: bool = T
     until SIGKILLed); then finish it. With ``visible`` false it sits after saving the undo
     record, before the overwrite."""
     s = SessionStorage(name)
-    s._acquire()
-    voff = s._engine.t.get(s._engine.t.lookup(s._digest("k")))[3]
+    s._access.acquire()
+    voff = s._engine.t.get(s._engine.t.lookup(s._digests.of("k")))[3]
     s._engine.j.begin()
     if visible:
         s._engine.j.write(voff, b"TORN")

@@ -226,7 +226,7 @@ def _hold_lock_child(conn: Conn, store: StoreOrName, hold: float) -> float:
     """Take the store's lock, say so, keep it ``hold`` seconds (or until told to let go);
     sends ("released", t) with the CLOCK_MONOTONIC time just before letting go."""
     s = _open(store)
-    s._acquire()
+    s._access.acquire()
     conn.send(("held", time.monotonic()))
     conn.poll(hold)  # returns early if the parent says "release"
     t_release = time.monotonic()
@@ -450,7 +450,7 @@ def test_inherited_handle_parent_holds_child_waits(name: str) -> None:
             # (``_lock._before_fork``), so it cannot happen while this thread holds the lock.
             child = kids.start(_timed_write_child, store, "k", b"from child")
             child.expect("ready")
-            store._acquire()
+            store._access.acquire()
             try:
                 child.send("go")
                 t_try = child.expect("trying")

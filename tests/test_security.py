@@ -476,20 +476,20 @@ def test_digests_are_keyed_per_segment(name: str) -> None:
         with SessionStorage(name, size=SIZE) as a, SessionStorage(other, size=SIZE) as b:
             ids = [f"user-{i}" for i in range(50)] + ["x", "é" * 30]
             for sid in ids:
-                da, db = a._digest(sid), b._digest(sid)
+                da, db = a._digests.of(sid), b._digests.of(sid)
                 assert len(da) == len(db) == L.DIGEST_SIZE
                 assert da != db
                 assert da != hashlib.blake2b(sid.encode(), digest_size=L.DIGEST_SIZE).digest()
-                assert a._digest(sid) == da  # stable within one segment
+                assert a._digests.of(sid) == da  # stable within one segment
             # Another handle on the same segment agrees (the key lives in the segment).
             with SessionStorage(name) as a2:
-                assert all(a2._digest(sid) == a._digest(sid) for sid in ids)
+                assert all(a2._digests.of(sid) == a._digests.of(sid) for sid in ids)
         # A segment made anew under the same name gets a new key.
         with SessionStorage(name) as a:
-            before = a._digest("user-0")
+            before = a._digests.of("user-0")
         SessionStorage.unlink_name(name)
         with SessionStorage(name, size=SIZE) as a:
-            assert a._digest("user-0") != before
+            assert a._digests.of("user-0") != before
     finally:
         remove_store(other)
 
@@ -512,7 +512,7 @@ def test_ids_colliding_under_an_unkeyed_hash_do_not_pile_up(name: str) -> None:
                 ids.append(sid)
         for sid in ids:
             s.write(sid, b"x")
-        homes = {t.home(s._digest(sid)) for sid in ids}
+        homes = {t.home(s._digests.of(sid)) for sid in ids}
         assert len(homes) > 100, f"the keyed hash sent 200 ids to only {len(homes)} homes"
         longest = max((idx - t.home(slot[0])) & mask for idx, slot in t.used())
         assert longest < 20, f"longest probe distance {longest}"

@@ -37,9 +37,9 @@ def test_round_trip_of_100000_sessions_byte_for_byte_with_ttls(name: str, tmp_pa
                 assert dst.read(sid) == (sid * (1 + k % 30)).encode()
             left = {info.digest: info.ttl for info in dst.sessions()}
             for k in (0, 3, 99_999):
-                ttl = left[dst._digest(ids[k]).hex()]
+                ttl = left[dst._digests.of(ids[k]).hex()]
                 assert ttl is not None and 3600 + k - 60 < ttl <= 3600 + k  # kept, less the pause
-            assert left[dst._digest(ids[1]).hex()] is None
+            assert left[dst._digests.of(ids[1]).hex()] is None
             dst.check()
             dst.unlink()
     finally:

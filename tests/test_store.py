@@ -190,7 +190,7 @@ def test_no_ttl_and_infinite_ttl_never_expire(name: str) -> None:
         a = s.new_id()
         s.write(a, b"forever")
         s.write("b", b"also", ttl=math.inf)
-        assert s._engine.t.get(s._engine.t.lookup(s._digest(a)))[5] == 0
+        assert s._engine.t.get(s._engine.t.lookup(s._digests.of(a)))[5] == 0
         assert s.read("b") == b"also"
         s.unlink()
 
@@ -547,7 +547,7 @@ def test_a_lock_timeout_beyond_what_threading_can_wait_is_refused(name: str) -> 
 def test_the_longest_lock_timeout_works_when_another_thread_holds_the_lock(name: str) -> None:
     with SessionStorage(name, size=1 << 20, lock_timeout=threading.TIMEOUT_MAX) as s:
         s.write("k", b"v")
-        s._acquire()
+        s._access.acquire()
         wrote: "list[object]" = []
 
         def write() -> None:
