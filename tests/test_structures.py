@@ -360,3 +360,47 @@ def test_check_reports_an_unreachable_slot() -> None:
     t.put(5, _slot(_digest(3, 1)))  # home 3, but 3 and 4 are empty
     j.commit()
     assert any("unreachable" in p for p in t.check()[1])
+
+
+def test_probe_hands_over_the_slot_it_stops_at_and_a_full_table_is_damage() -> None:
+    _, j, t = _table(16)
+    keys = [_digest(15, k) for k in range(3)]  # one run wrapping from the last slot to 0
+    j.begin()
+    for k, d in enumerate(keys):
+        i, slot = t.probe(d)
+        assert slot is None and -1 - i == (15 + k) % 16  # the empty slot it would take
+        t.put(-1 - i, _slot(d, k))
+    j.commit()
+    for k, d in enumerate(keys):
+        i, slot = t.probe(d)
+        assert i == (15 + k) % 16 and slot == t.get(i)
+        assert slot is not None and slot[L.S_DIGEST] == d and slot[L.S_VERSION] == k
+    j.begin()
+    for k in range(3, 16):  # every slot used: only damage does that (load factor <= 0.75)
+        d = _digest(15, k)
+        t.put(-1 - t.probe(d)[0], _slot(d, k))
+    j.commit()
+    with pytest.raises(CorruptSegment, match="whole table"):
+        t.probe(_digest(4, 99))
+
+
+def test_the_digest_memo_gives_what_a_fresh_hash_gives_across_generations() -> None:
+    from shmsession import _digests
+    from shmsession._errors import InvalidType
+
+    secret = bytes(range(32))
+    memo = _digests.Digests(secret)
+    ids = [f"id-{k}" for k in range(2 * _digests._MEMO_SIZE + 10)]  # through two rotations
+    first = [memo.of(sid) for sid in ids]
+    assert len(set(first)) == len(ids)
+    assert first[:50] == [_digests.Digests(secret).of(sid) for sid in ids[:50]]
+    # Again, backwards: from the young generation, then the old one, then hashed afresh.
+    assert [memo.of(sid) for sid in reversed(ids)] == first[::-1]
+    assert memo.of(ids[0]) != _digests.Digests(bytes(32)).of(ids[0])  # keyed by the secret
+
+    class Id(str):
+        pass
+
+    assert memo.of(Id("id-3")) == first[3]
+    with pytest.raises(InvalidType):
+        memo.of(b"id-3")
