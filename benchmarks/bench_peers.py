@@ -38,8 +38,8 @@ from multiprocessing.context import ForkContext
 from pathlib import Path
 from typing import Any
 
-from bench_store import (WorkerFailed, collect, fmt_size, leftovers, stop_processes,
-                         timer_overhead_ns, version)
+from bench_store import (WorkerFailed, collect, fmt_size, remove_leftovers,
+                         stop_processes, timer_overhead_ns)
 from peers import PEERS, Peer, load
 
 HERE = Path(__file__).resolve().parent
@@ -536,13 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             table, chart = run(args, tag, workdir, stack)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        for path in leftovers(tag):
-            print(f"warning: left behind {path}; removing it", file=sys.stderr)
-            with contextlib.suppress(OSError):
-                if os.path.isdir(path):
-                    shutil.rmtree(path)
-                else:
-                    os.unlink(path)
+        remove_leftovers(tag)
     print(table, end="")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(table)

@@ -426,6 +426,26 @@ def leftovers(tag: str) -> list[str]:
     return sorted(found)
 
 
+def publish(table: str, output: Path) -> None:
+    """The table to stdout and to ``output``; where it went to stderr."""
+    print(table, end="")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(table)
+    print(f"written to {output}", file=sys.stderr)
+
+
+def remove_leftovers(tag: str) -> None:
+    """Remove anything of this run's still in /dev/shm or the temp dir, with a warning each:
+    something that should have cleaned up after itself did not."""
+    for path in leftovers(tag):
+        print(f"warning: left behind {path}; removing it", file=sys.stderr)
+        with contextlib.suppress(OSError):
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+
+
 # --- report -----------------------------------------------------------------------------------
 
 def version(dist: str) -> str:
@@ -657,18 +677,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         table = run(args, tag)
     finally:
-        left = leftovers(tag)
-        for path in left:
-            print(f"warning: left behind {path}; removing it", file=sys.stderr)
-            with contextlib.suppress(OSError):
-                if os.path.isdir(path):
-                    shutil.rmtree(path)
-                else:
-                    os.unlink(path)
-    print(table, end="")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(table)
-    print(f"written to {args.output}", file=sys.stderr)
+        remove_leftovers(tag)
+    publish(table, args.output)
     return 0
 
 
