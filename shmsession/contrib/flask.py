@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Mapping, Optional, Tuple
 
 from .._errors import missing_extra
 from ..store import SessionStorage
@@ -67,6 +67,9 @@ __all__ = ["ShmSession", "ShmSessionInterface", "Store"]
 
 #: Fresh ids tried before giving up; 256 random bits do not collide, this bounds a broken store.
 _MAX_NEW_IDS = 8
+#: Signers an interface keeps, one per set of keys and signing settings; past that it starts
+#: over rather than grow (keys that change on every request would be a bug of the app).
+_MAX_SIGNERS = 8
 
 
 class ShmSession(CallbackDict[str, Any], SessionMixin):
@@ -188,21 +191,34 @@ class ShmSessionInterface(SessionInterface):
             assert name is not None
             store = SessionStorage(name, **options)
         self.store: Store = store
+        self._signers: Dict[Tuple[Any, ...], TimestampSigner] = {}
 
     # ------------------------------------------------------------------ helpers
     def get_signer(self, app: Flask) -> Optional[TimestampSigner]:
-        """The signer of the id cookie, or ``None`` when the app has no ``secret_key``."""
+        """The signer of the id cookie, or ``None`` when the app has no ``secret_key``.
+
+        Made once per set of keys (``secret_key`` and ``SECRET_KEY_FALLBACKS``, read on every
+        call, so a rotation takes effect at once) and kept: a signer holds no state between
+        calls, building one costs about what a signature does, and every request needs one
+        in ``open_session`` and again in ``save_session``.
+        """
         if not app.secret_key:
             return None
         fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or ()
-        # itsdangerous signs with the last key and accepts any of them.
-        keys: List[bytes] = [want_bytes(key) for key in (*fallbacks, app.secret_key)]
-        return TimestampSigner(
-            keys,
-            salt=self.salt,
-            key_derivation=self.key_derivation,
-            digest_method=self.digest_method,
-        )
+        keys = (*fallbacks, app.secret_key)
+        settings = (keys, self.salt, self.key_derivation, self.digest_method)
+        signer = self._signers.get(settings)
+        if signer is None:
+            if len(self._signers) >= _MAX_SIGNERS:
+                self._signers.clear()
+            # itsdangerous signs with the last key and accepts any of them.
+            signer = self._signers[settings] = TimestampSigner(
+                [want_bytes(key) for key in keys],
+                salt=self.salt,
+                key_derivation=self.key_derivation,
+                digest_method=self.digest_method,
+            )
+        return signer
 
     @staticmethod
     def lifetime(app: Flask) -> float:
