@@ -316,16 +316,20 @@ def render(variants: Sequence[str], runs: Mapping[str, list[Load]], header: Sequ
                      f"| {fmt_commands(loads[-1].commands)} |")
     if "shm-redis" in costs and "flask-session-redis" in costs:
         ours, theirs = costs["shm-redis"], costs["flask-session-redis"]
-        per_round = ", ".join(f"{a - b:+.0f}" for a, b in zip(ours, theirs))
+        # Each round's difference compares two runs made a few seconds apart: the figure
+        # least moved by other load on the machine.
+        diffs = [a - b for a, b in zip(ours, theirs)]
         rps_ratio = statistics.median(
             a.rps / b.rps for a, b in zip(runs["shm-redis"], runs["flask-session-redis"]))
         mo, mt = statistics.median(ours), statistics.median(theirs)
-        cost_ratio = f"{mo / mt:.2f}" if mt > 0 else "- (Flask-Session's cost is not above 0)"
+        cost_ratio = f"{mo / mt:.2f}" if mt > 0 else "- (Flask-Session's is not above 0)"
         lines += [
             "",
-            f"shmsession's adapter on Redis ÷ Flask-Session's Redis backend: cost over the "
-            f"floor {mo:+.0f} µs ÷ {mt:+.0f} µs = {cost_ratio}; the difference per round "
-            f"{per_round} µs; req/s ratio, median over rounds, {rps_ratio:.3f}.",
+            "shmsession's adapter on `RedisSessionStorage` against Flask-Session's Redis "
+            f"backend: {statistics.median(diffs):+.0f} µs per request, the median over rounds "
+            f"of the difference ({', '.join(f'{d:+.0f}' for d in diffs)}); req/s ratio "
+            f"{rps_ratio:.3f} (median over rounds); cost over the floor {mo:+.0f} µs ÷ "
+            f"{mt:+.0f} µs = {cost_ratio}.",
         ]
     if notes:
         lines += ["", *notes]
@@ -411,9 +415,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 2 s per run, 1 s warm-up, 3 rounds")
-    ap.add_argument("--duration", type=int, help="seconds per run (default 10)")
+    ap.add_argument("--duration", type=int, help="seconds per run (default 5)")
     ap.add_argument("--warmup", type=int, help="seconds of untimed load per variant (default 3)")
-    ap.add_argument("--rounds", type=int, help="rounds over the variants (default 3)")
+    ap.add_argument("--rounds", type=int, help="rounds over the variants (default 5)")
     ap.add_argument("--connections", type=int, default=8, help="concurrent connections")
     ap.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
     ap.add_argument("--variants", default=",".join(VARIANTS),
@@ -423,7 +427,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--output", type=Path, default=HERE / "results" / "http.md")
     args = ap.parse_args(argv)
     preset = {"duration": 2, "warmup": 1, "rounds": 3} if args.quick else \
-        {"duration": 10, "warmup": 3, "rounds": 3}
+        {"duration": 5, "warmup": 3, "rounds": 5}
     for key, default in preset.items():
         if getattr(args, key) is None:
             setattr(args, key, default)

@@ -56,7 +56,7 @@ def test_quick_run_has_every_variant_and_leaves_nothing(
         row = re.search(rf"^\| {re.escape(label)} \| ([\d,]+) \|", table, re.M)
         assert row is not None, (label, table)
         assert int(row.group(1).replace(",", "")) > 0
-    assert "÷ Flask-Session's Redis backend" in table
+    assert "against Flask-Session's Redis backend" in table
     assert "**" not in table, table  # a note in bold: failed requests or sessions lost
     assert "warning: left behind" not in stderr, stderr
     assert traces_of(f"bench-http-{proc.pid}-") == []
