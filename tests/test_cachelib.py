@@ -576,17 +576,3 @@ def test_timeout_float_default_no_warning(cache_factory: Factory) -> None:
     cache.set("k", 1)
     assert 1.5 < ttl_of_only_entry(cache) <= 2.5
     assert math.isclose(cache.default_timeout, 2.5)
-
-
-def test_missing_cachelib_names_the_extra() -> None:
-    script = (
-        "import sys; sys.modules['cachelib'] = None\n"
-        "from shmsession import MissingExtra\n"
-        "try:\n"
-        "    import shmsession.contrib.cachelib\n"
-        "except MissingExtra as e:\n"
-        "    assert isinstance(e, ImportError) and \"shmsession[cachelib]\" in str(e), e\n"
-        "else:\n"
-        "    raise SystemExit('imported without cachelib')\n"
-    )
-    subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, check=True, timeout=60)
