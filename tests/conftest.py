@@ -1,17 +1,24 @@
-"""Shared fixtures: every test gets its own store name, and nothing is left in /dev/shm."""
+"""Shared fixtures: every test gets its own store name, and nothing is left in /dev/shm;
+the private redis-servers (tests/redis_server.py); and ``backend``, which runs a test on a
+store in shared memory and on one in Redis."""
 
 from __future__ import annotations
 
 import os
 import uuid
-from typing import Iterator, List
+from typing import Any, Callable, Iterator, List
 
 import pytest
 
-from shmsession import SessionStorage
+from shmsession import SessionStorage, Store
 from shmsession._segment import LOCK_PREFIX, PREFIX, SHM_DIR, lock_path, segment_path
+from tests.redis_server import REDIS_SECRET, redis_keys, redis_socket, redis_tls
+
+__all__ = ["redis_socket", "redis_tls"]  # fixtures for every test module
 
 TEST_PREFIX = "t-"
+BACKENDS = ["shm", "redis"]
+OpenStore = Callable[..., Store]
 
 
 def shm_leftovers(tag: str = TEST_PREFIX) -> List[str]:
@@ -52,6 +59,52 @@ def store(name: str) -> Iterator[SessionStorage]:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Where the test's sessions live: "shm" (SessionStorage) or "redis" (RedisSessionStorage
+    on the session's private redis-server)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def open_store(backend: str, name: str, request: pytest.FixtureRequest) -> Iterator[OpenStore]:
+    """``open_store(**options)``: a new handle on this test's store in ``backend`` (the same
+    store on every call). After the test every handle is closed and the store deleted; a
+    Redis store must leave no key behind."""
+    handles: List[Store] = []
+    if backend == "redis":
+        from shmsession.redis import RedisSessionStorage
+
+        sock = request.getfixturevalue("redis_socket")
+
+        def open_handle(**options: Any) -> Store:
+            return RedisSessionStorage(name, f"unix://{sock}", secret=REDIS_SECRET, **options)
+    else:
+        def open_handle(**options: Any) -> Store:
+            return SessionStorage(name, size=4 << 20, **options)
+
+    def make(**options: Any) -> Store:
+        handles.append(open_handle(**options))
+        return handles[-1]
+
+    try:
+        yield make
+    finally:
+        for handle in handles:
+            handle.close()
+        if backend == "redis":
+            with open_handle() as last:
+                prefix = last.prefix  # type: ignore[attr-defined]
+                last.unlink()  # its sessions and its counters
+            assert redis_keys(sock, prefix) == [], prefix
+
+
+@pytest.fixture
+def any_store(open_store: OpenStore) -> Store:
+    """A handle on this test's store, in shared memory or in Redis (see ``backend``)."""
+    return open_store()
 
 
 @pytest.fixture(autouse=True, scope="session")

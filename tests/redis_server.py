@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,6 +27,7 @@ from typing import Callable, Iterator, List, NoReturn, Tuple
 
 import pytest
 
+REDIS_SECRET = b"a test secret of more than 16 bytes"  # the tests' stores' secret
 START_TIMEOUT = 15.0  # seconds; the machine is shared and may be slow to start a process
 STOP_TIMEOUT = 10.0
 START_TRIES = 1000  # PINGs, 20 ms apart
@@ -167,6 +169,19 @@ def _make_certificates(tmp: Path) -> Tuple[Path, Path, Path]:
     _openssl(tmp, "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
              "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "server.ext")
     return tmp / "ca.crt", tmp / "server.crt", tmp / "server.key"
+
+
+def redis_keys(sock: str, prefix: str, drop: bool = False) -> List[bytes]:
+    """The keys under ``prefix`` on the server at ``sock``, seen by a client of the test's own;
+    with ``drop``, also deleted (the server outlives the test)."""
+    import redis
+
+    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"  # the prefix, not a glob
+    with redis.Redis(unix_socket_path=sock) as r:
+        keys = sorted(r.scan_iter(match=pattern, count=1000))
+        if drop and keys:
+            r.delete(*keys)
+        return keys
 
 
 def _free_port() -> int:

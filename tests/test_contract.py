@@ -21,9 +21,7 @@ from shmsession import (
 )
 from shmsession.aio import AsyncSessionStorage
 from tests.contract import AsyncContract, Blocking, SharedHandleContract, StoreContract
-from tests.redis_server import redis_socket, redis_tls  # noqa: F401 - fixtures
-
-SECRET = b"a test secret of more than 16 bytes"
+from tests.redis_server import REDIS_SECRET as SECRET, redis_keys
 
 
 # --------------------------------------------------------------------- the four stores
@@ -41,18 +39,6 @@ def _handles(open_handle: Callable[..., Any], close: Callable[[Any], None]
     finally:
         for h in handles:
             close(h)
-
-
-def _drop_keys(sock: str, prefix: str) -> None:
-    """Remove whatever a test left under ``prefix`` (the server outlives the test)."""
-    import redis
-
-    from shmsession.redis import _glob_escape
-
-    with redis.Redis(unix_socket_path=sock) as r:
-        keys = list(r.scan_iter(match=_glob_escape(prefix) + "*", count=1000))
-        if keys:
-            r.delete(*keys)
 
 
 class TestSharedMemory(StoreContract, SharedHandleContract):
@@ -81,7 +67,7 @@ class TestRedis(StoreContract, SharedHandleContract):
             yield from _handles(lambda **o: RedisSessionStorage(name, url, secret=SECRET, **o),
                                 RedisSessionStorage.close)
         finally:
-            _drop_keys(redis_socket, f"shmsession:{name}:")
+            redis_keys(redis_socket, f"shmsession:{name}:", drop=True)
 
 
 class TestAsyncRedis(StoreContract, AsyncContract):
@@ -95,14 +81,7 @@ class TestAsyncRedis(StoreContract, AsyncContract):
                 lambda **o: Blocking(AsyncRedisSessionStorage(name, url, secret=SECRET, **o)),
                 Blocking.dispose)
         finally:
-            _drop_keys(redis_socket, f"shmsession:{name}:")
-
-
-def _redis_keys(sock: str, pattern: str = "*") -> List[bytes]:
-    import redis
-
-    with redis.Redis(unix_socket_path=sock) as r:
-        return sorted(r.scan_iter(match=pattern, count=1000))
+            redis_keys(redis_socket, f"shmsession:{name}:", drop=True)
 
 
 # --------------------------------------------------------------------- Redis only
@@ -112,7 +91,7 @@ def redis_url(redis_socket: str, name: str) -> Iterator[str]:
         yield f"unix://{redis_socket}"
     finally:
         for prefix in (f"shmsession:{name}", "t-other:", "t-[glob]*:", "t-gx:", "t-lone"):
-            _drop_keys(redis_socket, prefix)
+            redis_keys(redis_socket, prefix, drop=True)
 
 
 def test_session_ids_never_reach_redis(redis_url: str, redis_socket: str, name: str) -> None:
@@ -122,7 +101,7 @@ def test_session_ids_never_reach_redis(redis_url: str, redis_socket: str, name: 
         ids = [store.new_id() for _ in range(5)] + ["short", "ключ"]
         for sid in ids:
             store.write(sid, b"value of " + sid.encode())
-        keys = _redis_keys(redis_socket, f"shmsession:{name}:*")
+        keys = redis_keys(redis_socket, f"shmsession:{name}:")
         assert len(keys) == len(ids) + 1  # the sessions and the meta hash
         pattern = re.compile(rb"shmsession:" + re.escape(name.encode()) + rb":(s:[0-9a-f]{32}|meta)")
         assert all(pattern.fullmatch(k) for k in keys), keys
@@ -161,7 +140,7 @@ def test_a_store_touches_only_its_own_keys(redis_url: str, redis_socket: str,
             assert raw.get("t-lone") == b"not a session"
             v = stores[1].write("s0", b"w")
             stores[1].unlink()  # sessions and counters go; versions start again
-            assert _redis_keys(redis_socket, "t-other:*") == []
+            assert redis_keys(redis_socket, "t-other:") == []
             with RedisSessionStorage("other", redis_url, secret=SECRET,
                                      prefix="t-other:") as again:
                 assert again.write("s0", b"x") == 1 < v

@@ -6,38 +6,18 @@ is lost on purpose and the outcome is fixed."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import pytest
 
-from shmsession import SessionStorage, VersionConflict
+from shmsession import VersionConflict
 from shmsession.contrib._store import MAX_CAS_ATTEMPTS, read_modify_write
-from tests.redis_server import redis_socket  # noqa: F401 - fixture
 
-SECRET = b"a test secret of more than 16 bytes"
-
-
-@pytest.fixture(params=["shm", "redis"])
-def two_handles(request: pytest.FixtureRequest, name: str) -> Iterator[Tuple[Any, Any]]:
-    """Two handles on one fresh store: the loop's, and another writer's."""
-    if request.param == "shm":
-        a, b = SessionStorage(name, size=1 << 20), SessionStorage(name)
-        try:
-            yield a, b
-        finally:
-            a.close()
-            b.close()
-        return
-    from shmsession.redis import RedisSessionStorage
-
-    url = f"unix://{request.getfixturevalue('redis_socket')}"
-    a = RedisSessionStorage(name, url, secret=SECRET)
-    b = RedisSessionStorage(name, url, secret=SECRET)
-    try:
-        yield a, b
-    finally:
-        a.unlink()  # its keys and counters
-        b.close()
+@pytest.fixture
+def two_handles(open_store: Callable[..., Any]) -> Tuple[Any, Any]:
+    """Two handles on one fresh store (in shared memory, then in Redis): the loop's, and
+    another writer's."""
+    return open_store(), open_store()
 
 
 def test_a_value_made_meanwhile_is_changed_on_top(two_handles: Tuple[Any, Any]) -> None:
