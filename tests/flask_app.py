@@ -1,7 +1,9 @@
 """A tiny Flask app on ShmSessionInterface, served by a real gunicorn in tests/test_flask.py.
 
-Each worker attaches (``create=False``) to the store the test made, named by the environment
-variable ``SHMSESSION_TEST_STORE``; ``SHMSESSION_TEST_SECRET`` is the app's secret key. Every
+The environment says where the sessions are: the store the test made, named by
+``SHMSESSION_TEST_STORE``, which each worker attaches to (``create=False``) in shared memory,
+or opens in Redis when ``SHMSESSION_TEST_REDIS`` names the Redis server's unix socket.
+``SHMSESSION_TEST_SECRET`` is the app's secret key (and the Redis store's secret). Every
 answer is JSON with ``pid``, the worker that answered.
 """
 
@@ -15,9 +17,18 @@ from flask import Flask, Response, jsonify, request, session
 
 from shmsession.contrib.flask import ShmSessionInterface
 
+_NAME = os.environ["SHMSESSION_TEST_STORE"]
+_SECRET = os.environ["SHMSESSION_TEST_SECRET"]
 app = Flask(__name__)
-app.secret_key = os.environ["SHMSESSION_TEST_SECRET"]
-app.session_interface = ShmSessionInterface(os.environ["SHMSESSION_TEST_STORE"], create=False)
+app.secret_key = _SECRET
+if "SHMSESSION_TEST_REDIS" in os.environ:
+    from shmsession.redis import RedisSessionStorage
+
+    _redis = RedisSessionStorage(_NAME, f"unix://{os.environ['SHMSESSION_TEST_REDIS']}",
+                                 secret=_SECRET, ttl=600)
+    app.session_interface = ShmSessionInterface(store=_redis)
+else:
+    app.session_interface = ShmSessionInterface(_NAME, create=False)
 
 
 def _seconds(arg: str) -> float:

@@ -14,24 +14,16 @@ import asyncio
 import contextlib
 import inspect
 import json
-import os
-import re
-import secrets
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, AsyncIterator, Callable, Iterator, List, Optional, Tuple
 
 import pytest
 
 # Django's settings, configured once per process as tests/test_django.py does it (importing
 # it configures them): this module is collected first, and both must agree.
 from tests import test_django  # configures Django
-from tests.redis_server import redis_socket  # noqa: F401 - fixture
 
 from django.contrib.sessions.backends.base import CreateError, UpdateError  # noqa: E402
 from django.core.cache import caches  # noqa: E402
@@ -213,124 +205,6 @@ def test_django_cache_rules(
 
 
 # =============================================================================================
-# cachelib's ShmCache, and Flask-Session on it
-# =============================================================================================
-
-
-def test_cachelib_shmcache(make_store: Callable[..., RedisSessionStorage]) -> None:
-    from cachelib import BaseCache
-
-    from shmsession.contrib.cachelib import ShmCache
-
-    store = make_store(ttl=1)
-    cache = ShmCache(store=store, default_timeout=0)  # cachelib: 0 = never expire
-    assert isinstance(cache, BaseCache)
-    assert cache.set("a", {"x": [1, 2]}) is True and cache.get("a") == {"x": [1, 2]}
-    assert cache.add("a", "other") is False and cache.get("a") == {"x": [1, 2]}
-    assert cache.add("b", 1, timeout=1) is True
-    assert cache.inc("counter") == 1 and cache.inc("counter", 4) == 5
-    assert cache.dec("counter") == 4
-    assert cache.set_many({"m1": 1, "m2": 2}) == ["m1", "m2"]
-    assert cache.get_many("m1", "m2", "nope") == [1, 2, None]
-    assert cache.has("m1") and cache.delete("m1") is True and not cache.has("m1")
-    assert cache.delete("m1") is False
-    time.sleep(1.3)
-    assert cache.get("b") is None  # its timeout
-    assert cache.get("a") == {"x": [1, 2]}  # timeout 0: never, despite the store's 1 s
-    assert cache.clear() is True and cache.get("a") is None and len(store) == 0
-    cache.close()  # a store it was given stays open
-    assert store.add("still-open", b"1")
-
-
-def test_flask_session_on_cachelib_shmcache(make_store: Callable[..., RedisSessionStorage]
-                                            ) -> None:
-    from flask import Flask, session
-    from flask_session import Session  # type: ignore[import-untyped]
-
-    from shmsession.contrib.cachelib import ShmCache
-
-    store = make_store()
-    cache = ShmCache(store=store)
-
-    def make_app() -> Flask:
-        app = Flask(__name__)
-        app.config.update(SESSION_TYPE="cachelib", SESSION_CACHELIB=cache, SECRET_KEY="k")
-        Session(app)
-
-        @app.post("/login/<user>")
-        def login(user: str) -> Dict[str, Any]:
-            session["user"] = user
-            session["n"] = 0
-            return {"user": user}
-
-        @app.post("/inc")
-        def inc() -> Dict[str, Any]:
-            session["n"] += 1
-            return {"n": session["n"]}
-
-        @app.get("/me")
-        def me() -> Dict[str, Any]:
-            return {"user": session.get("user"), "n": session.get("n")}
-
-        @app.post("/logout")
-        def logout() -> Dict[str, Any]:
-            session.clear()
-            return {}
-
-        return app
-
-    worker1, worker2 = make_app().test_client(), make_app().test_client()
-    worker1.post("/login/alice")
-    found = worker1.get_cookie("session")
-    assert found is not None
-    sid = found.value
-    assert cache.get("session:" + sid) == {"_permanent": True, "user": "alice", "n": 0}
-    worker2.set_cookie("session", sid)
-    for i in range(1, 6):
-        assert (worker1, worker2)[i % 2].post("/inc").get_json() == {"n": i}
-    assert worker2.get("/me").get_json() == {"user": "alice", "n": 5}
-    worker1.post("/logout")
-    assert cache.get("session:" + sid) is None
-    replay = make_app().test_client()
-    replay.set_cookie("session", sid)
-    assert replay.get("/me").get_json() == {"user": None, "n": None}
-
-
-# =============================================================================================
-# Flask's ShmSessionInterface (the app of tests/test_flask.py)
-# =============================================================================================
-
-
-def test_flask_session_interface(make_store: Callable[..., RedisSessionStorage]) -> None:
-    from tests.test_flask import COOKIE, cookie_of, make_app, sid_of
-
-    store = make_store()
-    app1, app2 = make_app(store), make_app(store)  # type: ignore[arg-type]
-    c1 = app1.test_client()
-    assert c1.post("/login/alice").status_code == 200
-    sid = sid_of(app1, c1)
-    assert len(sid) == 43 and json.loads(store.read(sid)) == {"user": "alice", "n": 0}
-    old = cookie_of(c1)
-    assert old is not None
-    c2 = app2.test_client()
-    c2.set_cookie(COOKIE, old)
-    for i in range(1, 11):
-        assert (c1, c2)[i % 2].post("/inc").get_json() == {"n": i}
-    assert c2.get("/me").get_json() == {"session": {"user": "alice", "n": 10}}
-    assert len(store) == 1
-
-    c1.post("/login/bob")  # a login gives a fresh id and drops the old record
-    assert sid_of(app1, c1) != sid and sid not in store
-    c1.post("/logout")
-    assert len(store) == 0 and cookie_of(c1) is None
-    replay = app2.test_client()
-    replay.set_cookie(COOKIE, old)
-    assert replay.get("/me").get_json() == {"session": {}}
-    assert replay.post("/inc").get_json() == {"n": 1}  # anonymous, under a fresh id
-    assert sid_of(app2, replay) != sid and sid not in store
-
-
-# =============================================================================================
 # starsessions' ShmStore (Starlette TestClient) and aiohttp-session's ShmStorage
 # =============================================================================================
 
@@ -485,119 +359,6 @@ def test_a_save_never_revives_a_session_logged_out_while_it_runs(name: str, redi
                 await other.close()
 
     asyncio.run(main())
-
-
-# =============================================================================================
-# A real gunicorn: 4 sync workers, one Redis store between them (tests/flask_redis_app.py)
-# =============================================================================================
-
-WORKERS = 4
-
-
-class Gunicorn:
-    def __init__(self, env: Dict[str, str]) -> None:
-        self.log = tempfile.NamedTemporaryFile(prefix="shmsession-flask-redis-", suffix=".log")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--workers", str(WORKERS),
-             "--worker-class", "sync", "--bind", "127.0.0.1:0", "--timeout", "60",
-             "--graceful-timeout", "5", "tests.flask_redis_app:app"],
-            cwd=REPO_ROOT, env=dict(os.environ, **env), stdin=subprocess.DEVNULL,
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self.port = 0
-
-    def text(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        from tests.test_flask import request
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"gunicorn exited {self.proc.returncode}:\n{self.text()}")
-            text = self.text()
-            found = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text)
-            if found and text.count("Booting worker with pid") >= WORKERS:
-                self.port = int(found.group(1))
-                try:
-                    if request(self.port, "GET", "/me")[0] == 200:
-                        return
-                except OSError:
-                    pass
-            time.sleep(0.1)
-        raise AssertionError(f"gunicorn not ready after {timeout} s:\n{self.text()}")
-
-    def stop(self) -> None:
-        try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    pass
-            try:  # whatever is left of its process group (workers), by the group's id
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=20)
-        finally:
-            self.log.close()
-
-
-@pytest.mark.timeout(110)
-def test_gunicorn_workers_share_redis_sessions(name: str, redis_socket: str) -> None:
-    from tests.test_flask import request, run_concurrently, session_cookie
-
-    secret = secrets.token_hex(16)
-    store = RedisSessionStorage(name, f"unix://{redis_socket}", secret=secret)
-    server = Gunicorn({"SHMSESSION_TEST_REDIS": redis_socket, "SHMSESSION_TEST_STORE": name,
-                       "SHMSESSION_TEST_SECRET": secret})
-    try:
-        server.wait_ready()
-        port = server.port
-        status, body, headers = request(port, "POST", "/login?user=alice")
-        cookie = session_cookie(headers)
-        assert status == 200 and cookie and body["user"] == "alice", (body, server.text())
-        sid = cookie.rsplit(".", 2)[0]
-        assert json.loads(store.read(sid)) == {"user": "alice", "n": 0}
-
-        # Concurrent readers, each keeping its worker busy a moment: several workers answer,
-        # and every one sees the session.
-        pids: Set[int] = set()
-        for _ in range(5):
-            answers = run_concurrently(8, lambda _: request(port, "GET", "/me?sleep=0.2",
-                                                            cookie), threads=8)
-            assert all(s == 200 and b["user"] == "alice" for s, b, _ in answers), answers
-            pids.update(b["pid"] for _, b, _ in answers)
-            if len(pids) >= 2:
-                break
-        assert len(pids) >= 2, f"only worker(s) {pids} answered"
-
-        # Sequential read-modify-writes across workers lose nothing.
-        inc_pids = []
-        for i in range(1, 201):
-            status, body, _ = request(port, "POST", "/inc?linger=0.05", cookie)
-            assert status == 200 and body["n"] == i, (i, body)
-            inc_pids.append(body["pid"])
-            if i >= 30 and len(set(inc_pids)) >= 2:
-                break
-        assert len(set(inc_pids)) >= 2, f"all increments went to {set(inc_pids)}"
-        assert json.loads(store.read(sid))["n"] == len(inc_pids)
-
-        # Log out; the old cookie, replayed to the workers, is anonymous.
-        status, body, headers = request(port, "POST", "/logout", cookie)
-        assert status == 200 and body["user"] is None
-        assert sid not in store
-        replays = run_concurrently(8, lambda _: request(port, "GET", "/me", cookie), threads=8)
-        assert all(s == 200 and b["user"] is None for s, b, _ in replays), replays
-        status, body, _ = request(port, "POST", "/inc", cookie)
-        assert body["n"] is None and sid not in store
-        assert server.proc.poll() is None and "Traceback" not in server.text(), server.text()
-    finally:
-        server.stop()
-        store.unlink()
-    assert _keys(redis_socket, store.prefix) == []
 
 
 def test_the_stores_are_interchangeable() -> None:

@@ -21,7 +21,7 @@ import pytest
 from cachelib import BaseCache
 from cachelib.serializers import BaseSerializer
 
-from shmsession import SessionStorage
+from shmsession import SessionStorage, Store
 from shmsession.contrib.cachelib import ShmCache
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -55,15 +55,13 @@ class JSONSerializer(BaseSerializer):
         return json.loads(bvalue)
 
 
-@pytest.fixture
-def cache_factory(name: str) -> Iterator[Factory]:
-    """Makes ShmCaches on this test's store (each attaches to the same segment)."""
+def _caches(open_cache: Factory) -> Iterator[Factory]:
+    """The body of a cache factory fixture: hands out caches, and closes them all after."""
     made: List[ShmCache] = []
 
     def make(**kwargs: Any) -> ShmCache:
-        cache = ShmCache(name, size=SIZE, **kwargs)
-        made.append(cache)
-        return cache
+        made.append(open_cache(**kwargs))
+        return made[-1]
 
     try:
         yield make
@@ -73,8 +71,28 @@ def cache_factory(name: str) -> Iterator[Factory]:
 
 
 @pytest.fixture
+def cache_factory(open_store: Callable[..., Store]) -> Iterator[Factory]:
+    """Makes ShmCaches on this test's store, each on a handle of its own, in shared memory
+    and in Redis (the ``backend`` fixture): every test taking it runs on both."""
+    yield from _caches(lambda **kwargs: ShmCache(store=open_store(), **kwargs))
+
+
+@pytest.fixture
 def cache(cache_factory: Factory) -> ShmCache:
     return cache_factory()
+
+
+@pytest.fixture
+def shm_cache_factory(name: str) -> Iterator[Factory]:
+    """Makes ShmCaches by name on this test's store in shared memory (each attaches to the
+    same segment): for the tests that read an entry's ttl (``sessions()``, which the Redis
+    store does not have) or open the cache by name in another process."""
+    yield from _caches(lambda **kwargs: ShmCache(name, size=SIZE, **kwargs))
+
+
+@pytest.fixture
+def shm_cache(shm_cache_factory: Factory) -> ShmCache:
+    return shm_cache_factory()
 
 
 def ttl_of_only_entry(cache: ShmCache) -> Any:
@@ -280,34 +298,34 @@ def test_flask_sessions_keyword_call(cache: ShmCache) -> None:
 
 
 # --------------------------------------------------------------------------- timeouts
-def test_timeout_none_is_default_timeout(cache_factory: Factory) -> None:
-    cache = cache_factory(default_timeout=120)
+def test_timeout_none_is_default_timeout(shm_cache_factory: Factory) -> None:
+    cache = shm_cache_factory(default_timeout=120)
     cache.set("k", 1)
     assert 110 < ttl_of_only_entry(cache) <= 120
     cache.set("k", 1, timeout=None)
     assert 110 < ttl_of_only_entry(cache) <= 120
 
 
-def test_timeout_zero_never_expires(cache_factory: Factory) -> None:
-    cache = cache_factory()
+def test_timeout_zero_never_expires(shm_cache_factory: Factory) -> None:
+    cache = shm_cache_factory()
     cache.set("k", 1, timeout=0)
     assert ttl_of_only_entry(cache) is None
-    never = cache_factory(default_timeout=0)
+    never = shm_cache_factory(default_timeout=0)
     never.set("k", 2)
     assert ttl_of_only_entry(never) is None
     assert never.inc("k") == 3
     assert ttl_of_only_entry(never) is None
 
 
-def test_timeout_kinds(cache: ShmCache) -> None:
-    cache.set("k", 1, timeout=timedelta(minutes=2))
-    assert 110 < ttl_of_only_entry(cache) <= 120
-    cache.set("k", 1, timeout=7.5)  # floats as they are, and no DeprecationWarning
-    assert 6 < ttl_of_only_entry(cache) <= 7.5
+def test_timeout_kinds(shm_cache: ShmCache) -> None:
+    shm_cache.set("k", 1, timeout=timedelta(minutes=2))
+    assert 110 < ttl_of_only_entry(shm_cache) <= 120
+    shm_cache.set("k", 1, timeout=7.5)  # floats as they are, and no DeprecationWarning
+    assert 6 < ttl_of_only_entry(shm_cache) <= 7.5
     with pytest.raises(TypeError):
-        cache.set("k", 1, timeout="300")  # type: ignore[arg-type]
+        shm_cache.set("k", 1, timeout="300")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        ShmCache(store=cache.store, default_timeout=-1)
+        ShmCache(store=shm_cache.store, default_timeout=-1)
 
 
 def test_negative_timeout_is_already_expired(cache: ShmCache) -> None:
@@ -326,6 +344,23 @@ def test_short_timeouts_expire(cache: ShmCache) -> None:
     assert cache.get("short") == "v"
     time.sleep(0.5)
     assert cache.get("short") is None and cache.get("long") == "v"
+
+
+def test_timeouts_override_the_stores_ttl(open_store: Callable[..., Store]) -> None:
+    """cachelib's timeouts, not the store's default ttl (1 s here), decide: 0 is never, and
+    a cache closes no store it was given."""
+    store = open_store(ttl=1)
+    cache = ShmCache(store=store, default_timeout=0)  # cachelib: 0 = never expire
+    assert cache.set("a", {"x": [1, 2]}) is True
+    assert cache.add("b", 1, timeout=1) is True
+    assert cache.set("c", 1, timeout=30) is True
+    time.sleep(1.3)
+    assert cache.get("b") is None  # its timeout
+    assert cache.get("a") == {"x": [1, 2]}  # timeout 0: never, despite the store's 1 s
+    assert cache.get("c") == 1
+    assert cache.clear() is True and cache.get("a") is None and len(store) == 0
+    cache.close()  # a store it was given stays open
+    assert store.add("still-open", b"1")
 
 
 # --------------------------------------------------------------------------- keys
@@ -418,7 +453,7 @@ def test_concurrent_add_has_one_winner(cache: ShmCache) -> None:
 
 
 def test_concurrent_inc_loses_nothing_across_threads_and_processes(
-    cache: ShmCache, name: str
+    shm_cache: ShmCache, name: str
 ) -> None:
     """Two processes x 4 threads of inc on one key: every increment counts."""
     per_thread, threads_n = 150, 4
@@ -426,14 +461,14 @@ def test_concurrent_inc_loses_nothing_across_threads_and_processes(
         f"""
         import threading
         from shmsession.contrib.cachelib import ShmCache
-        cache = ShmCache({name!r}, size={SIZE})
+        shm_cache = ShmCache({name!r}, size={SIZE})
         def work():
             for _ in range({per_thread}):
-                assert cache.inc("counter") is not None
+                assert shm_cache.inc("counter") is not None
         ts = [threading.Thread(target=work) for _ in range({threads_n})]
         for t in ts: t.start()
         for t in ts: t.join()
-        cache.close()
+        shm_cache.close()
         """
     )
     proc = subprocess.Popen([sys.executable, "-c", child], cwd=REPO_ROOT)
@@ -441,7 +476,7 @@ def test_concurrent_inc_loses_nothing_across_threads_and_processes(
 
         def work() -> None:
             for _ in range(per_thread):
-                assert cache.dec("counter", -1) is not None  # dec of -1 is inc of 1
+                assert shm_cache.dec("counter", -1) is not None  # dec of -1 is inc of 1
 
         threads = [threading.Thread(target=work) for _ in range(threads_n)]
         for t in threads:
@@ -453,11 +488,11 @@ def test_concurrent_inc_loses_nothing_across_threads_and_processes(
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
-    assert cache.get("counter") == 2 * threads_n * per_thread
+    assert shm_cache.get("counter") == 2 * threads_n * per_thread
 
 
-def test_values_are_shared_between_processes(cache: ShmCache, name: str) -> None:
-    cache.set("from-parent", {"n": 1}, timeout=0)
+def test_values_are_shared_between_processes(shm_cache: ShmCache, name: str) -> None:
+    shm_cache.set("from-parent", {"n": 1}, timeout=0)
     script = (
         "from shmsession.contrib.cachelib import ShmCache\n"
         f"c = ShmCache({name!r}, size={SIZE})\n"
@@ -466,7 +501,7 @@ def test_values_are_shared_between_processes(cache: ShmCache, name: str) -> None
         "c.close()\n"
     )
     subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, check=True, timeout=60)
-    assert cache.get("from-child") == [1, 2]
+    assert shm_cache.get("from-child") == [1, 2]
 
 
 # --------------------------------------------------------------------------- frameworks
@@ -509,7 +544,8 @@ def test_flask_session_on_shmcache(cache: ShmCache) -> None:
     sid = cookie.value
     stored = cache.get("session:" + sid)  # Flask-Session's key prefix
     assert stored == {"_permanent": True, "user": "alice", "n": 0}
-    assert 31 * 86400 - 60 < ttl_of_only_entry(cache) <= 31 * 86400  # the lifetime, via set()
+    if isinstance(cache.store, SessionStorage):  # a ttl the Redis store does not report
+        assert 31 * 86400 - 60 < ttl_of_only_entry(cache) <= 31 * 86400  # the lifetime
 
     worker2.set_cookie("session", sid)  # the same browser, answered by another app
     for i in range(1, 6):
@@ -571,8 +607,8 @@ def test_flask_caching_on_shmcache(name: str) -> None:
         app2.extensions["cache"][cache2].close()
 
 
-def test_timeout_float_default_no_warning(cache_factory: Factory) -> None:
-    cache = cache_factory(default_timeout=2.5)
+def test_timeout_float_default_no_warning(shm_cache_factory: Factory) -> None:
+    cache = shm_cache_factory(default_timeout=2.5)
     cache.set("k", 1)
     assert 1.5 < ttl_of_only_entry(cache) <= 2.5
     assert math.isclose(cache.default_timeout, 2.5)

@@ -1,25 +1,17 @@
-"""ShmSessionInterface: Flask's session contract through Flask's test client, then a real
-gunicorn with 4 sync workers sharing the sessions."""
+"""ShmSessionInterface: Flask's session contract through Flask's test client, on a store in
+shared memory and on one in Redis (the ``backend`` fixture), then a real gunicorn with 4 sync
+workers sharing the sessions, once on each backend."""
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
-import os
 import re
-import secrets
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
-from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from flask import Flask, session
@@ -28,8 +20,10 @@ from flask.testing import FlaskClient
 from itsdangerous import TimestampSigner
 from werkzeug.test import TestResponse
 
-from shmsession import SessionStorage
+from shmsession import SessionStorage, Store
 from shmsession.contrib.flask import ShmSession, ShmSessionInterface
+from tests._servers import Server, call, free_port, in_threads, python, serve
+from tests.redis_server import REDIS_SECRET
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SIZE = 4 << 20
@@ -38,7 +32,7 @@ COOKIE = "session"
 
 
 # --------------------------------------------------------------------------- the test app
-def make_app(store: SessionStorage, **config: Any) -> Flask:
+def make_app(store: Store, **config: Any) -> Flask:
     """An app on ``store``; two of them on one store stand for two workers."""
     app = Flask(__name__)
     app.testing = True
@@ -124,16 +118,21 @@ def make_app(store: SessionStorage, **config: Any) -> Flask:
 
 
 @pytest.fixture
-def store(name: str) -> Iterator[SessionStorage]:
-    s = SessionStorage(name, size=SIZE)
-    try:
-        yield s
-    finally:
-        s.close()
+def store(any_store: Store) -> Store:
+    """The test's store, in shared memory and in Redis: every test taking it runs on both."""
+    return any_store
 
 
 @pytest.fixture
-def app(store: SessionStorage) -> Flask:
+def shm_store(name: str) -> Iterator[SessionStorage]:
+    """A store in shared memory, for the tests that read a session's ttl (``sessions()``,
+    which the Redis store does not have)."""
+    with SessionStorage(name, size=SIZE) as s:
+        yield s
+
+
+@pytest.fixture
+def app(store: Store) -> Flask:
     return make_app(store)
 
 
@@ -165,13 +164,13 @@ def set_cookies(response: TestResponse) -> List[str]:
     return response.headers.getlist("Set-Cookie")
 
 
-def stored(store: SessionStorage, sid: str) -> Dict[str, Any]:
+def stored(store: Store, sid: str) -> Dict[str, Any]:
     data: Dict[str, Any] = json.loads(store.read(sid))
     return data
 
 
 # --------------------------------------------------------------------------- the basics
-def test_login_counter_and_two_apps_share_sessions(store: SessionStorage) -> None:
+def test_login_counter_and_two_apps_share_sessions(store: Store) -> None:
     app1, app2 = make_app(store), make_app(store)
     c1 = app1.test_client()
     assert c1.post("/login/alice").status_code == 200
@@ -189,7 +188,7 @@ def test_login_counter_and_two_apps_share_sessions(store: SessionStorage) -> Non
     assert len(store) == 1 and sid_of(app1, c1) == sid  # one record, same id throughout
 
 
-def test_unmodified_session_is_not_written(store: SessionStorage, client: FlaskClient,
+def test_unmodified_session_is_not_written(store: Store, client: FlaskClient,
                                            app: Flask) -> None:
     client.post("/login/alice")
     sid = sid_of(app, client)
@@ -203,7 +202,7 @@ def test_unmodified_session_is_not_written(store: SessionStorage, client: FlaskC
     assert store.read_versioned(sid)[1] != version
 
 
-def test_anonymous_requests_store_nothing(store: SessionStorage, client: FlaskClient) -> None:
+def test_anonymous_requests_store_nothing(store: Store, client: FlaskClient) -> None:
     for path in ("/me", "/nothing", "/me"):
         response = client.get(path)
         assert set_cookies(response) == []
@@ -220,7 +219,7 @@ def test_vary_cookie_when_accessed(client: FlaskClient) -> None:
     assert "Vary" not in client.get("/nothing").headers
 
 
-def test_logout_deletes_the_record_and_the_cookie(store: SessionStorage, client: FlaskClient,
+def test_logout_deletes_the_record_and_the_cookie(store: Store, client: FlaskClient,
                                                   app: Flask) -> None:
     client.post("/login/alice")
     old = cookie_of(client)
@@ -242,7 +241,7 @@ def test_logout_deletes_the_record_and_the_cookie(store: SessionStorage, client:
 
 
 # --------------------------------------------------------------------------- fixation
-def test_login_gives_a_fresh_id_and_drops_the_old_record(store: SessionStorage,
+def test_login_gives_a_fresh_id_and_drops_the_old_record(store: Store,
                                                          client: FlaskClient, app: Flask) -> None:
     client.post("/set/cart/apples")  # anonymous session with data
     before = sid_of(app, client)
@@ -257,7 +256,7 @@ def test_login_gives_a_fresh_id_and_drops_the_old_record(store: SessionStorage,
     assert len(store) == 1
 
 
-def test_an_unknown_id_is_never_adopted(store: SessionStorage, client: FlaskClient,
+def test_an_unknown_id_is_never_adopted(store: Store, client: FlaskClient,
                                         app: Flask) -> None:
     """An attacker's validly signed cookie naming an id of their choice (or an expired one)
     yields a session saved under a new id."""
@@ -272,7 +271,7 @@ def test_an_unknown_id_is_never_adopted(store: SessionStorage, client: FlaskClie
 
 # --------------------------------------------------------------------------- the cookie
 @pytest.mark.parametrize("forge", ["sid", "signature", "other key", "flask cookie", "garbage"])
-def test_tampered_cookie_is_anonymous(forge: str, store: SessionStorage, client: FlaskClient,
+def test_tampered_cookie_is_anonymous(forge: str, store: Store, client: FlaskClient,
                                       app: Flask) -> None:
     client.post("/login/alice")
     value = cookie_of(client)
@@ -301,7 +300,7 @@ def test_tampered_cookie_is_anonymous(forge: str, store: SessionStorage, client:
     assert stored(store, sid_of(app, client)) == {"user": "alice", "n": 0}  # untouched
 
 
-def test_secret_key_rotation(store: SessionStorage) -> None:
+def test_secret_key_rotation(store: Store) -> None:
     old_app = make_app(store)
     old_client = old_app.test_client()
     old_client.post("/login/alice")
@@ -320,7 +319,7 @@ def test_secret_key_rotation(store: SessionStorage) -> None:
     assert only_new_key.unsign(renewed).decode() == sid_of(old_app, old_client)
 
 
-def test_cookie_attributes_from_flask_config(store: SessionStorage) -> None:
+def test_cookie_attributes_from_flask_config(store: Store) -> None:
     app = make_app(
         store,
         SESSION_COOKIE_NAME="sid",
@@ -346,7 +345,7 @@ def test_cookie_attributes_from_flask_config(store: SessionStorage) -> None:
     assert "Expires" not in header  # not permanent: a browser-session cookie
 
 
-def test_no_secret_key_refuses_writes(store: SessionStorage) -> None:
+def test_no_secret_key_refuses_writes(store: Store) -> None:
     app = make_app(store)
     app.secret_key = None
     client = app.test_client()
@@ -357,8 +356,8 @@ def test_no_secret_key_refuses_writes(store: SessionStorage) -> None:
 
 
 # --------------------------------------------------------------------------- lifetime
-def test_permanent_lifetime_is_the_store_ttl(store: SessionStorage) -> None:
-    app = make_app(store, PERMANENT_SESSION_LIFETIME=timedelta(minutes=10))
+def test_permanent_lifetime_is_the_store_ttl(shm_store: SessionStorage) -> None:
+    app = make_app(shm_store, PERMANENT_SESSION_LIFETIME=timedelta(minutes=10))
     client = app.test_client()
     response = client.post("/permanent")
     (header,) = set_cookies(response)
@@ -367,34 +366,34 @@ def test_permanent_lifetime_is_the_store_ttl(store: SessionStorage) -> None:
     when = datetime.strptime(expires.group(1), "%a, %d %b %Y %H:%M:%S GMT")
     left = when.replace(tzinfo=timezone.utc) - datetime.now(timezone.utc)
     assert timedelta(minutes=9) < left <= timedelta(minutes=10)
-    (info,) = store.sessions()
+    (info,) = shm_store.sessions()
     assert info.ttl is not None and 590 < info.ttl <= 600
 
     # SESSION_REFRESH_EACH_REQUEST (default): a read renews the record and the cookie,
     # without rewriting the data.
     sid = sid_of(app, client)
-    _, version = store.read_versioned(sid)
+    _, version = shm_store.read_versioned(sid)
     time.sleep(1.1)
     response = client.get("/me")
     assert len(set_cookies(response)) == 1
-    (info,) = store.sessions()
+    (info,) = shm_store.sessions()
     assert info.ttl is not None and info.ttl > 599 - 0.5
-    assert store.read_versioned(sid)[1] == version
+    assert shm_store.read_versioned(sid)[1] == version
 
-    no_refresh = make_app(store, PERMANENT_SESSION_LIFETIME=timedelta(minutes=10),
+    no_refresh = make_app(shm_store, PERMANENT_SESSION_LIFETIME=timedelta(minutes=10),
                           SESSION_REFRESH_EACH_REQUEST=False).test_client()
     no_refresh.set_cookie(COOKIE, cookie_of(client) or "")
     assert set_cookies(no_refresh.get("/me")) == []
 
 
-def test_non_permanent_record_also_lives_the_lifetime(store: SessionStorage) -> None:
-    app = make_app(store, PERMANENT_SESSION_LIFETIME=timedelta(seconds=300))
+def test_non_permanent_record_also_lives_the_lifetime(shm_store: SessionStorage) -> None:
+    app = make_app(shm_store, PERMANENT_SESSION_LIFETIME=timedelta(seconds=300))
     app.test_client().post("/login/alice")
-    (info,) = store.sessions()
+    (info,) = shm_store.sessions()
     assert info.ttl is not None and 290 < info.ttl <= 300
 
 
-def test_expired_session_is_anonymous(store: SessionStorage) -> None:
+def test_expired_session_is_anonymous(store: Store) -> None:
     app = make_app(store, PERMANENT_SESSION_LIFETIME=timedelta(seconds=1))
     client = app.test_client()
     client.post("/login/alice")
@@ -410,7 +409,7 @@ def test_flask_tagged_types_round_trip(client: FlaskClient) -> None:
     assert client.get("/types").get_json() == {"ok": True}
 
 
-def test_unreadable_record_is_anonymous(store: SessionStorage, client: FlaskClient,
+def test_unreadable_record_is_anonymous(store: Store, client: FlaskClient,
                                         app: Flask) -> None:
     client.post("/login/alice")
     sid = sid_of(app, client)
@@ -449,7 +448,7 @@ def _held_request(app: Flask, value: str, path: str) -> Tuple[threading.Thread, 
     return thread, out
 
 
-def test_logout_during_a_request_is_not_undone(store: SessionStorage, client: FlaskClient,
+def test_logout_during_a_request_is_not_undone(store: Store, client: FlaskClient,
                                                app: Flask) -> None:
     client.post("/login/alice")
     sid = sid_of(app, client)
@@ -464,7 +463,7 @@ def test_logout_during_a_request_is_not_undone(store: SessionStorage, client: Fl
     assert any(c.startswith(f"{COOKIE}=;") for c in set_cookies(out[0]))
 
 
-def test_concurrent_writes_last_whole_version_wins(store: SessionStorage, client: FlaskClient,
+def test_concurrent_writes_last_whole_version_wins(store: Store, client: FlaskClient,
                                                    app: Flask) -> None:
     client.post("/login/alice")
     sid = sid_of(app, client)
@@ -482,158 +481,75 @@ def test_concurrent_writes_last_whole_version_wins(store: SessionStorage, client
 
 
 # --------------------------------------------------------------------------- real gunicorn
-class Server:
-    """gunicorn serving tests/flask_app.py on 127.0.0.1, on a port the kernel picked."""
-
-    WORKERS = 4
-
-    def __init__(self, store_name: str, secret: str) -> None:
-        self.log = tempfile.NamedTemporaryFile(prefix="shmsession-flask-", suffix=".log")
-        env = dict(os.environ, SHMSESSION_TEST_STORE=store_name, SHMSESSION_TEST_SECRET=secret)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--workers", str(self.WORKERS),
-             "--worker-class", "sync", "--bind", "127.0.0.1:0", "--timeout", "60",
-             "--graceful-timeout", "5", "tests.flask_app:app"],
-            cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self.log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self.port = 0
-
-    def text(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"gunicorn exited {self.proc.returncode}:\n{self.text()}")
-            text = self.text()
-            found = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text)
-            if found and text.count("Booting worker with pid") >= self.WORKERS:
-                self.port = int(found.group(1))
-                try:
-                    if request(self.port, "GET", "/me")[0] == 200:
-                        return
-                except OSError:
-                    pass
-            time.sleep(0.1)
-        raise AssertionError(f"gunicorn not ready after {timeout} s:\n{self.text()}")
-
-    def stop(self) -> None:
-        try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    pass
-            try:  # whatever is left of its process group (workers), by the group's id
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=20)
-        finally:
-            self.log.close()
-
-
-def request(port: int, method: str, path: str,
-            cookie: Optional[str] = None) -> Tuple[int, Any, List[str]]:
-    """One request over a new connection: (status, JSON body, Set-Cookie headers)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request(method, path, headers={"Cookie": f"{COOKIE}={cookie}"} if cookie else {})
-        response = conn.getresponse()
-        body = response.read()
-        return response.status, json.loads(body), response.headers.get_all("Set-Cookie") or []
-    finally:
-        conn.close()
-
-
-def session_cookie(headers: List[str]) -> Optional[str]:
-    for header in headers:
-        jar: SimpleCookie = SimpleCookie()
-        jar.load(header)
-        if COOKIE in jar:
-            return jar[COOKIE].value
-    return None
-
-
-def run_concurrently(n: int, fn: Callable[[int], Any], threads: int = 12) -> List[Any]:
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(fn, range(n), timeout=90))
+@pytest.fixture
+def gunicorn(backend: str, any_store: Store, name: str, request: pytest.FixtureRequest
+             ) -> Iterator[Server]:
+    """gunicorn, 4 sync workers, serving tests/flask_app.py on the test's store (made by
+    ``any_store``) in ``backend``."""
+    env = {"SHMSESSION_TEST_STORE": name, "SHMSESSION_TEST_SECRET": REDIS_SECRET.decode()}
+    if backend == "redis":
+        env["SHMSESSION_TEST_REDIS"] = request.getfixturevalue("redis_socket")
+    port = free_port()
+    argv = python("-m", "gunicorn", "--workers", "4", "--worker-class", "sync",
+                  "--bind", f"127.0.0.1:{port}", "--timeout", "60", "--graceful-timeout", "5",
+                  "tests.flask_app:app")
+    yield from serve(argv, env, port, name, "/me")
 
 
 @pytest.mark.timeout(110)
-def test_gunicorn_workers_share_sessions(name: str) -> None:
-    store = SessionStorage(name, size=SIZE)
-    server = Server(name, secrets.token_hex(16))
-    try:
-        server.wait_ready()
-        port = server.port
+def test_gunicorn_workers_share_sessions(gunicorn: Server, store: Store) -> None:
+    port = gunicorn.port
+    reply = call(port, "POST", "/login?user=alice")
+    found = reply.cookie(COOKIE)
+    assert reply.status == 200 and found is not None and not found[1], reply
+    jar = {COOKIE: found[0]}
+    sid = _sid(found[0])
+    assert len(store) == 1 and json.loads(store.read(sid)) == {"user": "alice", "n": 0}
 
-        status, body, headers = request(port, "POST", "/login?user=alice")
-        cookie = session_cookie(headers)
-        assert status == 200 and cookie is not None
-        assert len(store) == 1
+    # Many concurrent requests, each on its own connection: every worker that answers
+    # sees alice's session.
+    seen = in_threads([lambda: call(port, "GET", "/me?sleep=0.03", jar)] * 48, threads=12)
+    assert all(r.status == 200 for r in seen), seen
+    assert {r.json()["session"]["user"] for r in seen} == {"alice"}
+    read_pids = {r.json()["pid"] for r in seen}
+    assert len(read_pids) >= 2, read_pids
 
-        # Many concurrent requests, each on its own connection: every worker that answers
-        # sees alice's session.
-        def read(_: int) -> Tuple[int, Any]:
-            status, body, _headers = request(port, "GET", "/me?sleep=0.03", cookie)
-            assert status == 200
-            return body["pid"], body["session"]
+    # Sequential read-modify-write over workers: no update lost.
+    inc_pids = []
+    for i in range(1, 41):
+        reply = call(port, "POST", "/inc?linger=0.05", jar)
+        body = reply.json()
+        assert reply.status == 200 and body["session"]["n"] == i, (i, reply)
+        inc_pids.append(body["pid"])
+    assert len(set(inc_pids)) >= 2, inc_pids
+    assert json.loads(store.read(sid))["n"] == 40
 
-        seen = run_concurrently(48, read)
-        assert {s["user"] for _, s in seen} == {"alice"}
-        read_pids = {pid for pid, _ in seen}
-        assert len(read_pids) >= 2, read_pids
+    # Concurrent writes to one session, with readers in between: every read and the end
+    # state are one whole version (a == b, blob == a * 100), never a mix of two.
+    tags = [f"t{i}" for i in range(16)]
+    writes = [lambda t=t: call(port, "POST", f"/put?tag={t}&sleep=0.02", jar) for t in tags]
+    reads = [lambda: call(port, "GET", "/me", jar)] * len(tags)
+    replies = in_threads([job for pair in zip(reads, writes) for job in pair], threads=12)
+    assert all(r.status == 200 for r in replies), replies
+    for k, r in enumerate(replies):
+        view = r.json()["session"]
+        assert view["user"] == "alice" and view["n"] == 40
+        if k % 2 == 0 and view["a"] is None:  # a read before any put was saved
+            assert view["b"] is None and view["blob"] is None
+        else:
+            assert view["a"] in tags and view["b"] == view["a"]
+            assert view["blob"] == view["a"] * 100
+    final = json.loads(store.read(sid))
+    assert final["a"] in tags and final["b"] == final["a"] and final["blob"] == final["a"] * 100
+    assert len(store) == 1
 
-        # Sequential read-modify-write over workers: no update lost.
-        inc_pids = []
-        for i in range(1, 41):
-            status, body, _ = request(port, "POST", "/inc?linger=0.05", cookie)
-            assert status == 200 and body["session"]["n"] == i, (i, body)
-            inc_pids.append(body["pid"])
-        assert len(set(inc_pids)) >= 2, inc_pids
-        assert json.loads(store.read(_sid(cookie)))["n"] == 40
-
-        # Concurrent writes to one session, with readers in between: every read and the end
-        # state are one whole version (a == b, blob == a * 100), never a mix of two.
-        tags = [f"t{i}" for i in range(16)]
-
-        def write_or_read(i: int) -> Tuple[str, Any]:
-            if i % 2:
-                status, body, _ = request(port, "POST", f"/put?tag={tags[i // 2]}&sleep=0.02",
-                                          cookie)
-            else:
-                status, body, _ = request(port, "GET", "/me", cookie)
-            assert status == 200
-            return ("put" if i % 2 else "get"), body["session"]
-
-        for kind, view in run_concurrently(2 * len(tags), write_or_read):
-            assert view["user"] == "alice" and view["n"] == 40
-            if kind == "get" and view["a"] is None:  # before any put was saved
-                assert view["b"] is None and view["blob"] is None
-            else:
-                assert view["a"] in tags and view["b"] == view["a"]
-                assert view["blob"] == view["a"] * 100
-        final = json.loads(store.read(_sid(cookie)))
-        assert final["a"] in tags and final["b"] == final["a"] and final["blob"] == final["a"] * 100
-        assert len(store) == 1
-
-        # Logout, then replay the old cookie to every worker: anonymous, nothing stored.
-        status, body, headers = request(port, "POST", "/logout", cookie)
-        assert status == 200 and session_cookie(headers) == ""
-        assert len(store) == 0
-        replies = run_concurrently(16, lambda _: request(port, "POST", "/inc", cookie))
-        assert all(status == 200 and body["session"] is None for status, body, _ in replies)
-        assert len(store) == 0
-        print(f"read pids {sorted(read_pids)}; inc pids {sorted(set(inc_pids))}")
-    finally:
-        try:
-            server.stop()
-        finally:
-            store.close()
+    # Logout, then replay the old cookie to every worker: anonymous, nothing stored.
+    reply = call(port, "POST", "/logout", jar)
+    assert reply.status == 200 and reply.cookie(COOKIE) == ("", True), reply
+    assert len(store) == 0
+    replays = in_threads([lambda: call(port, "POST", "/inc", jar)] * 16, threads=12)
+    assert all(r.status == 200 and r.json()["session"] is None for r in replays), replays
+    assert len(store) == 0
 
 
 def _sid(cookie: str) -> str:
