@@ -70,23 +70,26 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def open_store(backend: str, name: str, request: pytest.FixtureRequest) -> Iterator[OpenStore]:
-    """``open_store(**options)``: a new handle on this test's store in ``backend`` (the same
-    store on every call). After the test every handle is closed and the store deleted; a
-    Redis store must leave no key behind."""
+    """``open_store(suffix="", **options)``: a new handle on this test's store in ``backend``
+    (the same store on every call; another store, of its own, for each ``suffix``). After the
+    test every handle is closed and every store deleted; a Redis store must leave no key."""
     handles: List[Store] = []
+    suffixes = {""}
     if backend == "redis":
         from shmsession.redis import RedisSessionStorage
 
         sock = request.getfixturevalue("redis_socket")
 
-        def open_handle(**options: Any) -> Store:
-            return RedisSessionStorage(name, f"unix://{sock}", secret=REDIS_SECRET, **options)
+        def open_handle(store_name: str, **options: Any) -> Store:
+            return RedisSessionStorage(store_name, f"unix://{sock}", secret=REDIS_SECRET,
+                                       **options)
     else:
-        def open_handle(**options: Any) -> Store:
-            return SessionStorage(name, size=4 << 20, **options)
+        def open_handle(store_name: str, **options: Any) -> Store:
+            return SessionStorage(store_name, size=4 << 20, **options)
 
-    def make(**options: Any) -> Store:
-        handles.append(open_handle(**options))
+    def make(suffix: str = "", **options: Any) -> Store:
+        suffixes.add(suffix)
+        handles.append(open_handle(name + suffix, **options))
         return handles[-1]
 
     try:
@@ -94,8 +97,11 @@ def open_store(backend: str, name: str, request: pytest.FixtureRequest) -> Itera
     finally:
         for handle in handles:
             handle.close()
-        if backend == "redis":
-            with open_handle() as last:
+        for suffix in sorted(suffixes):
+            if backend == "shm":
+                remove_store(name + suffix)
+                continue
+            with open_handle(name + suffix) as last:
                 prefix = last.prefix  # type: ignore[attr-defined]
                 last.unlink()  # its sessions and its counters
             assert redis_keys(sock, prefix) == [], prefix

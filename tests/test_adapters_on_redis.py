@@ -14,22 +14,11 @@ import asyncio
 import contextlib
 import inspect
 import json
-import shutil
-import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator, List, Optional, Tuple
+from typing import Any, AsyncIterator, List, Optional
 
 import pytest
 
-# Django's settings, configured once per process as tests/test_django.py does it (importing
-# it configures them): this module is collected first, and both must agree.
-from tests import test_django  # configures Django
-
-from django.contrib.sessions.backends.base import CreateError, UpdateError  # noqa: E402
-from django.core.cache import caches  # noqa: E402
-from django.test import Client, override_settings  # noqa: E402
-
-from shmsession.contrib.django import SessionStore, close_stores  # noqa: E402
 from shmsession.redis import AsyncRedisSessionStorage, RedisSessionStorage  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -46,27 +35,6 @@ def _keys(sock: str, prefix: str) -> List[bytes]:
         return list(r.scan_iter(match=_glob_escape(prefix) + "*", count=1000))
 
 
-@pytest.fixture
-def make_store(name: str, redis_socket: str) -> Iterator[Callable[..., RedisSessionStorage]]:
-    """Opens Redis stores named ``name-<n>`` (a prefix of their own); each is deleted
-    (``unlink``) after the test, and nothing may be left under its prefix."""
-    made: List[RedisSessionStorage] = []
-
-    def make(**options: Any) -> RedisSessionStorage:
-        store = RedisSessionStorage(f"{name}-{len(made)}", f"unix://{redis_socket}",
-                                    secret=SECRET, **options)
-        made.append(store)
-        return store
-
-    try:
-        yield make
-    finally:
-        for store in made:
-            store.unlink()  # its sessions and its counters
-        for store in made:
-            assert _keys(redis_socket, store.prefix) == [], store.prefix
-
-
 @contextlib.asynccontextmanager
 async def async_store(name: str, sock: str, **options: Any
                       ) -> AsyncIterator[AsyncRedisSessionStorage]:
@@ -76,132 +44,6 @@ async def async_store(name: str, sock: str, **options: Any
         yield store
     finally:
         await store.unlink()  # its sessions and its counters
-
-
-# =============================================================================================
-# Django: the session engine and ShmCache, with SHMSESSION = {"store": ...}, LOCATION = store
-# =============================================================================================
-
-
-@pytest.fixture(scope="session")
-def _django_db_dir() -> Iterator[None]:
-    """Importing tests/test_django.py made its database's temp dir, which its own tests
-    remove; when they do not run, the end of the session does."""
-    try:
-        yield
-    finally:
-        shutil.rmtree(test_django._DB_DIR, ignore_errors=True)
-
-
-@pytest.fixture
-def django_on_redis(_django_db_dir: None, make_store: Callable[..., RedisSessionStorage]
-                    ) -> Iterator[Tuple[RedisSessionStorage, RedisSessionStorage]]:
-    sessions, cache = make_store(), make_store(ttl=1)  # the cache store's default ttl: 1 s
-    cache_conf = {"BACKEND": "shmsession.contrib.django.ShmCache", "LOCATION": cache}
-    try:
-        with override_settings(SHMSESSION={"store": sessions}, CACHES={"default": cache_conf}):
-            yield sessions, cache
-    finally:
-        close_stores()
-
-
-def test_django_client_login_counter_logout(
-    django_on_redis: Tuple[RedisSessionStorage, RedisSessionStorage]
-) -> None:
-    sessions, _ = django_on_redis
-    client = Client()
-    assert client.get("/whoami/").status_code == 401
-    assert client.post("/login/?user=alice").status_code == 200
-    cookie = client.cookies["sessionid"].value
-    data = sessions.read(cookie)  # in Redis, in Django's own encoding
-    assert SessionStore().decode(data.decode()) == {"user": "alice", "n": 0}
-    other = Client()  # another "worker": the same cookie, no state of its own
-    other.cookies["sessionid"] = cookie
-    for i in range(1, 6):
-        assert (client, other)[i % 2].post("/incr/").json()["n"] == i
-    assert other.get("/whoami/").json()["session"] == {"user": "alice", "n": 5}
-    assert [client.post("/cache/incr/").json()["hits"] for _ in range(3)] == [1, 2, 3]
-
-    assert client.post("/logout/").status_code == 200
-    assert cookie not in sessions
-    replay = Client()
-    replay.cookies["sessionid"] = cookie
-    reply = replay.get("/whoami/")
-    assert reply.status_code == 401 and reply.json()["anonymous"] is True
-    assert replay.post("/incr/").status_code == 401
-    assert cookie not in sessions
-
-
-def test_django_session_contract(
-    django_on_redis: Tuple[RedisSessionStorage, RedisSessionStorage]
-) -> None:
-    sessions, _ = django_on_redis
-    unknown = SessionStore("someunknownkey")
-    assert unknown.load() == {} and unknown.session_key is None
-    first = SessionStore()
-    first["owner"] = "first"
-    first.save(must_create=True)
-    key = first.session_key
-    assert key is not None and key in sessions
-    second = SessionStore(key)
-    with pytest.raises(CreateError):
-        second.save(must_create=True)
-    loaded = SessionStore(key)
-    assert loaded["owner"] == "first"
-    SessionStore(key).delete()  # a logout elsewhere
-    loaded["owner"] = "again"
-    with pytest.raises(UpdateError):  # ... is not undone by a request that had loaded it
-        loaded.save()
-    assert key not in sessions
-
-    short = SessionStore()
-    short["a"] = 1
-    short.set_expiry(1)
-    short.save()
-    cycled = SessionStore()
-    cycled["b"] = 2
-    cycled.save()
-    old = cycled.session_key
-    cycled.cycle_key()
-    assert old not in sessions and cycled.session_key in sessions
-    time.sleep(1.3)  # Redis expires the session itself
-    assert short.session_key not in sessions
-    assert SessionStore(short.session_key).load() == {}
-
-
-def test_django_cache_rules(
-    django_on_redis: Tuple[RedisSessionStorage, RedisSessionStorage]
-) -> None:
-    sessions, store = django_on_redis
-    cache = caches["default"]
-    cache.set("forever", 1, None)  # None = forever, whatever the store's default ttl (1 s)
-    cache.set("one-second", 2, 1)
-    cache.set("default", 3)  # Django's default TIMEOUT, 300 s
-    cache.set("zero", 4, 0)  # 0 = do not store
-    assert cache.get("zero") is None and cache.get("forever") == 1
-    assert cache.add("forever", 9) is False and cache.get("forever") == 1
-    assert cache.add("new", 5) is True and cache.get("new") == 5
-    assert cache.incr("new", 10) == 15 and cache.decr("new") == 14
-    with pytest.raises(ValueError):
-        cache.incr("missing")
-    long_key, unicode_key = "k" * 300, "ключ-🔑"
-    cache.set(long_key, "long")
-    cache.set(unicode_key, {"v": [1, 2]})
-    assert cache.get_many([long_key, unicode_key, "missing"]) == {
-        long_key: "long", unicode_key: {"v": [1, 2]}}
-    assert cache.touch("default", 100) is True and cache.touch("missing") is False
-    assert cache.delete(long_key) is True and cache.delete(long_key) is False
-    assert cache.has_key(unicode_key) and not cache.has_key(long_key)
-    time.sleep(1.3)
-    assert cache.get("one-second") is None
-    assert cache.get_many(["forever", "default"]) == {"forever": 1, "default": 3}
-
-    session = SessionStore()
-    session["kept"] = True
-    session.save()
-    cache.clear()  # empties the cache's store, and only it
-    assert cache.get("forever") is None and len(store) == 0
-    assert session.session_key in sessions
 
 
 # =============================================================================================

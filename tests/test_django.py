@@ -21,7 +21,8 @@ from datetime import timedelta
 from http.cookies import SimpleCookie
 from importlib import import_module
 from pathlib import Path
-from typing import Any, Callable, Coroutine, Dict, Iterator, List, Optional, Tuple, Type
+from typing import (Any, Callable, Coroutine, Dict, Iterator, List, NamedTuple, Optional,
+                    Tuple, Type)
 
 import pytest
 
@@ -61,7 +62,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connections  # noqa: E402
 from django.test import Client, override_settings  # noqa: E402
 
-from shmsession import SessionStorage, StoreFull, ValueTooLarge  # noqa: E402
+from shmsession import SessionStorage, Store, StoreFull, ValueTooLarge  # noqa: E402
 from shmsession import demo  # noqa: E402
 from shmsession.contrib.django import SessionStore, ShmCache, close_stores  # noqa: E402
 
@@ -76,23 +77,30 @@ def custom_key_func(key: str, key_prefix: str, version: int) -> str:
     return "CUSTOM-" + "-".join([key_prefix, str(version), key])
 
 
-def _caches_for(location: str) -> Dict[str, Dict[str, Any]]:
-    base = {
-        "BACKEND": "shmsession.contrib.django.ShmCache",
-        "LOCATION": location,
-        "OPTIONS": {"size": STORE_SIZE},
-    }
+def _caches_for(handle: Callable[..., Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """The CACHES of the tests, all on one cache store; ``handle(**options)`` gives the
+    ``LOCATION`` (and ``OPTIONS``) of a handle on it with those store options."""
+    base = {"BACKEND": "shmsession.contrib.django.ShmCache", **handle()}
     return {
         "default": dict(base),
         "prefix": dict(base, KEY_PREFIX="cacheprefix"),
         "v2": dict(base, VERSION=2),
         "custom_key": dict(base, KEY_FUNCTION=custom_key_func),
-        # Same LOCATION, another handle option: a second handle on the same segment.
-        "twin": dict(base, OPTIONS={"size": STORE_SIZE, "ttl": 60}),
+        # Same store, another handle option: a second handle on the same store.
+        "twin": dict(base, **handle(ttl=60)),
         "short": dict(base, TIMEOUT=1),
         # A handle whose store default ttl is 1 s: timeout=None must still mean forever.
-        "store_ttl_1s": dict(base, TIMEOUT=None, OPTIONS={"size": STORE_SIZE, "ttl": 1}),
+        "store_ttl_1s": dict(base, TIMEOUT=None, **handle(ttl=1)),
     }
+
+
+class Stores(NamedTuple):
+    """Handles of the test's own on the stores its sessions and caches live in
+    (``on_backend``)."""
+
+    sessions: Store
+    cache: Store
+    open_cache: Callable[..., Store]  # another handle on the cache store
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -111,15 +119,38 @@ def _database() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def stores(name: str) -> Iterator[str]:
-    """Each test: sessions in a fresh store ``name``, caches in a fresh ``name-cache``."""
+    """Each test: sessions in a fresh store ``name``, caches in a fresh ``name-cache``, in
+    shared memory and configured by name."""
+
+    def by_name(**options: Any) -> Dict[str, Any]:
+        return {"LOCATION": cache_name(name), "OPTIONS": {"size": STORE_SIZE, **options}}
+
     try:
-        with override_settings(
-            SHMSESSION={"name": name, "size": STORE_SIZE}, CACHES=_caches_for(cache_name(name))
-        ):
+        with override_settings(SHMSESSION={"name": name, "size": STORE_SIZE},
+                               CACHES=_caches_for(by_name)):
             yield name
     finally:
         close_stores()
         SessionStorage.unlink_name(cache_name(name))
+
+
+@pytest.fixture
+def on_backend(stores: str, open_store: Callable[..., Store]) -> Iterator[Stores]:
+    """Sessions and caches in stores given as objects (``SHMSESSION = {"store": ...}``,
+    ``LOCATION = store``), in shared memory and in Redis: every test taking it runs on both."""
+
+    def open_cache(**options: Any) -> Store:
+        return open_store("-cache", **options)
+
+    cache = open_cache()
+    caches_conf = _caches_for(lambda **options: {"LOCATION": open_cache(**options) if options
+                                                  else cache})
+    try:
+        with override_settings(SHMSESSION={"store": open_store()}, CACHES=caches_conf):
+            # The test's own handles, not Django's: what any other process would see.
+            yield Stores(open_store(), open_cache(), open_cache)
+    finally:
+        close_stores()
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -137,26 +168,27 @@ def raw(name: str) -> SessionStorage:
 
 
 @pytest.fixture(params=list(ENGINES))
-def backend(request: pytest.FixtureRequest) -> Type[SessionBase]:
+def engine(request: pytest.FixtureRequest, on_backend: Stores) -> Type[SessionBase]:
+    """Each session engine, on stores in shared memory and in Redis."""
     cls: Type[SessionBase] = import_module(ENGINES[request.param]).SessionStore
     return cls
 
 
-def test_save_then_exists(backend: Type[SessionBase]) -> None:
-    session = backend()
+def test_save_then_exists(engine: Type[SessionBase]) -> None:
+    session = engine()
     session.save()
     assert session.exists(session.session_key) is True
 
 
-def test_delete(backend: Type[SessionBase]) -> None:
-    session = backend()
+def test_delete(engine: Type[SessionBase]) -> None:
+    session = engine()
     session.save()
     session.delete(session.session_key)
     assert session.exists(session.session_key) is False
 
 
-def test_flush(backend: Type[SessionBase]) -> None:
-    session = backend()
+def test_flush(engine: Type[SessionBase]) -> None:
+    session = engine()
     session["foo"] = "bar"
     session.save()
     prev_key = session.session_key
@@ -164,11 +196,11 @@ def test_flush(backend: Type[SessionBase]) -> None:
     assert session.exists(prev_key) is False
     assert session.session_key is None
     assert session.modified is True and session.accessed is True
-    assert backend(prev_key).load() == {}
+    assert engine(prev_key).load() == {}
 
 
-def test_cycle(backend: Type[SessionBase]) -> None:
-    session = backend()
+def test_cycle(engine: Type[SessionBase]) -> None:
+    session = engine()
     session["a"], session["b"] = "c", "d"
     session.save()
     prev_key = session.session_key
@@ -177,30 +209,30 @@ def test_cycle(backend: Type[SessionBase]) -> None:
     assert session.exists(prev_key) is False
     assert session.session_key != prev_key
     assert list(session.items()) == prev_data
-    assert dict(backend(session.session_key).items()) == dict(prev_data)
+    assert dict(engine(session.session_key).items()) == dict(prev_data)
 
 
-def test_cycle_with_no_session_cache(backend: Type[SessionBase]) -> None:
-    session = backend()
+def test_cycle_with_no_session_cache(engine: Type[SessionBase]) -> None:
+    session = engine()
     session["a"], session["b"] = "c", "d"
     session.save()
     prev_data = list(session.items())
-    session = backend(session.session_key)
+    session = engine(session.session_key)
     assert not hasattr(session, "_session_cache")
     session.cycle_key()
     assert sorted(session.items()) == sorted(prev_data)
 
 
-def test_save_doesnt_clear_data(backend: Type[SessionBase]) -> None:
-    session = backend()
+def test_save_doesnt_clear_data(engine: Type[SessionBase]) -> None:
+    session = engine()
     session["a"] = "b"
     session.save()
     assert session["a"] == "b"
-    assert backend(session.session_key)["a"] == "b"
+    assert engine(session.session_key)["a"] == "b"
 
 
-def test_invalid_key(backend: Type[SessionBase]) -> None:
-    session = backend("1")
+def test_invalid_key(engine: Type[SessionBase]) -> None:
+    session = engine("1")
     try:
         session.save()
         assert session.session_key != "1"
@@ -210,19 +242,19 @@ def test_invalid_key(backend: Type[SessionBase]) -> None:
         session.delete("1")
 
 
-def test_session_load_does_not_create_record(backend: Type[SessionBase]) -> None:
-    session = backend("someunknownkey")
+def test_session_load_does_not_create_record(engine: Type[SessionBase]) -> None:
+    session = engine("someunknownkey")
     assert session.load() == {}
     assert session.session_key is None
     assert session.exists(session.session_key) is False
     assert session.exists("someunknownkey") is False
 
 
-def test_save_does_not_resurrect_a_session_logged_out_elsewhere(backend: Type[SessionBase]) -> None:
-    s1 = backend()
+def test_save_does_not_resurrect_a_session_logged_out_elsewhere(engine: Type[SessionBase]) -> None:
+    s1 = engine()
     s1["test_data"] = "value1"
     s1.save(must_create=True)
-    s2 = backend(s1.session_key)
+    s2 = engine(s1.session_key)
     s2.delete()
     s1["test_data"] = "value2"
     with pytest.raises(UpdateError):
@@ -231,29 +263,29 @@ def test_save_does_not_resurrect_a_session_logged_out_elsewhere(backend: Type[Se
 
 
 def test_a_request_that_loaded_the_session_does_not_resurrect_it(
-    backend: Type[SessionBase],
+    engine: Type[SessionBase],
 ) -> None:
     # The race behind the case above: this request read the session, a logout elsewhere
     # deleted it, then this request saves. The save must fail, not write it back.
-    s1 = backend()
+    s1 = engine()
     s1["test_data"] = "value1"
     s1.save()
-    request = backend(s1.session_key)
+    request = engine(s1.session_key)
     assert request["test_data"] == "value1"  # loaded
-    backend(s1.session_key).delete()
+    engine(s1.session_key).delete()
     request["test_data"] = "value2"
     with pytest.raises(UpdateError):
         request.save()
-    assert backend().exists(s1.session_key) is False
+    assert engine().exists(s1.session_key) is False
 
 
-def test_actual_expiry(backend: Type[SessionBase]) -> None:
-    session = backend()
+def test_actual_expiry(engine: Type[SessionBase]) -> None:
+    session = engine()
     session["foo"] = "bar"
     session.set_expiry(-timedelta(seconds=10))
     session.save()
     old_key = session.session_key
-    new_session = backend(old_key)
+    new_session = engine(old_key)
     try:
         assert "foo" not in new_session  # an expiry in the past: gone at once
     finally:
@@ -261,8 +293,8 @@ def test_actual_expiry(backend: Type[SessionBase]) -> None:
         new_session.delete(new_session.session_key)
 
 
-def test_load_overlong_key(backend: Type[SessionBase]) -> None:
-    session = backend()
+def test_load_overlong_key(engine: Type[SessionBase]) -> None:
+    session = engine()
     session._session_key = (string.ascii_letters + string.digits) * 20
     assert session.load() == {}
     session._session_key = "k" * 5000  # over the store's 1024 bytes: no store takes it
@@ -270,50 +302,50 @@ def test_load_overlong_key(backend: Type[SessionBase]) -> None:
     assert session.exists("k" * 5000) is False
 
 
-def test_create_and_save(backend: Type[SessionBase]) -> None:
-    session = backend()
+def test_create_and_save(engine: Type[SessionBase]) -> None:
+    session = engine()
     session.create()
     key = session.session_key
     assert key is not None and session.exists(key)
     session["x"] = 1
     session.save()
-    assert backend(key)["x"] == 1
+    assert engine(key)["x"] == 1
 
 
-def test_save_in_two_contexts_is_last_writer_wins(backend: Type[SessionBase]) -> None:
-    first = backend()
+def test_save_in_two_contexts_is_last_writer_wins(engine: Type[SessionBase]) -> None:
+    first = engine()
     first["who"] = "first"
     first.save()
-    a, b = backend(first.session_key), backend(first.session_key)
+    a, b = engine(first.session_key), engine(first.session_key)
     assert a["who"] == b["who"] == "first"  # both loaded the same version
     a["who"] = "a"
     a.save()
     b["who"] = "b"
     b.save()  # stale, but the session exists: Django sessions are last-writer-wins
-    assert dict(backend(first.session_key).items()) == {"who": "b"}
+    assert dict(engine(first.session_key).items()) == {"who": "b"}
 
 
 # -- the async twins (Django 5.0+); cached_db left out: its database calls run in threads ----
 
 
 @pytest.fixture(params=["shmsession", "cache"])
-def async_backend(request: pytest.FixtureRequest) -> Type[SessionBase]:
+def async_engine(request: pytest.FixtureRequest, on_backend: Stores) -> Type[SessionBase]:
     cls: Type[SessionBase] = import_module(ENGINES[request.param]).SessionStore
     return cls
 
 
-def test_async_save_exists_delete_flush(async_backend: Type[SessionBase]) -> None:
+def test_async_save_exists_delete_flush(async_engine: Type[SessionBase]) -> None:
     async def main() -> None:
-        session = async_backend()
+        session = async_engine()
         await session.aset("foo", "bar")
         await session.asave()
         key = session.session_key
         assert await session.aexists(key) is True
-        assert await async_backend(key).aget("foo") == "bar"
+        assert await async_engine(key).aget("foo") == "bar"
         await session.aflush()
         assert await session.aexists(key) is False
         assert session.session_key is None
-        other = async_backend()
+        other = async_engine()
         await other.asave()
         await other.adelete(other.session_key)
         assert await other.aexists(other.session_key) is False
@@ -321,22 +353,22 @@ def test_async_save_exists_delete_flush(async_backend: Type[SessionBase]) -> Non
     run(main())
 
 
-def test_async_cycle_create_and_invalid_key(async_backend: Type[SessionBase]) -> None:
+def test_async_cycle_create_and_invalid_key(async_engine: Type[SessionBase]) -> None:
     async def main() -> None:
-        session = async_backend()
+        session = async_engine()
         await session.aset("a", "c")
         await session.asave()
         prev = session.session_key
         await session.acycle_key()
         assert session.session_key != prev
         assert await session.aexists(prev) is False
-        assert await async_backend(session.session_key).aget("a") == "c"
+        assert await async_engine(session.session_key).aget("a") == "c"
 
-        fresh = async_backend()
+        fresh = async_engine()
         await fresh.acreate()
         assert await fresh.aexists(fresh.session_key) is True
 
-        invalid = async_backend("1")
+        invalid = async_engine("1")
         await invalid.asave()
         assert invalid.session_key != "1"
         assert await invalid.aget("cat") is None
@@ -344,28 +376,28 @@ def test_async_cycle_create_and_invalid_key(async_backend: Type[SessionBase]) ->
     run(main())
 
 
-def test_async_load_and_no_resurrection(async_backend: Type[SessionBase]) -> None:
+def test_async_load_and_no_resurrection(async_engine: Type[SessionBase]) -> None:
     async def main() -> None:
-        unknown = async_backend("someunknownkey")
+        unknown = async_engine("someunknownkey")
         assert await unknown.aload() == {}
         assert unknown.session_key is None
         assert await unknown.aexists(unknown.session_key) is False
 
-        s1 = async_backend()
+        s1 = async_engine()
         await s1.aset("test_data", "value1")
         await s1.asave(must_create=True)
-        await async_backend(s1.session_key).adelete()
+        await async_engine(s1.session_key).adelete()
         await s1.aset("test_data", "value2")
         with pytest.raises(UpdateError):
             await s1.asave()
         assert await s1.aload() == {}
 
-        expired = async_backend()
+        expired = async_engine()
         await expired.aset("foo", "bar")
         await expired.aset_expiry(-timedelta(seconds=10))
         await expired.asave()
-        assert await async_backend(expired.session_key).ahas_key("foo") is False
-        await async_backend().aclear_expired()
+        assert await async_engine(expired.session_key).ahas_key("foo") is False
+        await async_engine().aclear_expired()
 
     run(main())
 
@@ -375,22 +407,22 @@ def test_async_load_and_no_resurrection(async_backend: Type[SessionBase]) -> Non
 # =============================================================================================
 
 
-def test_sessions_are_in_the_shared_store_in_djangos_encoding(stores: str) -> None:
+def test_sessions_are_in_the_shared_store_in_djangos_encoding(on_backend: Stores) -> None:
     session = SessionStore()
     session["user"] = "alice"
     session["cart"] = ["x", "y"]
     session.save()
     key = session.session_key
     assert key is not None
-    with raw(stores) as other:
-        data = other.read(key)
-        assert SessionStore().decode(data.decode()) == {"user": "alice", "cart": ["x", "y"]}
-        # And what another process writes there is what the engine reads.
-        other.write(key, SessionStore().encode({"user": "bob"}).encode())
+    other = on_backend.sessions
+    data = other.read(key)
+    assert SessionStore().decode(data.decode()) == {"user": "alice", "cart": ["x", "y"]}
+    # And what another process writes there is what the engine reads.
+    other.write(key, SessionStore().encode({"user": "bob"}).encode())
     assert dict(SessionStore(key).items()) == {"user": "bob"}
 
 
-def test_must_create_raises_create_error_on_an_existing_key() -> None:
+def test_must_create_raises_create_error_on_an_existing_key(on_backend: Stores) -> None:
     first = SessionStore()
     first["owner"] = "first"
     first.save()
@@ -401,18 +433,17 @@ def test_must_create_raises_create_error_on_an_existing_key() -> None:
     assert SessionStore(first.session_key)["owner"] == "first"
 
 
-def test_corrupt_data_in_the_store_loads_as_an_empty_session(stores: str) -> None:
+def test_corrupt_data_in_the_store_loads_as_an_empty_session(on_backend: Stores) -> None:
     session = SessionStore()
     session["a"] = 1
     session.save()
     key = session.session_key
     assert key is not None
-    with raw(stores) as other:
-        other.write(key, b"\xff\xfe not django's encoding")
+    on_backend.sessions.write(key, b"\xff\xfe not django's encoding")
     assert SessionStore(key).load() == {}
 
 
-def test_expiry_is_the_stores_from_get_expiry_age(stores: str) -> None:
+def test_expiry_is_the_stores_from_get_expiry_age(on_backend: Stores) -> None:
     short, long = SessionStore(), SessionStore()
     short["a"] = long["a"] = 1
     short.set_expiry(1)
@@ -431,8 +462,8 @@ def test_expiry_is_the_stores_from_get_expiry_age(stores: str) -> None:
         short.save()
     SessionStore.clear_expired()  # the store expires by itself: nothing to do, nothing raised
     call_command("clearsessions")
-    with raw(stores) as other:
-        assert short_key not in other and long_key in other
+    other = on_backend.sessions
+    assert short_key not in other and long_key in other
 
 
 def test_session_store_needs_no_arguments_and_reads_settings(stores: str) -> None:
@@ -541,40 +572,45 @@ print("ok")
 # -- with Django's test Client -----------------------------------------------------------------
 
 
-def test_client_login_visit_logout_and_replay(stores: str) -> None:
+def test_client_login_visit_logout_and_replay(on_backend: Stores) -> None:
     client = Client()
     assert client.get("/whoami/").status_code == 401
     assert client.post("/login/?user=alice").status_code == 200
     cookie = client.cookies["sessionid"].value
-    with raw(stores) as other:
-        assert cookie in other
-        for n in range(1, 4):
-            assert client.post("/incr/").json()["n"] == n
-        assert client.get("/whoami/").json()["session"] == {"user": "alice", "n": 3}
-        # A second browser with the same cookie sees the same session.
-        twin = Client()
-        twin.cookies["sessionid"] = cookie
-        assert twin.get("/whoami/").json()["session"]["n"] == 3
+    other = on_backend.sessions
+    assert cookie in other
+    for n in range(1, 4):
+        assert client.post("/incr/").json()["n"] == n
+    assert client.get("/whoami/").json()["session"] == {"user": "alice", "n": 3}
+    # A second browser with the same cookie sees the same session, and writes it in turn.
+    twin = Client()
+    twin.cookies["sessionid"] = cookie
+    assert twin.get("/whoami/").json()["session"]["n"] == 3
+    for n in range(4, 8):
+        assert (client, twin)[n % 2].post("/incr/").json()["n"] == n
+    assert twin.get("/whoami/").json()["session"] == {"user": "alice", "n": 7}
+    assert [client.post("/cache/incr/").json()["hits"] for _ in range(3)] == [1, 2, 3]
 
-        response = client.post("/logout/")
-        assert response.status_code == 200
-        assert response.cookies["sessionid"].value == ""  # the browser is told to drop it
-        assert cookie not in other  # and the server side is gone
+    response = client.post("/logout/")
+    assert response.status_code == 200
+    assert response.cookies["sessionid"].value == ""  # the browser is told to drop it
+    assert cookie not in other  # and the server side is gone
     replay = Client()
     replay.cookies["sessionid"] = cookie
     answer = replay.get("/whoami/")
     assert answer.status_code == 401 and answer.json()["anonymous"] is True
+    assert replay.post("/incr/").status_code == 401
+    assert cookie not in other
 
 
-def test_client_login_cycles_the_key_and_bad_cookies_are_anonymous(stores: str) -> None:
+def test_client_login_cycles_the_key_and_bad_cookies_are_anonymous(on_backend: Stores) -> None:
     client = Client()
     client.post("/login/?user=alice")
     first = client.cookies["sessionid"].value
     client.post("/login/?user=bob")
     second = client.cookies["sessionid"].value
     assert first != second
-    with raw(stores) as other:
-        assert first not in other and second in other
+    assert first not in on_backend.sessions and second in on_backend.sessions
     for bad in ("x" * 3000, "short", "ünïcödé-cookie-value", "someunknownkey"):
         stranger = Client()
         stranger.cookies["sessionid"] = bad
@@ -586,7 +622,7 @@ def test_client_login_cycles_the_key_and_bad_cookies_are_anonymous(stores: str) 
 # =============================================================================================
 
 
-def test_cache_engine_stores_in_the_shm_cache(stores: str) -> None:
+def test_cache_engine_stores_in_the_shm_cache(on_backend: Stores) -> None:
     cache_engine = import_module(ENGINES["cache"]).SessionStore
     session = cache_engine()
     session["x"] = 1
@@ -594,11 +630,10 @@ def test_cache_engine_stores_in_the_shm_cache(stores: str) -> None:
     cache = caches["default"]
     assert isinstance(cache, ShmCache)
     assert cache.get(session.cache_key) == {"x": 1}
-    with raw(cache_name(stores)) as other:
-        assert pickle.loads(other.read(cache.make_key(session.cache_key))) == {"x": 1}
+    assert pickle.loads(on_backend.cache.read(cache.make_key(session.cache_key))) == {"x": 1}
 
 
-def test_cached_db_engine_reads_the_shm_cache_first(stores: str) -> None:
+def test_cached_db_engine_reads_the_shm_cache_first(on_backend: Stores) -> None:
     cached_db = import_module(ENGINES["cached_db"]).SessionStore
     session = cached_db()
     session["x"] = 1
@@ -614,7 +649,7 @@ def test_cached_db_engine_reads_the_shm_cache_first(stores: str) -> None:
     assert cache.get(session.cache_key) == {"x": 1}
 
 
-def test_client_with_the_cache_engines(stores: str) -> None:
+def test_client_with_the_cache_engines(on_backend: Stores) -> None:
     for engine in ("cache", "cached_db"):
         with override_settings(SESSION_ENGINE=ENGINES[engine]):
             client = Client()
@@ -648,7 +683,8 @@ class Unpicklable:
 
 
 @pytest.fixture
-def cache(stores: str) -> ShmCache:
+def cache(on_backend: Stores) -> ShmCache:
+    """The default cache, on a store in shared memory and on one in Redis."""
     backend = caches["default"]
     assert isinstance(backend, ShmCache)
     return backend
@@ -776,13 +812,16 @@ def test_data_types_unicode_and_binary(cache: ShmCache) -> None:
     assert cache.get_many(list(stuff)) == stuff
 
 
-def test_clear(cache: ShmCache, stores: str) -> None:
+def test_clear(cache: ShmCache, on_backend: Stores) -> None:
     cache.set_many({"key1": "spam", "key2": "eggs"})
     caches["v2"].set("key3", "ham")
-    cache.clear()
+    session = SessionStore()
+    session["kept"] = True
+    session.save()
+    cache.clear()  # empties the cache's store, and only it
     assert cache.get("key1") is None and caches["v2"].get("key3") is None
-    with raw(cache_name(stores)) as other:
-        assert len(other) == 0
+    assert len(on_backend.cache) == 0
+    assert session.session_key in on_backend.sessions
 
 
 def test_timeouts_zero_negative_forever_long_float(cache: ShmCache) -> None:
@@ -870,7 +909,7 @@ def test_pickle_errors_are_not_silent(cache: ShmCache) -> None:
         cache.set("unpicklable", Unpicklable())
 
 
-def test_any_key_works_without_warnings(cache: ShmCache, stores: str) -> None:
+def test_any_key_works_without_warnings(cache: ShmCache, on_backend: Stores) -> None:
     # filterwarnings=error: a CacheKeyWarning would fail this test.
     keys = [
         "a" * 250 + "清",
@@ -891,26 +930,26 @@ def test_any_key_works_without_warnings(cache: ShmCache, stores: str) -> None:
     assert cache.get_many(keys[:2]) == {keys[0]: 0, keys[1]: 1}
     for key in keys:
         assert cache.delete(key) is True
-    with raw(cache_name(stores)) as other:
-        assert len(other) == 0
+    assert len(on_backend.cache) == 0
     with pytest.raises(InvalidCacheKey):
-        ShmCache(cache_name(stores), {"KEY_FUNCTION": lambda k, p, v: b"bytes"}).get("k")
+        ShmCache(on_backend.cache, {"KEY_FUNCTION": lambda k, p, v: b"bytes"}).get("k")
 
 
-def test_caches_with_the_same_location_share_data(cache: ShmCache, stores: str) -> None:
+def test_caches_with_the_same_location_share_data(cache: ShmCache, on_backend: Stores) -> None:
     twin = caches["twin"]
-    assert isinstance(twin, ShmCache) and twin._store is not cache._store  # two handles
+    # Two handles (the cache's private ``_store``: nothing public tells them apart).
+    assert isinstance(twin, ShmCache) and twin._store is not cache._store
     cache.set("shared", {"a": 1})
     assert twin.get("shared") == {"a": 1}
     twin.delete("shared")
     assert cache.get("shared") is None
     # A cache made from a store object the caller opened.
-    with raw(cache_name(stores)) as other:
-        direct = ShmCache(other, {})
-        direct.set("direct", 5)
-        assert cache.get("direct") == 5
-        with pytest.raises(ImproperlyConfigured, match="options"):
-            ShmCache(other, {"OPTIONS": {"size": STORE_SIZE}})
+    other = on_backend.open_cache()
+    direct = ShmCache(other, {})
+    direct.set("direct", 5)
+    assert cache.get("direct") == 5
+    with pytest.raises(ImproperlyConfigured, match="options"):
+        ShmCache(other, {"OPTIONS": {"size": STORE_SIZE}})
 
 
 def test_configuration_errors(stores: str) -> None:
