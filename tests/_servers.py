@@ -18,6 +18,7 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
+from shmsession import Store
 from shmsession._process import (
     ServerExited,
     answering_workers,
@@ -123,9 +124,10 @@ class Server:
     """A server started as ``argv`` in its own process group, output kept in files."""
 
     def __init__(self, argv: Sequence[str], env: Mapping[str, str], port: int,
-                 store_name: str) -> None:
+                 store_name: str, store: Optional[Store] = None) -> None:
         self.port = port
         self.store_name = store_name
+        self.store = store  # a handle of the test's own on the sessions' store, if given
         self._out = tempfile.TemporaryFile()
         self.proc = start_server(argv, env, cwd=str(REPO_ROOT), output=self._out)
 
@@ -156,10 +158,11 @@ class Server:
 
 
 def serve(argv: Sequence[str], env: Mapping[str, str], port: int, store_name: str,
-          probe: str) -> Iterator[Server]:
-    """Generator for a fixture: a started server of the sessions in store ``store_name``,
-    with at least 2 workers answering; reaped after, and its output checked for errors."""
-    server = Server(argv, env, port, store_name)
+          probe: str, store: Optional[Store] = None) -> Iterator[Server]:
+    """Generator for a fixture: a started server of the sessions in store ``store_name``
+    (``store``: a handle on it, for the test), with at least 2 workers answering; reaped
+    after, and its output checked for errors."""
+    server = Server(argv, env, port, store_name, store)
     try:
         server.wait_for_workers(probe)
         yield server

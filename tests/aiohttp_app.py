@@ -1,6 +1,7 @@
 """The aiohttp app of the aiohttp-session tests: in-process through aiohttp's test server, and
 served by ``gunicorn -k aiohttp.GunicornWebWorker -w 4 tests.aiohttp_app:create_app``,
-configured from the environment (``SHMSESSION_TEST_STORE``: an existing store's name)."""
+configured from the environment (``tests._stores.server_env``: a store the test made, in
+shared memory or in Redis)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from typing import Any
 from aiohttp import web
 from aiohttp_session import get_session, new_session, setup
 
+from shmsession import AsyncStore
 from shmsession.aio import AsyncSessionStorage
 from shmsession.contrib.aiohttp import ShmStorage
+from tests._stores import store_from_env
 
-ENV_STORE = "SHMSESSION_TEST_STORE"
 routes = web.RouteTableDef()
 
 
@@ -74,7 +76,15 @@ def make_app(storage: ShmStorage) -> web.Application:
 
 
 async def create_app() -> web.Application:
-    """GunicornWebWorker's factory, awaited in each worker: attach to the store the test
-    made (never create one), without blocking the worker's event loop."""
-    store = await AsyncSessionStorage.open(os.environ[ENV_STORE], create=False)
+    """GunicornWebWorker's factory, awaited in each worker: the store the test made
+    (attached to, never created, without blocking the worker's event loop, in shared memory;
+    in Redis, the async store)."""
+    name, redis_url, secret = store_from_env()
+    store: AsyncStore
+    if redis_url is None:
+        store = await AsyncSessionStorage.open(name, create=False)
+    else:
+        from shmsession.redis import AsyncRedisSessionStorage
+
+        store = AsyncRedisSessionStorage(name, redis_url, secret=secret)
     return make_app(ShmStorage(store=store, max_age=600))

@@ -1,10 +1,9 @@
 """A tiny Flask app on ShmSessionInterface, served by a real gunicorn in tests/test_flask.py.
 
-The environment says where the sessions are: the store the test made, named by
-``SHMSESSION_TEST_STORE``, which each worker attaches to (``create=False``) in shared memory,
-or opens in Redis when ``SHMSESSION_TEST_REDIS`` names the Redis server's unix socket.
-``SHMSESSION_TEST_SECRET`` is the app's secret key (and the Redis store's secret). Every
-answer is JSON with ``pid``, the worker that answered.
+The environment (``tests._stores.server_env``) says where the sessions are: the store the
+test made, which each worker attaches to (``create=False``) in shared memory, or opens in
+Redis; its secret is also the app's secret key. Every answer is JSON with ``pid``, the worker
+that answered.
 """
 
 from __future__ import annotations
@@ -16,16 +15,15 @@ from typing import Any, Dict
 from flask import Flask, Response, jsonify, request, session
 
 from shmsession.contrib.flask import ShmSessionInterface
+from tests._stores import store_from_env
 
-_NAME = os.environ["SHMSESSION_TEST_STORE"]
-_SECRET = os.environ["SHMSESSION_TEST_SECRET"]
+_NAME, _REDIS_URL, _SECRET = store_from_env()
 app = Flask(__name__)
 app.secret_key = _SECRET
-if "SHMSESSION_TEST_REDIS" in os.environ:
+if _REDIS_URL is not None:
     from shmsession.redis import RedisSessionStorage
 
-    _redis = RedisSessionStorage(_NAME, f"unix://{os.environ['SHMSESSION_TEST_REDIS']}",
-                                 secret=_SECRET, ttl=600)
+    _redis = RedisSessionStorage(_NAME, _REDIS_URL, secret=_SECRET, ttl=600)
     app.session_interface = ShmSessionInterface(store=_redis)
 else:
     app.session_interface = ShmSessionInterface(_NAME, create=False)

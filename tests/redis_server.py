@@ -27,7 +27,6 @@ from typing import Callable, Iterator, List, NoReturn, Tuple
 
 import pytest
 
-REDIS_SECRET = b"a test secret of more than 16 bytes"  # the tests' stores' secret
 START_TIMEOUT = 15.0  # seconds; the machine is shared and may be slow to start a process
 STOP_TIMEOUT = 10.0
 START_TRIES = 1000  # PINGs, 20 ms apart

@@ -1,6 +1,7 @@
 """The Starlette app of the starsessions tests: in-process through ``TestClient``, and served
 by ``uvicorn --workers 4 --factory tests.starlette_app:create_app``, configured from the
-environment (``SHMSESSION_TEST_STORE``: an existing store's name)."""
+environment (``tests._stores.server_env``: a store the test made, in shared memory or in
+Redis)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,7 @@ from starlette.routing import Route
 from starsessions import SessionAutoloadMiddleware, SessionMiddleware
 
 from shmsession.contrib.starsessions import ShmStore
-
-ENV_STORE = "SHMSESSION_TEST_STORE"
-
+from tests._stores import store_from_env
 
 def _answer(request: Request, **extra: Any) -> JSONResponse:
     body: Dict[str, Any] = {"pid": os.getpid(), "user": request.session.get("user"),
@@ -83,5 +82,12 @@ def make_app(store: ShmStore, lifetime: int = 0) -> Starlette:
 
 
 def create_app() -> Starlette:
-    """uvicorn's factory: attach to the store the test made (never create one)."""
-    return make_app(ShmStore(os.environ[ENV_STORE], create=False), lifetime=600)
+    """uvicorn's factory: the store the test made (attached to, never created, in shared
+    memory; in Redis, the async store, whose connections belong to the worker's loop)."""
+    name, redis_url, secret = store_from_env()
+    if redis_url is None:
+        return make_app(ShmStore(name, create=False), lifetime=600)
+    from shmsession.redis import AsyncRedisSessionStorage
+
+    return make_app(ShmStore(store=AsyncRedisSessionStorage(name, redis_url, secret=secret)),
+                    lifetime=600)

@@ -28,7 +28,7 @@ from shmsession import SessionStorage
 from shmsession import _layout as L
 from shmsession._segment import lock_path, segment_path
 
-from .conftest import remove_store
+from ._stores import remove_store
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMMAND = [sys.executable, "-m", "shmsession"]

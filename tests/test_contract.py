@@ -21,7 +21,8 @@ from shmsession import (
 )
 from shmsession.aio import AsyncSessionStorage
 from tests.contract import AsyncContract, Blocking, SharedHandleContract, StoreContract
-from tests.redis_server import REDIS_SECRET as SECRET, redis_keys
+from tests._stores import REDIS_SECRET as SECRET
+from tests.redis_server import redis_keys
 
 
 # --------------------------------------------------------------------- the four stores
@@ -322,3 +323,17 @@ def test_tls_round_trip(redis_tls: "tuple[int, str]", name: str) -> None:
                              secret=SECRET) as plain:
         with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
             plain.read("k")
+
+
+def test_the_stores_are_interchangeable() -> None:
+    """The one-line move: the Redis stores have every call of the store protocols, which
+    the adapters accept (mypy checks the signatures too: ``redis._conforms``)."""
+    from shmsession import AsyncStore, Store
+    from shmsession.redis import AsyncRedisSessionStorage, RedisSessionStorage
+
+    for protocol, cls in ((Store, RedisSessionStorage), (AsyncStore, AsyncRedisSessionStorage)):
+        wanted = [m for m, v in vars(protocol).items()
+                  if (not m.startswith("_") or m in ("__contains__", "__len__"))
+                  and callable(getattr(v, "__func__", v))]  # calls, not the name property
+        assert "replace" in wanted and "write" in wanted
+        assert all(callable(getattr(cls, m, None)) for m in wanted), (cls, wanted)

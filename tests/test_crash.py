@@ -24,7 +24,7 @@ import pytest
 from shmsession import SessionStorage
 from shmsession import _layout as L
 
-from .conftest import remove_store
+from ._stores import remove_store
 
 Contents = Dict[bytes, Tuple[bytes, int, int]]  # digest -> (value, version, expires)
 

@@ -23,7 +23,7 @@ from werkzeug.test import TestResponse
 from shmsession import SessionStorage, Store
 from shmsession.contrib.flask import ShmSession, ShmSessionInterface
 from tests._servers import Server, call, free_port, in_threads, python, serve
-from tests.redis_server import REDIS_SECRET
+from tests._stores import REDIS_SECRET
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SIZE = 4 << 20

@@ -1,26 +1,28 @@
-"""starsessions (Starlette, FastAPI) on shmsession: the store contract, the app through
-Starlette's TestClient, and a real ``uvicorn --workers 4`` sharing one session store."""
+"""starsessions (Starlette, FastAPI) on shmsession: the store contract and the app through
+Starlette's TestClient, on a store in shared memory and on one in Redis, and a save racing a
+logout step by step. ``uvicorn --workers 4`` sharing the sessions: tests/test_async_workers.py."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import secrets
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 from fastapi import FastAPI, Request
 from starlette.testclient import TestClient
 from starsessions import SessionStore
 
-from shmsession import SessionStorage
+from shmsession import AsyncStore, SessionStorage, Store
 from shmsession.aio import AsyncSessionStorage
 from shmsession.contrib.starsessions import ShmStore
 
 from . import starlette_app
-from ._servers import Server, call, free_port, in_threads, python, serve
+from ._stores import REDIS_SECRET
 
 COOKIE = "session"
 
@@ -29,23 +31,25 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def stored(store: SessionStorage, sid: str) -> Optional[Dict[str, Any]]:
+def stored(store: Store, sid: str) -> Optional[Dict[str, Any]]:
     """The session as the store holds it (decoded), or None."""
     raw = store.get(sid)
     return None if raw is None else json.loads(raw)
 
 
 @pytest.fixture
-def shm(name: str) -> Iterator[SessionStorage]:
-    with SessionStorage(name, size=1 << 20) as s:
-        yield s
+def sessions(any_store: Store) -> Store:
+    """The test's store, in shared memory and in Redis: every test taking it runs on both.
+    The adapter gets it wrapped (``AsyncSessionStorage``), as it wraps a ``SessionStorage``
+    itself; the test reads it directly, as another process would."""
+    return any_store
 
 
 # --- the SessionStore contract -------------------------------------------------------------
 
 
-def test_store_contract(shm: SessionStorage) -> None:
-    store = ShmStore(store=shm)
+def test_store_contract(sessions: Store) -> None:
+    store = ShmStore(store=AsyncSessionStorage(sessions))
     assert isinstance(store, SessionStore)
 
     async def main() -> None:
@@ -77,8 +81,8 @@ def test_store_contract(shm: SessionStorage) -> None:
     run(main())
 
 
-def test_concurrent_writes_to_one_session_leave_one_whole_value(shm: SessionStorage) -> None:
-    store = ShmStore(store=shm)
+def test_concurrent_writes_to_one_session_leave_one_whole_value(sessions: Store) -> None:
+    store = ShmStore(store=AsyncSessionStorage(sessions))
     values = [bytes([65 + i]) * 50_000 for i in range(16)]
 
     async def main() -> List[str]:
@@ -88,13 +92,13 @@ def test_concurrent_writes_to_one_session_leave_one_whole_value(shm: SessionStor
 
     sid, *ids = run(main())
     assert ids == [sid] * len(values)
-    assert shm.read(sid) in values
+    assert sessions.read(sid) in values
 
 
-def test_ttl_handling_mirrors_redis_store(shm: SessionStorage) -> None:
+def test_ttl_handling_mirrors_redis_store(sessions: Store) -> None:
     """``lifetime=0`` (browser-session cookie) keeps the data ``gc_ttl``; a ``ttl`` of 0 or
     less (a session at its end) keeps it 1 s rather than failing; others keep ``ttl``."""
-    store = ShmStore(store=shm, gc_ttl=1)
+    store = ShmStore(store=AsyncSessionStorage(sessions), gc_ttl=1)
 
     async def main() -> Dict[str, str]:
         return {
@@ -104,16 +108,16 @@ def test_ttl_handling_mirrors_redis_store(shm: SessionStorage) -> None:
         }
 
     ids = run(main())
-    assert all(shm.get(sid) is not None for sid in ids.values())
+    assert all(sessions.get(sid) is not None for sid in ids.values())
     time.sleep(1.6)
-    assert shm.get(ids["session-only"]) is None
-    assert shm.get(ids["ending"]) is None
-    assert shm.get(ids["ten minutes"]) == b"3"
+    assert sessions.get(ids["session-only"]) is None
+    assert sessions.get(ids["ending"]) is None
+    assert sessions.get(ids["ten minutes"]) == b"3"
 
-    default = ShmStore(store=shm)  # gc_ttl=None: the store's default ttl (1800 s)
+    default = ShmStore(store=AsyncSessionStorage(sessions))  # gc_ttl=None: the store's default ttl (1800 s)
     sid = run(default.write("d", b"4", lifetime=0, ttl=0))
     time.sleep(0.2)
-    assert shm.get(sid) == b"4"
+    assert sessions.get(sid) == b"4"
 
 
 def test_store_by_name_or_object(name: str) -> None:
@@ -141,8 +145,8 @@ def test_store_by_name_or_object(name: str) -> None:
 # --- an app through Starlette's TestClient -------------------------------------------------
 
 
-def test_login_counter_logout(shm: SessionStorage) -> None:
-    with TestClient(starlette_app.make_app(ShmStore(store=shm), lifetime=600)) as client:
+def test_login_counter_logout(sessions: Store) -> None:
+    with TestClient(starlette_app.make_app(ShmStore(store=AsyncSessionStorage(sessions)), lifetime=600)) as client:
         assert client.get("/whoami").json()["user"] is None
         assert COOKIE not in client.cookies  # an empty session sets no cookie
 
@@ -151,14 +155,14 @@ def test_login_counter_logout(shm: SessionStorage) -> None:
         assert len(sid) == 43  # the store's id, not the one starsessions proposed
         for i in range(1, 4):
             assert client.post("/incr").json() == {"pid": os.getpid(), "user": "alice", "n": i}
-        record = stored(shm, sid)
+        record = stored(sessions, sid)
         assert record is not None and record["user"] == "alice" and record["n"] == 3
         assert client.cookies[COOKIE] == sid
 
         reply = client.post("/logout")
         assert reply.json()["user"] is None
         assert "1970" in reply.headers["set-cookie"]  # the cookie is deleted...
-        assert shm.get(sid) is None  # ... and so is the record
+        assert sessions.get(sid) is None  # ... and so is the record
 
         old = {"cookie": f"{COOKIE}={sid}"}  # replayed by hand: the client dropped it
         client.cookies.clear()
@@ -167,37 +171,37 @@ def test_login_counter_logout(shm: SessionStorage) -> None:
         reply = client.post("/incr", headers=old)
         assert reply.json()["n"] == 1
         assert reply.cookies[COOKIE] not in ("", sid)
-        assert shm.get(sid) is None
+        assert sessions.get(sid) is None
 
 
-def test_planted_session_id_is_not_adopted(shm: SessionStorage) -> None:
+def test_planted_session_id_is_not_adopted(sessions: Store) -> None:
     planted = secrets.token_hex(16)
-    with TestClient(starlette_app.make_app(ShmStore(store=shm))) as client:
+    with TestClient(starlette_app.make_app(ShmStore(store=AsyncSessionStorage(sessions)))) as client:
         reply = client.post("/login?user=victim", headers={"cookie": f"{COOKIE}={planted}"})
         assert reply.json()["user"] == "victim"
         assert reply.cookies[COOKIE] != planted
-        assert shm.get(planted) is None
-        assert stored(shm, reply.cookies[COOKIE])["user"] == "victim"  # type: ignore[index]
+        assert sessions.get(planted) is None
+        assert stored(sessions, reply.cookies[COOKIE])["user"] == "victim"  # type: ignore[index]
 
 
-def test_session_expires_in_the_store(shm: SessionStorage) -> None:
+def test_session_expires_in_the_store(sessions: Store) -> None:
     """``lifetime=2``: the record expires in the store itself (the old cookie, replayed by
     hand past its max-age, is anonymous)."""
-    with TestClient(starlette_app.make_app(ShmStore(store=shm), lifetime=2)) as client:
+    with TestClient(starlette_app.make_app(ShmStore(store=AsyncSessionStorage(sessions)), lifetime=2)) as client:
         client.post("/login?user=alice")
         sid = client.cookies[COOKIE]
         assert client.get("/whoami").json()["user"] == "alice"
-        assert shm.get(sid) is not None
+        assert sessions.get(sid) is not None
         time.sleep(2.2)
-        assert shm.get(sid) is None
+        assert sessions.get(sid) is None
         client.cookies.clear()
         assert client.get("/whoami", headers={"cookie": f"{COOKIE}={sid}"}).json()["user"] is None
 
 
-def test_fastapi(shm: SessionStorage) -> None:
+def test_fastapi(sessions: Store) -> None:
     app = FastAPI()
     # add_middleware puts each new one outside the others: autoload first, sessions last.
-    for mw in reversed(starlette_app.middleware(ShmStore(store=shm))):
+    for mw in reversed(starlette_app.middleware(ShmStore(store=AsyncSessionStorage(sessions)))):
         app.add_middleware(mw.cls, *mw.args, **mw.kwargs)
 
     @app.post("/login")
@@ -212,86 +216,86 @@ def test_fastapi(shm: SessionStorage) -> None:
     with TestClient(app) as client:
         client.post("/login", params={"user": "bob"})
         assert client.get("/whoami").json() == {"user": "bob"}
-        assert stored(shm, client.cookies[COOKIE])["user"] == "bob"  # type: ignore[index]
+        assert stored(sessions, client.cookies[COOKIE])["user"] == "bob"  # type: ignore[index]
 
 
-# --- uvicorn --workers 4 ---------------------------------------------------------------------
+# --- a save racing a logout, step by step ----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def uvicorn() -> Iterator[Server]:
-    """``uvicorn --workers 4`` serving ``starlette_app`` on a store this test made."""
-    name = f"t-{os.getpid()}-uvicorn-{secrets.token_hex(4)}"
-    port = free_port()
-    try:
-        with SessionStorage(name, size=4 << 20):
-            pass  # made here, attached to by every worker
-        argv = python("-m", "uvicorn", "--factory", "tests.starlette_app:create_app",
-                      "--host", "127.0.0.1", "--port", str(port), "--workers", "4",
-                      "--log-level", "warning", "--no-access-log")
-        yield from serve(argv, {starlette_app.ENV_STORE: name}, port, name, "/whoami")
-    finally:
-        SessionStorage.unlink_name(name)
+class _Interleaved:
+    """A real async store seen as the saving request's steps: every coroutine call on it is
+    one step, and before step ``i`` another request of the same session acts on its own
+    handle -- it saves the session (so a compare-and-set the saver makes always conflicts)
+    while ``i < logout_at``, logs it out at ``i == logout_at``, and does nothing after."""
+
+    def __init__(self, inner: AsyncStore, other: AsyncStore,
+                 sid: str, logout_at: int) -> None:
+        self.inner, self.other, self.sid, self.logout_at = inner, other, sid, logout_at
+        self.steps = 0
+        self.logged_out = False
+
+    async def _before_step(self) -> None:
+        i, self.steps = self.steps, self.steps + 1
+        if i < self.logout_at:
+            await self.other.write(self.sid, b'{"by": "another request"}')
+        elif i == self.logout_at:
+            assert await self.other.invalidate(self.sid)
+            self.logged_out = True
+
+    def __getattr__(self, attr: str) -> Any:
+        fn = getattr(self.inner, attr)
+        if not inspect.iscoroutinefunction(fn):
+            return fn
+
+        async def step(*args: Any, **kwargs: Any) -> Any:
+            await self._before_step()
+            return await fn(*args, **kwargs)
+
+        return step
 
 
-def login(port: int, user: str) -> str:
-    reply = call(port, "POST", f"/login?user={user}")
-    assert reply.status == 200 and reply.json()["user"] == user, reply
-    cookie = reply.cookie(COOKIE)
-    assert cookie is not None and not cookie[1], reply
-    return cookie[0]
+def test_a_save_never_revives_a_session_logged_out_while_it_runs(
+        backend: str, name: str, open_store: Callable[..., Store],
+        request: pytest.FixtureRequest) -> None:
+    """starsessions' save (``ShmStore.write``, through ``replace_live``) on an async store --
+    the shared-memory store wrapped, and Redis's own async store -- with the logout landing
+    before each step of the save in turn -- step 0, 1, 2, ... until it lands after the save --
+    and another request writing the session before every earlier step. Whatever the save
+    does, the logged-out id must stay dead, and the data saved must be kept under a fresh id
+    when it did not go in before the logout."""
+    max_steps = 64  # store calls one save may make before the test calls it unbounded
+    open_store()  # the store, deleted after the test
 
+    def async_handle() -> AsyncStore:
+        if backend == "shm":
+            return AsyncSessionStorage(open_store())
+        from shmsession.redis import AsyncRedisSessionStorage
 
-def test_workers_share_one_session(uvicorn: Server) -> None:
-    sid = login(uvicorn.port, "alice")
-    jar = {COOKIE: sid}
-    replies = in_threads([lambda: call(uvicorn.port, "GET", "/whoami", jar)] * 48, threads=12)
-    assert all(r.status == 200 and r.json()["user"] == "alice" for r in replies), replies
-    pids = {r.json()["pid"] for r in replies}
-    assert len(pids) >= 2, pids
+        return AsyncRedisSessionStorage(name, f"unix://{request.getfixturevalue('redis_socket')}",
+                                        secret=REDIS_SECRET)
 
+    async def main() -> None:
+        saver, other = async_handle(), async_handle()
+        try:
+            for logout_at in range(max_steps):
+                sid = other.new_id()
+                await other.write(sid, b'{"n": 0}', 600)
+                store = _Interleaved(saver, other, sid, logout_at)
+                saved_under = await ShmStore(store=store).write(  # type: ignore[arg-type]
+                    sid, b'{"n": 1}', lifetime=600, ttl=600)
+                landed_after = not store.logged_out
+                if landed_after:
+                    assert await other.invalidate(sid)
+                assert await other.get(sid) is None, (
+                    f"a logout before step {logout_at} of {store.steps} was undone by the "
+                    f"save (which returned the {'same' if saved_under == sid else 'a new'} id)")
+                if saved_under != sid:
+                    assert await other.get(saved_under) == b'{"n": 1}'
+                if landed_after:
+                    return
+            raise AssertionError(f"a save took more than {max_steps} store calls")
+        finally:
+            await saver.close()
+            await other.close()
 
-def test_sequential_counter_loses_no_update(uvicorn: Server) -> None:
-    jar = {COOKIE: login(uvicorn.port, "carol")}
-    pids = set()
-    for i in range(1, 41):
-        reply = call(uvicorn.port, "POST", "/incr", jar)
-        body = reply.json()
-        assert (reply.status, body["user"], body["n"]) == (200, "carol", i), reply
-        pids.add(body["pid"])
-    with SessionStorage(uvicorn.store_name) as shm:
-        assert stored(shm, jar[COOKIE])["n"] == 40  # type: ignore[index]
-    assert len(pids) >= 2, pids  # the increments really went through several workers
-
-
-def test_concurrent_writes_end_in_one_whole_version(uvicorn: Server) -> None:
-    jar = {COOKIE: login(uvicorn.port, "dave")}
-    assert call(uvicorn.port, "POST", "/put?tag=z&size=30000", jar).status == 200
-    tags = [chr(ord("a") + i) for i in range(16)]
-    writes = [lambda t=t: call(uvicorn.port, "POST", f"/put?tag={t}&size=30000", jar)
-              for t in tags]
-    reads = [lambda: call(uvicorn.port, "GET", "/blob", jar)] * 16
-    replies = in_threads([job for pair in zip(writes, reads) for job in pair], threads=12)
-    assert all(r.status == 200 for r in replies), replies
-    for r in replies[1::2]:  # every read saw one whole version
-        body = r.json()
-        assert body["whole"] and body["size"] == 30000 and body["user"] == "dave", body
-    final = call(uvicorn.port, "GET", "/blob", jar).json()
-    # starsessions saves every session a request loaded, changed or not: a read that loaded
-    # "z" before the writes and saved after them is a real last write, so "z" may win too.
-    assert final["whole"] and final["tag"] in tags + ["z"] and final["user"] == "dave", final
-    with SessionStorage(uvicorn.store_name) as shm:
-        record = stored(shm, jar[COOKIE])
-    assert record is not None and record["blob"] == record["tag"] * 30000
-
-
-def test_logout_then_replayed_cookie_is_anonymous(uvicorn: Server) -> None:
-    sid = login(uvicorn.port, "erin")
-    jar = {COOKIE: sid}
-    reply = call(uvicorn.port, "POST", "/logout", jar)
-    assert reply.status == 200 and reply.cookie(COOKIE) is not None
-    assert reply.cookie(COOKIE)[1], reply  # type: ignore[index]  # deleted
-    replays = in_threads([lambda: call(uvicorn.port, "GET", "/whoami", jar)] * 16, threads=8)
-    assert all(r.status == 200 and r.json()["user"] is None for r in replays), replays
-    with SessionStorage(uvicorn.store_name) as shm:
-        assert shm.get(sid) is None
+    asyncio.run(main())
