@@ -68,14 +68,19 @@ class Reply:
 
 
 def call(port: int, method: str, path: str, cookies: Optional[Mapping[str, str]] = None,
-         timeout: float = 20.0) -> Reply:
-    """One request over a new connection (so any worker may take it)."""
+         timeout: float = 20.0, body: Any = None) -> Reply:
+    """One request over a new connection (so any worker may take it); ``body``, if given,
+    goes as JSON."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         headers = {"Connection": "close"}
         if cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
-        conn.request(method, path, headers=headers)
+        payload = b""
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            payload = json.dumps(body).encode()
+        conn.request(method, path, body=payload, headers=headers)
         resp = conn.getresponse()
         return Reply(resp.status, resp.read(), resp.headers.get_all("Set-Cookie") or [])
     finally:

@@ -6,8 +6,6 @@ the test Client end to end, and a real gunicorn whose 4 workers share sessions a
 from __future__ import annotations
 
 import asyncio
-import http.client
-import json
 import os
 import pickle
 import shutil
@@ -18,18 +16,18 @@ import tempfile
 import threading
 import time
 from datetime import timedelta
-from http.cookies import SimpleCookie
 from importlib import import_module
 from pathlib import Path
-from typing import (Any, Callable, Coroutine, Dict, Iterator, List, NamedTuple, Optional,
-                    Tuple, Type)
+from typing import (Any, Callable, Coroutine, Dict, Iterator, List, NamedTuple, Type)
 
 import pytest
 
 import django
 from django.conf import settings
 
-from tests.django_app import ENV_NAME, STORE_SIZE, cache_name, settings_for
+from tests._servers import Server, call, free_port, in_threads, python, serve
+from tests._stores import server_env
+from tests.django_app import STORE_SIZE, cache_name, settings_for
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _DB_DIR = tempfile.mkdtemp(prefix="shmsession-django-test-")
@@ -63,7 +61,6 @@ from django.db import connections  # noqa: E402
 from django.test import Client, override_settings  # noqa: E402
 
 from shmsession import SessionStorage, Store, StoreFull, ValueTooLarge  # noqa: E402
-from shmsession import demo  # noqa: E402
 from shmsession.contrib.django import SessionStore, ShmCache, close_stores  # noqa: E402
 
 ENGINES = {
@@ -1004,188 +1001,97 @@ def test_async_cache_api(cache: ShmCache) -> None:
 # A real gunicorn: 4 sync workers, one session store and one cache between them
 # =============================================================================================
 
-STARTUP_TIMEOUT = 40.0
 #: Most rounds of requests sent until two workers have answered one kind of request.
 SPREAD_ROUNDS = 10
-REQUEST_TIMEOUT = 30.0
 
 
-def _http(
-    port: int, method: str, path: str, cookie: Optional[str] = None, body: Any = None
-) -> Tuple[int, Dict[str, Any], Optional[str]]:
-    """One request over a NEW connection: (status, JSON body, the sessionid it sets or None)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
-    try:
-        headers = {"Connection": "close"}
-        if cookie is not None:
-            headers["Cookie"] = f"sessionid={cookie}"
-        payload = None if body is None else json.dumps(body).encode()
-        if payload is not None:
-            headers["Content-Type"] = "application/json"
-        conn.request(method, path, body=payload or b"", headers=headers)
-        response = conn.getresponse()
-        raw_body = response.read()
-        set_cookie = None
-        for header in response.headers.get_all("Set-Cookie") or ():
-            jar: SimpleCookie = SimpleCookie(header)
-            if "sessionid" in jar:
-                set_cookie = jar["sessionid"].value
-    finally:
-        conn.close()
-    try:
-        data = json.loads(raw_body)
-    except ValueError:
-        data = {"not_json": raw_body[:300].decode("utf-8", "replace")}
-    return response.status, data, set_cookie
-
-
-def _parallel(calls: List[Callable[[], Any]], timeout: float = 60.0) -> List[Any]:
-    """Run ``calls`` at once, each in its own thread, released together; their results."""
-    results: List[Any] = [None] * len(calls)
-    barrier = threading.Barrier(len(calls))
-
-    def worker(i: int) -> None:
-        try:
-            barrier.wait(timeout=timeout)
-            results[i] = calls[i]()
-        except BaseException as exc:  # noqa: BLE001 - returned to the test
-            results[i] = exc
-
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    assert not any(t.is_alive() for t in threads), "requests did not finish in time"
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return results
-
-
-def _wait_for_workers(port: int, wanted: int, deadline: float) -> List[int]:
-    """Pids of the workers that answered bursts of concurrent anonymous requests, once
-    ``wanted`` have answered or at ``deadline`` (at most 100 bursts)."""
-    seen: set = set()
-    for _ in range(100):
-        answers = _parallel([lambda: _http(port, "GET", "/whoami/")] * 8)
-        seen.update(body["pid"] for _, body, _ in answers)
-        if len(seen) >= wanted or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    return sorted(seen)
-
-
-def _start_gunicorn(name: str, port: int, log: Path) -> "subprocess.Popen[bytes]":
-    env = dict(os.environ)
-    env[ENV_NAME] = name
-    env["DJANGO_SETTINGS_MODULE"] = "tests.django_app.settings"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    with open(log, "wb") as err:
-        return subprocess.Popen(
-            [
-                sys.executable, "-m", "gunicorn",
-                "--workers", "4", "--worker-class", "sync",
-                "--bind", f"127.0.0.1:{port}",
-                "--log-level", "warning", "--timeout", "60",
-                "tests.django_app.wsgi:application",
-            ],  # fmt: skip
-            cwd=str(REPO_ROOT), env=env, start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-        )
+@pytest.fixture
+def gunicorn(backend: str, open_store: Callable[..., Store], name: str,
+             request: pytest.FixtureRequest) -> Iterator[Server]:
+    """gunicorn, 4 sync workers, serving tests/django_app on stores this fixture made in
+    ``backend``: the sessions' (``server.store``: a handle on it) and the cache's."""
+    sock = request.getfixturevalue("redis_socket") if backend == "redis" else None
+    open_store("-cache")  # the cache's store (cache_name), deleted after the test
+    store = open_store()
+    port = free_port()
+    env = dict(server_env(backend, name, sock), DJANGO_SETTINGS_MODULE="tests.django_app.settings")
+    argv = python("-m", "gunicorn", "--workers", "4", "--worker-class", "sync",
+                  "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "--timeout", "60",
+                  "tests.django_app.wsgi:application")
+    yield from serve(argv, env, port, name, "/whoami/", store)
 
 
 @pytest.mark.timeout(150)
-def test_gunicorn_workers_share_sessions_and_cache(stores: str, tmp_path: Path) -> None:
-    name = stores
-    port = demo.free_port()
-    log = tmp_path / "gunicorn.log"
-    server = _start_gunicorn(name, port, log)
+def test_gunicorn_workers_share_sessions_and_cache(gunicorn: Server) -> None:
+    port, store = gunicorn.port, gunicorn.store
+    assert store is not None
 
-    def report() -> str:
-        return log.read_text(errors="replace")[-3000:]
+    def jar(sid: str) -> Dict[str, str]:
+        return {"sessionid": sid}
 
-    try:
-        # Up: gunicorn answers (anonymous), then a few workers have answered.
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            assert server.poll() is None, f"gunicorn exited with {server.returncode}\n{report()}"
-            try:
-                status, body, _ = _http(port, "GET", "/whoami/")
-                break
-            except OSError:
-                assert time.monotonic() < deadline, f"gunicorn did not answer\n{report()}"
-                time.sleep(0.1)
-        assert status == 401 and body["anonymous"] is True, (status, body, report())
-        # gunicorn answers once its first worker is up; the others may still be importing
-        # Django. Bursts of anonymous requests show which workers take connections.
-        workers = _wait_for_workers(port, 4, deadline=time.monotonic() + STARTUP_TIMEOUT)
-        assert len(workers) >= 2, f"only worker(s) {workers} answered\n{report()}"
+    reply = call(port, "GET", "/whoami/")  # anonymous
+    assert reply.status == 401 and reply.json()["anonymous"] is True, reply
 
-        # Log in.
-        status, body, cookie = _http(port, "POST", "/login/?user=alice")
-        assert status == 200 and cookie, (status, body, report())
-        with raw(name) as store:
-            assert cookie in store  # the session is in the shared segment
+    # Log in.
+    reply = call(port, "POST", "/login/?user=alice")
+    found = reply.cookie("sessionid")
+    assert reply.status == 200 and found is not None and found[0], reply
+    cookie = found[0]
+    assert cookie in store  # the session is in the shared store
 
-            # Concurrent readers on new connections: every worker that answers sees the
-            # session. Bursts until two workers have answered (a loaded machine may let one
-            # worker take a whole burst).
-            alice = {"user": "alice", "n": 0}
-            read_pids: set = set()
-            for _ in range(SPREAD_ROUNDS):
-                answers = _parallel([lambda: _http(port, "GET", "/whoami/", cookie)] * 20)
-                assert all(s == 200 and b["session"] == alice for s, b, _ in answers), answers
-                read_pids.update(b["pid"] for _, b, _ in answers)
-                if len(read_pids) >= 2:
-                    break
-            assert len(read_pids) >= 2, f"only worker(s) {read_pids} answered"
+    # Concurrent readers on new connections: every worker that answers sees the session.
+    # Bursts until two workers have answered (a loaded machine may let one worker take a
+    # whole burst).
+    alice = {"user": "alice", "n": 0}
+    read_pids: set = set()
+    for _ in range(SPREAD_ROUNDS):
+        answers = in_threads([lambda: call(port, "GET", "/whoami/", jar(cookie))] * 20, 20)
+        assert all(r.status == 200 and r.json()["session"] == alice for r in answers), answers
+        read_pids.update(r.json()["pid"] for r in answers)
+        if len(read_pids) >= 2:
+            break
+    assert len(read_pids) >= 2, f"only worker(s) {read_pids} answered"
 
-            # Sequential read-modify-writes -- at least 40, and on at least two workers --
-            # lose no update.
-            incr_pids = []
-            for i in range(1, 40 * SPREAD_ROUNDS + 1):
-                status, body, _ = _http(port, "POST", "/incr/", cookie)
-                assert status == 200 and body["n"] == i, (i, status, body)
-                incr_pids.append(body["pid"])
-                if i >= 40 and len(set(incr_pids)) >= 2:
-                    break
-            assert len(set(incr_pids)) >= 2, f"all increments went to {set(incr_pids)}"
-            status, body, _ = _http(port, "GET", "/whoami/", cookie)
-            assert body["session"] == {"user": "alice", "n": len(incr_pids)}
+    # Sequential read-modify-writes -- at least 40, and on at least two workers -- lose no
+    # update.
+    incr_pids = []
+    for i in range(1, 40 * SPREAD_ROUNDS + 1):
+        reply = call(port, "POST", "/incr/", jar(cookie))
+        assert reply.status == 200 and reply.json()["n"] == i, (i, reply)
+        incr_pids.append(reply.json()["pid"])
+        if i >= 40 and len(set(incr_pids)) >= 2:
+            break
+    assert len(set(incr_pids)) >= 2, f"all increments went to {set(incr_pids)}"
+    reply = call(port, "GET", "/whoami/", jar(cookie))
+    assert reply.json()["session"] == {"user": "alice", "n": len(incr_pids)}
 
-            # Concurrent writes of whole, distinct sessions end in exactly one of them.
-            versions = [
-                {"user": "alice", "writer": i, f"only_{i}": "v" * 200 * i, "items": [i] * 10 * i}
-                for i in range(8)
-            ]
-            answers = _parallel(
-                [lambda v=v: _http(port, "POST", "/put/", cookie, v) for v in versions]
-            )
-            assert all(s == 200 for s, _, _ in answers), answers
-            status, body, _ = _http(port, "GET", "/whoami/", cookie)
-            assert status == 200 and body["session"] in versions, body
+    # Concurrent writes of whole, distinct sessions end in exactly one of them.
+    versions = [
+        {"user": "alice", "writer": i, f"only_{i}": "v" * 200 * i, "items": [i] * 10 * i}
+        for i in range(8)
+    ]
+    answers = in_threads([lambda v=v: call(port, "POST", "/put/", jar(cookie), body=v)
+                          for v in versions], len(versions))
+    assert all(r.status == 200 for r in answers), answers
+    reply = call(port, "GET", "/whoami/", jar(cookie))
+    assert reply.status == 200 and reply.json()["session"] in versions, reply
 
-            # The cache: concurrent incr in the workers, no increment lost or repeated.
-            hits: List[int] = []
-            hit_pids: set = set()
-            for _ in range(SPREAD_ROUNDS):
-                answers = _parallel([lambda: _http(port, "POST", "/cache/incr/")] * 20)
-                hits += [b["hits"] for _, b, _ in answers]
-                hit_pids.update(b["pid"] for _, b, _ in answers)
-                if len(hit_pids) >= 2:
-                    break
-            assert sorted(hits) == list(range(1, len(hits) + 1)), hits
-            assert len(hit_pids) >= 2, f"only worker(s) {hit_pids} answered"
+    # The cache: concurrent incr in the workers, no increment lost or repeated.
+    hits: List[int] = []
+    hit_pids: set = set()
+    for _ in range(SPREAD_ROUNDS):
+        answers = in_threads([lambda: call(port, "POST", "/cache/incr/")] * 20, 20)
+        hits += [r.json()["hits"] for r in answers]
+        hit_pids.update(r.json()["pid"] for r in answers)
+        if len(hit_pids) >= 2:
+            break
+    assert sorted(hits) == list(range(1, len(hits) + 1)), hits
+    assert len(hit_pids) >= 2, f"only worker(s) {hit_pids} answered"
 
-            # Log out; the old cookie, replayed to any worker, is anonymous.
-            status, body, new_cookie = _http(port, "POST", "/logout/", cookie)
-            assert status == 200 and new_cookie == "", (status, body)
-            assert cookie not in store
-            replays = _parallel([lambda: _http(port, "GET", "/whoami/", cookie)] * 12)
-            assert all(s == 401 and b["anonymous"] is True for s, b, _ in replays), replays
-        assert server.poll() is None, f"gunicorn died\n{report()}"
-        assert "Traceback" not in report(), report()
-    finally:
-        demo.stop_gunicorn(server)
+    # Log out; the old cookie, replayed to any worker, is anonymous.
+    reply = call(port, "POST", "/logout/", jar(cookie))
+    assert reply.status == 200 and reply.cookie("sessionid") == ("", True), reply
+    assert cookie not in store
+    replays = in_threads([lambda: call(port, "GET", "/whoami/", jar(cookie))] * 12, 12)
+    assert all(r.status == 401 and r.json()["anonymous"] is True for r in replays), replays
+    assert gunicorn.proc.poll() is None, f"gunicorn died\n{gunicorn.output()[-3000:]}"

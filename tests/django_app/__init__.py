@@ -1,15 +1,14 @@
 """A tiny Django project for tests/test_django.py: settings, URLs and views.
 
 The in-process tests call ``settings.configure(**settings_for(...))``; the gunicorn workers
-load ``tests.django_app.settings``, which builds the same settings from the environment.
+load ``tests.django_app.settings``, which builds the same settings from the environment
+(with the stores in Redis when it says so).
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict
 
-#: The environment variable that gives the gunicorn workers their store name.
-ENV_NAME = "SHMSESSION_DJANGO_TEST_NAME"
 STORE_SIZE = 4 * 2**20
 
 

@@ -1,7 +1,16 @@
-"""Settings of the gunicorn workers: the store name comes from the environment."""
+"""Settings of the gunicorn workers: where the stores are comes from the environment
+(``tests._stores.server_env``): in shared memory by name, or in Redis."""
 
-import os
+from tests._stores import store_from_env
+from tests.django_app import cache_name, settings_for
 
-from tests.django_app import ENV_NAME, settings_for
+_name, _redis_url, _secret = store_from_env()
+globals().update(settings_for(_name))
+if _redis_url is not None:
+    from shmsession.redis import RedisSessionStorage
 
-globals().update(settings_for(os.environ[ENV_NAME]))
+    SHMSESSION = {"store": RedisSessionStorage(_name, _redis_url, secret=_secret)}
+    CACHES = {"default": {
+        "BACKEND": "shmsession.contrib.django.ShmCache",
+        "LOCATION": RedisSessionStorage(cache_name(_name), _redis_url, secret=_secret),
+    }}
