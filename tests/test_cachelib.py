@@ -230,6 +230,8 @@ def test_clear(cache: ShmCache) -> None:
 
 # --------------------------------------------------------------------------- serializers
 def test_serializer_injection(cache: ShmCache) -> None:
+    # ``cache._id(key)``, here and below: the id a key is stored under, so the tests can read
+    # or plant the stored bytes themselves (the key mapping is ShmCache's own, not public).
     cache.serializer = JSONSerializer()
     assert cache.set("key", {"a": 1, "b": [1, 2, 3]})
     assert cache.get("key") == {"a": 1, "b": [1, 2, 3]}
@@ -365,6 +367,8 @@ def test_timeouts_override_the_stores_ttl(open_store: Callable[..., Store]) -> N
 
 # --------------------------------------------------------------------------- keys
 def test_long_and_non_ascii_keys(cache: ShmCache) -> None:
+    """Also a test of the key mapping itself (``_id``): keys up to the store's 1024 bytes are
+    kept, longer ones hashed under a prefix no plain key has."""
     keys = [
         "",
         "ключ",

@@ -163,6 +163,7 @@ def test_expiry_is_the_keys_own(redis_url: str, redis_socket: str, name: str) ->
             redis.Redis(unix_socket_path=redis_socket) as raw:
 
         def pttl(sid: str) -> int:
+            # Internals: the Redis key a session lives under, whose PX this test reads.
             return int(raw.pttl(store._c.key(sid)))
 
         store.write("inf", b"v", ttl=math.inf)
@@ -196,7 +197,7 @@ def test_a_foreign_value_under_the_prefix_is_reported(redis_url: str, redis_sock
     with RedisSessionStorage(name, redis_url, secret=SECRET) as store:
         store.write("k", b"v")
         with redis.Redis(unix_socket_path=redis_socket) as raw:
-            raw.set(store._c.key("k"), b"odd")
+            raw.set(store._c.key("k"), b"odd")  # internals: the key "k" lives under
         with pytest.raises(CorruptSegment) as info:
             store.read("k")
         assert "prefix" in str(info.value)
@@ -283,6 +284,8 @@ def test_urls_choose_the_transport_without_connecting(name: str) -> None:
         ("unix:///run/redis/redis.sock?db=2", redis.UnixDomainSocketConnection,
          aioredis.UnixDomainSocketConnection, {"path": "/run/redis/redis.sock", "db": 2}),
     ]
+    # Internals: the client's connection pool (``_r``), which shows the transport chosen
+    # without a server to connect to.
     for url, sync_cls, async_cls, expected in cases:
         store = RedisSessionStorage(name, url, secret=SECRET)
         pool = store._r.connection_pool
@@ -304,7 +307,7 @@ def test_tls_round_trip(redis_tls: "tuple[int, str]", name: str) -> None:
     port, ca = redis_tls
     url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}"
     with RedisSessionStorage(name, url, secret=SECRET) as store:
-        assert store._r.connection_pool.connection_class is redis.SSLConnection
+        assert store._r.connection_pool.connection_class is redis.SSLConnection  # internals
         store.write("k", b"over TLS")
         assert store.read("k") == b"over TLS"
 

@@ -7,6 +7,10 @@ which is what gunicorn's worker timeout does -- and then, after recovery, the st
 ``check()`` and hold exactly the contents of before the operation (or, for ``clear``, which
 is finished rather than undone, of after). The run that reaches the end must hold the
 contents of after, and every session the operation does not concern must be byte-identical.
+
+These are tests of internals: they set the journal's fault hook, read the table raw and map
+ids to digests (``store._engine``, ``store._digest``, ``store._w``), since no public call can
+stop a writer between two of its stores to shared memory.
 """
 
 from __future__ import annotations

@@ -146,7 +146,7 @@ def test_a_value_range_outside_the_heap_is_noticed_and_the_rest_still_served(
     with _filled(name) as store:
         ident = _identity(name)
         capacity, table_off = ident[4], ident[8]
-        target = store._digests.of("s7")
+        target = store._digests.of("s7")  # internals: to find the slot of "s7" in the raw bytes
         for i in range(capacity):
             pos = table_off + i * L.SLOT_SIZE
             if _pread(name, pos, 16) == target:

@@ -149,7 +149,7 @@ def demo_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     try:
         yield name
     finally:
-        if wsgi._store is not None:
+        if wsgi._store is not None:  # the demo app's own handle (internals), opened lazily
             wsgi._store.close()
         SessionStorage.unlink_name(name)
         _force_clean(name)

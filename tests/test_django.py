@@ -535,6 +535,7 @@ import django
 django.setup()
 from shmsession.contrib import django as shm_django
 from shmsession.contrib.django import SessionStore
+# Internals: the engine's own handle (_session_store), to see the child keeps it.
 before = shm_django._session_store()  # the handle is opened here, in the parent
 r, w = os.pipe()
 pid = os.fork()

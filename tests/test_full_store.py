@@ -3,7 +3,7 @@ fits, whatever the sessions already there, and the work of one write is bounded 
 
 Random evictions alone rarely free neighbouring blocks: with the heap full of ~900-byte
 sessions, growing one to 4 KiB failed 20 times out of 20 before eviction cleared runs of
-adjacent blocks (``SessionStorage._plan_room``).
+adjacent blocks (``shmsession._room.Room.plan``).
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ A read copies without the lock and keeps the copy only if the segment's sequence
 the same even number before and after. These tests hold it to what a locked read gave:
 never a torn value, never a false miss while deletions shift entries around, no waiting on a
 lock holder that is not writing, and waiting (then repair) when the holder is mid-change.
+
+These are tests of internals: to catch a reader between two loads, or a writer mid-change,
+they hold the lock, open a transaction, or spy on the reader's control words
+(``_acquire``, ``_engine``, ``_reader``), which no public call exposes.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """Many processes (spawned and forked) and many threads on one store.
 
+Where a test must hold the store's lock from outside any call, or stop a writer part way,
+it reaches the lock and the journal's fault hook (``_acquire``, ``_lock``, ``_engine.j``):
+tests of internals, as no public call keeps the lock held or stops midway.
+
 Every child is started through :class:`Children`, which talks to it over a pipe, bounds
 every wait, and always reaps it (join with a deadline, then SIGKILL) in ``finally``.
 Forked children are plain ``fork`` children of the pytest process (Python 3.11: no

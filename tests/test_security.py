@@ -471,6 +471,7 @@ def test_a_store_named_like_an_existing_stores_lock_file_can_be_created(name: st
 
 # ---------------------------------------------------------------------------- keyed hash
 def test_digests_are_keyed_per_segment(name: str) -> None:
+    """A test of internals: the keyed digest (``_digest``) the table is indexed by."""
     other = name + "-b"
     try:
         with SessionStorage(name, size=SIZE) as a, SessionStorage(other, size=SIZE) as b:
@@ -495,6 +496,7 @@ def test_digests_are_keyed_per_segment(name: str) -> None:
 
 
 def test_ids_colliding_under_an_unkeyed_hash_do_not_pile_up(name: str) -> None:
+    """A test of internals: it reads the table's geometry and home slots (``_engine.t``)."""
     with SessionStorage(name, size=SIZE, max_entries=300, ttl=None) as s:
         t = s._engine.t
         mask = t.mask
