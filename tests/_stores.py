@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 from shmsession import SessionStorage, Store
 from shmsession._segment import LOCK_PREFIX, PREFIX, SHM_DIR, lock_path, segment_path
@@ -17,6 +17,7 @@ TEST_PREFIX = "t-"
 BACKENDS = ["shm", "redis"]
 REDIS_SECRET = b"a test secret of more than 16 bytes"  # every test store's, on Redis
 OpenStore = Callable[..., Store]
+T = TypeVar("T")
 
 #: What a server's app reads: its store's name, the Redis server's unix socket when the store
 #: is in Redis, and the secret (the Redis store's, and the app's own where it signs cookies).
@@ -43,6 +44,23 @@ def remove_store(name: str) -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+
+def handed_out(open_one: Callable[..., T], close: Callable[[T], object]
+               ) -> Iterator[Callable[..., T]]:
+    """The body of a fixture that hands out ``open_one(**options)`` as often as the test
+    asks, and closes all it handed out after."""
+    made: List[T] = []
+
+    def make(**options: Any) -> T:
+        made.append(open_one(**options))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for one in made:
+            close(one)
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp_session import AbstractStorage, get_session, setup
 
-from shmsession import SessionStorage, Store
+from shmsession import Store
 from shmsession.aio import AsyncSessionStorage
 from shmsession.contrib.aiohttp import ShmStorage
 
@@ -223,24 +223,12 @@ def test_max_age_is_the_store_ttl(sessions: Store) -> None:
     assert with_client(short(), replay)["user"] is None
 
 
-def test_storage_by_name_or_object(name: str) -> None:
+def test_a_storage_is_aiohttp_sessions_with_its_options(name: str) -> None:
+    """(What every adapter's constructor takes: tests/test_adapter_stores.py.)"""
     by_name = ShmStorage(name, size=1 << 20, max_age=60)
     try:
         assert isinstance(by_name, AbstractStorage)
-        assert isinstance(by_name.store, AsyncSessionStorage)
         assert by_name.cookie_name == COOKIE and by_name.max_age == 60
-        with SessionStorage(name) as sync:
-            assert isinstance(ShmStorage(store=sync).store, AsyncSessionStorage)
-            wrapped = AsyncSessionStorage(sync)
-            assert ShmStorage(store=wrapped).store is wrapped
-            with pytest.raises(TypeError):
-                ShmStorage(name, store=sync)
-            with pytest.raises(TypeError):
-                ShmStorage(store=sync, size=1 << 20)
-        with pytest.raises(TypeError):
-            ShmStorage()
-        with pytest.raises(TypeError, match="async store"):
-            ShmStorage(store=object())  # type: ignore[arg-type]
     finally:
         assert isinstance(by_name.store, AsyncSessionStorage)
         by_name.store.sync.close()

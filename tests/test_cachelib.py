@@ -23,6 +23,7 @@ from cachelib.serializers import BaseSerializer
 
 from shmsession import SessionStorage, Store
 from shmsession.contrib.cachelib import ShmCache
+from tests._stores import handed_out
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SIZE = 4 << 20
@@ -55,26 +56,11 @@ class JSONSerializer(BaseSerializer):
         return json.loads(bvalue)
 
 
-def _caches(open_cache: Factory) -> Iterator[Factory]:
-    """The body of a cache factory fixture: hands out caches, and closes them all after."""
-    made: List[ShmCache] = []
-
-    def make(**kwargs: Any) -> ShmCache:
-        made.append(open_cache(**kwargs))
-        return made[-1]
-
-    try:
-        yield make
-    finally:
-        for cache in made:
-            cache.close()
-
-
 @pytest.fixture
 def cache_factory(open_store: Callable[..., Store]) -> Iterator[Factory]:
     """Makes ShmCaches on this test's store, each on a handle of its own, in shared memory
     and in Redis (the ``backend`` fixture): every test taking it runs on both."""
-    yield from _caches(lambda **kwargs: ShmCache(store=open_store(), **kwargs))
+    yield from handed_out(lambda **kwargs: ShmCache(store=open_store(), **kwargs), ShmCache.close)
 
 
 @pytest.fixture
@@ -87,7 +73,7 @@ def shm_cache_factory(name: str) -> Iterator[Factory]:
     """Makes ShmCaches by name on this test's store in shared memory (each attaches to the
     same segment): for the tests that read an entry's ttl (``sessions()``, which the Redis
     store does not have) or open the cache by name in another process."""
-    yield from _caches(lambda **kwargs: ShmCache(name, size=SIZE, **kwargs))
+    yield from handed_out(lambda **kwargs: ShmCache(name, size=SIZE, **kwargs), ShmCache.close)
 
 
 @pytest.fixture
@@ -320,14 +306,15 @@ def test_timeout_zero_never_expires(shm_cache_factory: Factory) -> None:
 
 
 def test_timeout_kinds(shm_cache: ShmCache) -> None:
-    shm_cache.set("k", 1, timeout=timedelta(minutes=2))
-    assert 110 < ttl_of_only_entry(shm_cache) <= 120
-    shm_cache.set("k", 1, timeout=7.5)  # floats as they are, and no DeprecationWarning
-    assert 6 < ttl_of_only_entry(shm_cache) <= 7.5
+    cache = shm_cache  # by name, in shared memory: see shm_cache_factory
+    cache.set("k", 1, timeout=timedelta(minutes=2))
+    assert 110 < ttl_of_only_entry(cache) <= 120
+    cache.set("k", 1, timeout=7.5)  # floats as they are, and no DeprecationWarning
+    assert 6 < ttl_of_only_entry(cache) <= 7.5
     with pytest.raises(TypeError):
-        shm_cache.set("k", 1, timeout="300")  # type: ignore[arg-type]
+        cache.set("k", 1, timeout="300")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        ShmCache(store=shm_cache.store, default_timeout=-1)
+        ShmCache(store=cache.store, default_timeout=-1)
 
 
 def test_negative_timeout_is_already_expired(cache: ShmCache) -> None:
@@ -421,21 +408,13 @@ def test_value_too_large_fails_and_drops_the_old_value(name: str) -> None:
         cache.close()
 
 
-def test_constructor_takes_a_name_or_a_store(name: str) -> None:
-    with pytest.raises(TypeError):
-        ShmCache()
-    store = SessionStorage(name, size=SIZE)
-    try:
-        with pytest.raises(TypeError):
-            ShmCache(name, store=store)
-        with pytest.raises(TypeError):
-            ShmCache(store=store, size=SIZE)
+def test_a_cache_closes_no_store_it_was_given(name: str) -> None:
+    """(What every adapter's constructor takes: tests/test_adapter_stores.py.)"""
+    with SessionStorage(name, size=SIZE) as store:
         cache = ShmCache(store=store)
         cache.set("k", "v")
         cache.close()  # not its store: stays open
         assert ShmCache(store=store).get("k") == "v"
-    finally:
-        store.close()
 
 
 # --------------------------------------------------------------------------- concurrency
@@ -460,19 +439,20 @@ def test_concurrent_inc_loses_nothing_across_threads_and_processes(
     shm_cache: ShmCache, name: str
 ) -> None:
     """Two processes x 4 threads of inc on one key: every increment counts."""
+    cache = shm_cache  # by name, in shared memory: see shm_cache_factory
     per_thread, threads_n = 150, 4
     child = textwrap.dedent(
         f"""
         import threading
         from shmsession.contrib.cachelib import ShmCache
-        shm_cache = ShmCache({name!r}, size={SIZE})
+        cache = ShmCache({name!r}, size={SIZE})
         def work():
             for _ in range({per_thread}):
-                assert shm_cache.inc("counter") is not None
+                assert cache.inc("counter") is not None
         ts = [threading.Thread(target=work) for _ in range({threads_n})]
         for t in ts: t.start()
         for t in ts: t.join()
-        shm_cache.close()
+        cache.close()
         """
     )
     proc = subprocess.Popen([sys.executable, "-c", child], cwd=REPO_ROOT)
@@ -480,7 +460,7 @@ def test_concurrent_inc_loses_nothing_across_threads_and_processes(
 
         def work() -> None:
             for _ in range(per_thread):
-                assert shm_cache.dec("counter", -1) is not None  # dec of -1 is inc of 1
+                assert cache.dec("counter", -1) is not None  # dec of -1 is inc of 1
 
         threads = [threading.Thread(target=work) for _ in range(threads_n)]
         for t in threads:
@@ -492,11 +472,12 @@ def test_concurrent_inc_loses_nothing_across_threads_and_processes(
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
-    assert shm_cache.get("counter") == 2 * threads_n * per_thread
+    assert cache.get("counter") == 2 * threads_n * per_thread
 
 
 def test_values_are_shared_between_processes(shm_cache: ShmCache, name: str) -> None:
-    shm_cache.set("from-parent", {"n": 1}, timeout=0)
+    cache = shm_cache  # by name, in shared memory: see shm_cache_factory
+    cache.set("from-parent", {"n": 1}, timeout=0)
     script = (
         "from shmsession.contrib.cachelib import ShmCache\n"
         f"c = ShmCache({name!r}, size={SIZE})\n"
@@ -505,7 +486,7 @@ def test_values_are_shared_between_processes(shm_cache: ShmCache, name: str) -> 
         "c.close()\n"
     )
     subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, check=True, timeout=60)
-    assert shm_cache.get("from-child") == [1, 2]
+    assert cache.get("from-child") == [1, 2]
 
 
 # --------------------------------------------------------------------------- frameworks

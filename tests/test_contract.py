@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -21,39 +21,23 @@ from shmsession import (
 )
 from shmsession.aio import AsyncSessionStorage
 from tests.contract import AsyncContract, Blocking, SharedHandleContract, StoreContract
-from tests._stores import REDIS_SECRET as SECRET
+from tests._stores import REDIS_SECRET as SECRET, handed_out
 from tests.redis_server import redis_keys
 
 
 # --------------------------------------------------------------------- the four stores
-def _handles(open_handle: Callable[..., Any], close: Callable[[Any], None]
-             ) -> Iterator[Callable[..., Any]]:
-    """The body of a ``make_store`` fixture: hands out handles, and closes them all after."""
-    handles: List[Any] = []
-
-    def make(**options: Any) -> Any:
-        handles.append(open_handle(**options))
-        return handles[-1]
-
-    try:
-        yield make
-    finally:
-        for h in handles:
-            close(h)
-
-
 class TestSharedMemory(StoreContract, SharedHandleContract):
     @pytest.fixture
     def make_store(self, name: str) -> Iterator[Callable[..., Any]]:
         # The name fixture removes the segment.
-        yield from _handles(lambda **o: SessionStorage(name, size=4 << 20, **o),
+        yield from handed_out(lambda **o: SessionStorage(name, size=4 << 20, **o),
                             SessionStorage.close)
 
 
 class TestAsyncSharedMemory(StoreContract, AsyncContract):
     @pytest.fixture
     def make_store(self, name: str) -> Iterator[Callable[..., Any]]:
-        yield from _handles(
+        yield from handed_out(
             lambda **o: Blocking(AsyncSessionStorage(SessionStorage(name, size=4 << 20, **o))),
             Blocking.dispose)
 
@@ -65,7 +49,7 @@ class TestRedis(StoreContract, SharedHandleContract):
 
         url = f"unix://{redis_socket}"
         try:
-            yield from _handles(lambda **o: RedisSessionStorage(name, url, secret=SECRET, **o),
+            yield from handed_out(lambda **o: RedisSessionStorage(name, url, secret=SECRET, **o),
                                 RedisSessionStorage.close)
         finally:
             redis_keys(redis_socket, f"shmsession:{name}:", drop=True)
@@ -78,7 +62,7 @@ class TestAsyncRedis(StoreContract, AsyncContract):
 
         url = f"unix://{redis_socket}"
         try:
-            yield from _handles(
+            yield from handed_out(
                 lambda **o: Blocking(AsyncRedisSessionStorage(name, url, secret=SECRET, **o)),
                 Blocking.dispose)
         finally:
