@@ -7,7 +7,7 @@ lock holder that is not writing, and waiting (then repair) when the holder is mi
 
 These are tests of internals: to catch a reader between two loads, or a writer mid-change,
 they hold the lock, open a transaction, or spy on the reader's control words
-(``_acquire``, ``_engine``, ``_reader``), which no public call exposes.
+(``_access``, ``_engine``, ``_reader``), which no public call exposes.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from shmsession import SessionNotFound, SessionStorage
 from shmsession import _layout as L
 from shmsession._reader import LOCK_FREE_READS
 
-from .test_multiprocess import Children, Conn, _hold_lock_child
+from ._children import Children, Conn, lock_held_by_a_child
 
 pytestmark = pytest.mark.skipif(
     not LOCK_FREE_READS, reason="on this processor every read takes the lock"
@@ -46,12 +46,9 @@ def _whole(k: int, got: bytes) -> bool:
 
 
 def test_a_read_does_not_wait_for_a_lock_holder_that_is_not_writing(name: str) -> None:
-    store = SessionStorage(name, size=SIZE)
-    try:
+    with SessionStorage(name, size=SIZE) as store:
         store.write("k", b"v")
-        with Children("fork") as kids:
-            child = kids.start(_hold_lock_child, name, 10.0)
-            child.expect("held")
+        with lock_held_by_a_child(name, 10.0) as (kids, child):
             t0 = time.monotonic()
             for _ in range(200):
                 assert store.read("k") == b"v"
@@ -63,8 +60,6 @@ def test_a_read_does_not_wait_for_a_lock_holder_that_is_not_writing(name: str) -
             child.expect("done")
             kids.join_all()
         assert elapsed < 1.0, f"600 reads took {elapsed:.3f} s: they waited for the lock"
-    finally:
-        store.close()
 
 
 def _mid_transaction_child(conn: Conn, name: str, hold: float, visible: bool = True) -> None:
@@ -90,12 +85,9 @@ def _read_during_transaction(name: str, visible: bool) -> Tuple[bytes, float]:
     """Read "k" while another process sits 0.5 s in a transaction that has overwritten its
     first bytes (``visible``) or only saved their undo record; the value read, and how long
     the read took."""
-    store = SessionStorage(name, size=SIZE)
-    try:
+    with SessionStorage(name, size=SIZE) as store:
         store.write("k", b"1234 and more")
-        with Children("fork") as kids:
-            child = kids.start(_mid_transaction_child, name, 0.5, visible)
-            child.expect("held")
+        with lock_held_by_a_child(name, 0.5, _mid_transaction_child, visible) as (kids, child):
             t0 = time.monotonic()
             got = store.read("k")
             waited = time.monotonic() - t0
@@ -103,8 +95,6 @@ def _read_during_transaction(name: str, visible: bool) -> Tuple[bytes, float]:
             child.expect("done")
             kids.join_all()
         return got, waited
-    finally:
-        store.close()
 
 
 def test_a_read_waits_for_a_writer_in_the_middle_of_a_change(name: str) -> None:
@@ -122,20 +112,15 @@ def test_a_read_does_not_wait_for_a_transaction_that_changed_nothing_it_copies(n
 
 
 def test_a_read_after_a_writer_died_mid_change_sees_the_change_undone(name: str) -> None:
-    store = SessionStorage(name, size=SIZE)
-    try:
+    with SessionStorage(name, size=SIZE) as store:
         store.write("k", b"1234 and more")
-        with Children("fork") as kids:
-            child = kids.start(_mid_transaction_child, name, 60.0)
-            child.expect("held")
+        with lock_held_by_a_child(name, 60.0, _mid_transaction_child) as (kids, child):
             os.kill(child.pid, signal.SIGKILL)
             child.proc.join(10)
         # The sequence word was left odd: the read goes to the lock, which repairs first.
         assert store.read("k") == b"1234 and more"
         assert store.get("k") == b"1234 and more"
         store.check()
-    finally:
-        store.close()
 
 
 def _churn_child(conn: Conn, name: str, seed: int, seconds: float, permanent: int) -> int:
@@ -166,8 +151,7 @@ def test_reads_racing_writers_never_see_a_torn_value_or_a_false_miss(name: str) 
     runs overlap; deletions shift entries back) while this one reads the 16 without the lock.
     Every read must find its session (none is ever deleted) and get a whole version."""
     permanent = 16
-    store = SessionStorage(name, size=SIZE, max_entries=96, ttl=None, max_value_size=8192)
-    try:
+    with SessionStorage(name, size=SIZE, max_entries=96, ttl=None, max_value_size=8192) as store:
         for k in range(permanent):
             store.write(f"p{k}", _value(k, 0))
         reads = 0
@@ -192,8 +176,6 @@ def test_reads_racing_writers_never_see_a_torn_value_or_a_false_miss(name: str) 
         # The reads did overlap the writes: most sessions were seen in several versions.
         assert sum(len(v) > 3 for v in seen.values()) > permanent // 2
         store.check()
-    finally:
-        store.close()
 
 
 class _WriterBetweenLoads:
@@ -220,8 +202,7 @@ class _WriterBetweenLoads:
 
 @pytest.mark.parametrize("present", [True, False], ids=["hit", "miss"])
 def test_a_read_that_saw_the_sequence_move_looks_again(name: str, present: bool) -> None:
-    store = SessionStorage(name, size=SIZE)
-    try:
+    with SessionStorage(name, size=SIZE) as store:
         if present:
             store.write("k", b"v")
         reader = store._reader  # the lock-free path's view of the control words
@@ -241,5 +222,3 @@ def test_a_read_that_saw_the_sequence_move_looks_again(name: str, present: bool)
         finally:
             reader.w = words
         assert spy.seq_loads >= 6
-    finally:
-        store.close()

@@ -1,11 +1,12 @@
 """Many processes (spawned and forked) and many threads on one store.
 
 Where a test must hold the store's lock from outside any call, or stop a writer part way,
-it reaches the lock and the journal's fault hook (``_acquire``, ``_lock``, ``_engine.j``):
+it reaches the lock and the journal's fault hook (``_access``, ``_lock``, ``_engine.j``):
 tests of internals, as no public call keeps the lock held or stops midway.
 
-Every child is started through :class:`Children`, which talks to it over a pipe, bounds
-every wait, and always reaps it (join with a deadline, then SIGKILL) in ``finally``.
+Every child is started through :class:`Children` (tests/_children.py), which talks to it
+over a pipe, bounds every wait, and always reaps it (join with a deadline, then SIGKILL) in
+``finally``.
 Forked children are plain ``fork`` children of the pytest process (Python 3.11: no
 fork-with-threads warning), spawned ones re-import this module, so every child target is a
 module-level function.
@@ -14,8 +15,6 @@ module-level function.
 from __future__ import annotations
 
 import fcntl
-import multiprocessing as mp
-import multiprocessing.connection
 import os
 import random
 import signal
@@ -25,7 +24,7 @@ import textwrap
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -37,118 +36,14 @@ from shmsession import (
     SessionStorage,
     ShmSessionError,
     StoreClosed,
-    VersionConflict,
 )
 from shmsession import _segment
 from shmsession._segment import lock_path, segment_path
+from tests._children import (WAIT, Child, Children, Conn, StoreOrName, attach, hold_lock_child,
+                             lock_held_by_a_child)
+from tests.contract import increment
 
-Conn = multiprocessing.connection.Connection
-StoreOrName = Union[SessionStorage, str]
-
-WAIT = 30.0  # longest wait for any one message from a child (a generous bound, not a sleep)
 SIZE = 4 << 20
-
-
-# ---------------------------------------------------------------------------- child plumbing
-def _open(store: StoreOrName) -> SessionStorage:
-    """A store name is attached by name; a handle (inherited through fork) is used as is."""
-    return SessionStorage(store) if isinstance(store, str) else store
-
-
-def _entry(conn: Conn, fn: Callable[..., Any], args: Tuple[Any, ...]) -> None:
-    """Child main: run ``fn(conn, *args)``, report ("done", result) or ("error", traceback)."""
-    try:
-        result = fn(conn, *args)
-    except BaseException:  # noqa: BLE001 - everything goes back to the parent
-        try:
-            conn.send(("error", traceback.format_exc()))
-        finally:
-            os._exit(1)
-    conn.send(("done", result))
-    conn.close()
-
-
-class Child:
-    def __init__(self, proc: Any, conn: Conn) -> None:
-        self.proc = proc
-        self.conn = conn
-
-    @property
-    def pid(self) -> int:
-        return int(self.proc.pid)
-
-    def recv(self, timeout: float = WAIT) -> Tuple[str, Any]:
-        """The child's next message; fails the test on a child error, death or silence."""
-        if not self.conn.poll(timeout):
-            raise AssertionError(
-                f"child {self.pid} sent nothing within {timeout} s (exitcode {self.proc.exitcode})"
-            )
-        try:
-            kind, payload = self.conn.recv()
-        except EOFError:
-            self.proc.join(5)
-            raise AssertionError(
-                f"child {self.pid} died without reporting (exitcode {self.proc.exitcode})"
-            ) from None
-        if kind == "error":
-            raise AssertionError(f"child {self.pid} failed:\n{payload}")
-        return kind, payload
-
-    def expect(self, kind: str, timeout: float = WAIT) -> Any:
-        got, payload = self.recv(timeout)
-        assert got == kind, f"child {self.pid} sent {got!r}, expected {kind!r}"
-        return payload
-
-    def send(self, *msg: Any) -> None:
-        self.conn.send(msg)
-
-    def call(self, *cmd: Any) -> Any:
-        """Run one command in a ``_serve`` child and return its answer."""
-        self.send(*cmd)
-        return self.expect("ok")
-
-
-class Children:
-    """Starts children of one multiprocessing context and always reaps them."""
-
-    def __init__(self, method: str) -> None:
-        self.ctx = mp.get_context(method)
-        self.children: List[Child] = []
-
-    def start(self, fn: Callable[..., Any], *args: Any) -> Child:
-        parent_end, child_end = self.ctx.Pipe(duplex=True)
-        proc = self.ctx.Process(  # type: ignore[attr-defined]
-            target=_entry, args=(child_end, fn, args), daemon=True)
-        try:
-            proc.start()
-        finally:
-            child_end.close()
-        child = Child(proc, parent_end)
-        self.children.append(child)
-        return child
-
-    def join_all(self, timeout: float = WAIT) -> None:
-        """Wait for every child to exit by itself; fail if one does not in time or fails."""
-        deadline = time.monotonic() + timeout
-        for c in self.children:
-            c.proc.join(max(0.0, deadline - time.monotonic()))
-            assert not c.proc.is_alive(), f"child {c.pid} still running after {timeout} s"
-            assert c.proc.exitcode == 0, f"child {c.pid} exited with {c.proc.exitcode}"
-
-    def __enter__(self) -> "Children":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        deadline = time.monotonic() + 10.0
-        for c in self.children:
-            c.proc.join(max(0.0, deadline - time.monotonic()))
-            if c.proc.is_alive():
-                c.proc.kill()
-                c.proc.join(10.0)
-            c.conn.close()
-        for c in self.children:
-            assert not c.proc.is_alive(), f"could not reap child {c.pid}"
-            c.proc.close()
 
 
 # ---------------------------------------------------------------------------- child targets
@@ -188,14 +83,7 @@ def _cas_worker(store: SessionStorage, sid: str, n: int, out: List[int],
                 errors: List[str]) -> None:
     conflicts = 0
     try:
-        for _ in range(n):
-            while True:
-                value, version = store.read_versioned(sid)
-                try:
-                    store.write(sid, b"%d" % (int(value) + 1), expect=version)
-                    break
-                except VersionConflict:
-                    conflicts += 1
+        conflicts = increment(store, sid, n)
     except BaseException:  # noqa: BLE001
         errors.append(traceback.format_exc())
     out.append(conflicts)
@@ -219,24 +107,11 @@ def _cas_threads(store: SessionStorage, sid: str, threads: int, n: int) -> int:
 
 
 def _cas_child(conn: Conn, store: StoreOrName, sid: str, threads: int, n: int) -> int:
-    s = _open(store)
+    s = attach(store)
     conn.send(("ready", os.getpid()))
     if conn.recv() != ("go",):
         raise ValueError("expected go")
     return _cas_threads(s, sid, threads, n)
-
-
-def _hold_lock_child(conn: Conn, store: StoreOrName, hold: float) -> float:
-    """Take the store's lock, say so, keep it ``hold`` seconds (or until told to let go);
-    sends ("released", t) with the CLOCK_MONOTONIC time just before letting go."""
-    s = _open(store)
-    s._access.acquire()
-    conn.send(("held", time.monotonic()))
-    conn.poll(hold)  # returns early if the parent says "release"
-    t_release = time.monotonic()
-    s._lock.release()
-    conn.send(("released", t_release))
-    return os.getpid()
 
 
 def _killed_midway_child(conn: Conn, store: SessionStorage, op: str, sid: str,
@@ -264,7 +139,7 @@ def _killed_midway_child(conn: Conn, store: SessionStorage, op: str, sid: str,
 
 def _timed_write_child(conn: Conn, store: StoreOrName, sid: str, value: bytes) -> float:
     """Say when it starts to write ``sid``; return when the write was done (CLOCK_MONOTONIC)."""
-    s = _open(store)
+    s = attach(store)
     conn.send(("ready", os.getpid()))
     if conn.recv() != ("go",):
         raise ValueError("expected go")
@@ -405,8 +280,7 @@ def test_preload_app_inherited_handle_no_lost_updates(name: str) -> None:
     """The store is opened before fork; children use the inherited handle, as a gunicorn
     ``preload_app`` worker would, while the parent writes through the same handle."""
     sid = "counter"
-    store = SessionStorage(name, size=SIZE)
-    try:
+    with SessionStorage(name, size=SIZE) as store:
         store.write(sid, b"0")
         with Children("fork") as kids:
             children = _start_cas_children(kids, store, sid)
@@ -416,20 +290,15 @@ def test_preload_app_inherited_handle_no_lost_updates(name: str) -> None:
         assert store.read(sid) == b"%d" % ((PROCS + 1) * THREADS * N), f"conflicts: {conflicts}"
         store.check()
         assert conflicts > 0
-    finally:
-        store.close()
 
 
 def test_inherited_handle_child_holds_parent_waits(name: str) -> None:
     """flock belongs to the open file description, which fork shares: unless the child
     re-opened its own, parent and child would both "hold" the lock at once."""
-    store = SessionStorage(name, size=SIZE)
-    try:
+    with SessionStorage(name, size=SIZE) as store:
         store.write("k", b"v0")
         hold = 1.0
-        with Children("fork") as kids:
-            child = kids.start(_hold_lock_child, store, hold)
-            child.expect("held")
+        with lock_held_by_a_child(store, hold) as (kids, child):
             assert not _flock_free(name), "the child does not hold the lock"
             t0 = time.monotonic()
             store.write("k", b"v1")  # must wait for the child's release
@@ -441,13 +310,10 @@ def test_inherited_handle_child_holds_parent_waits(name: str) -> None:
         assert t1 - t0 >= hold * 0.7, f"the parent waited only {t1 - t0:.3f} s"
         assert store.read("k") == b"v1"
         store.check()
-    finally:
-        store.close()
 
 
 def test_inherited_handle_parent_holds_child_waits(name: str) -> None:
-    store = SessionStorage(name, size=SIZE)
-    try:
+    with SessionStorage(name, size=SIZE) as store:
         hold = 1.0
         with Children("fork") as kids:
             # Fork first: fork waits for every critical section of this process to end
@@ -469,18 +335,13 @@ def test_inherited_handle_parent_holds_child_waits(name: str) -> None:
         assert t_written - t_try >= hold * 0.7
         assert store.read("k") == b"from child"
         store.check()
-    finally:
-        store.close()
 
 
 # ---------------------------------------------------------------------------- dead holders
 def test_worker_sigkilled_while_holding_the_lock_does_not_block_others(name: str) -> None:
-    store = SessionStorage(name, size=SIZE, lock_timeout=10.0)
-    try:
+    with SessionStorage(name, size=SIZE, lock_timeout=10.0) as store:
         store.write("k", b"before")
-        with Children("fork") as kids:
-            child = kids.start(_hold_lock_child, name, 120.0)
-            child.expect("held")
+        with lock_held_by_a_child(name, 120.0) as (kids, child):
             assert not _flock_free(name), "the child does not hold the lock"
             os.kill(child.pid, signal.SIGKILL)
             t0 = time.monotonic()
@@ -492,8 +353,6 @@ def test_worker_sigkilled_while_holding_the_lock_does_not_block_others(name: str
         assert elapsed < 2.0, f"the next write waited {elapsed:.2f} s after the holder died"
         store.check()
         assert _flock_free(name)
-    finally:
-        store.close()
 
 
 OTHERS = {f"other-{i}": bytes([65 + i % 26]) * (10 + 97 * i) for i in range(30)}
@@ -515,8 +374,7 @@ def _state(store: SessionStorage, sid: str) -> Optional[bytes]:
 
 
 def test_worker_killed_mid_write_leaves_old_or_new_and_others_intact(name: str) -> None:
-    store = SessionStorage(name, size=SIZE)
-    try:
+    with SessionStorage(name, size=SIZE) as store:
         for sid, value in OTHERS.items():
             store.write(sid, value)
         snapshot = {sid: store.read_versioned(sid) for sid in OTHERS}
@@ -560,18 +418,13 @@ def test_worker_killed_mid_write_leaves_old_or_new_and_others_intact(name: str) 
                 assert store.read(sid) == value
         assert {s: store.read_versioned(s) for s in OTHERS} == snapshot
         store.check()
-    finally:
-        store.close()
 
 
 # ---------------------------------------------------------------------------- lock timeout
 def test_lock_timeout_raises_then_releases_cleanly(name: str) -> None:
-    store = SessionStorage(name, size=SIZE, lock_timeout=0.3)
-    try:
+    with SessionStorage(name, size=SIZE, lock_timeout=0.3) as store:
         store.write("k", b"v")
-        with Children("fork") as kids:
-            child = kids.start(_hold_lock_child, name, 3.0)
-            child.expect("held")
+        with lock_held_by_a_child(name, 3.0) as (kids, child):
             t0 = time.monotonic()
             with pytest.raises(LockTimeout) as info:
                 store.write("k", b"x")  # (a read takes no lock on x86: it would not wait)
@@ -592,27 +445,22 @@ def test_lock_timeout_raises_then_releases_cleanly(name: str) -> None:
         assert _wait_until(lambda: _flock_free(name), 2.0), "the store's lock is still held"
         # And another process can take the lock (it would time out if we still held it).
         with Children("fork") as kids:
-            child = kids.start(_hold_lock_child, name, 0.0)
+            child = kids.start(hold_lock_child, name, 0.0)
             child.expect("held", timeout=10)
             child.expect("released")
             child.expect("done")
             kids.join_all()
         store.check()
-    finally:
-        store.close()
 
 
 def test_fork_after_a_lock_timeout_is_not_held_up_by_the_abandoned_wait(name: str) -> None:
     """After LockTimeout the handle's in-process lock belongs to an abandoned helper thread
     until the other process lets go; os.fork() (``_lock._before_fork``) must not wait for
     it: the holder may be a stopped process, which is what lock_timeout guards against."""
-    store = SessionStorage(name, size=SIZE, lock_timeout=0.3)
-    try:
+    with SessionStorage(name, size=SIZE, lock_timeout=0.3) as store:
         store.write("k", b"v")
         hold = 3.0
-        with Children("fork") as kids:
-            holder = kids.start(_hold_lock_child, name, hold)
-            holder.expect("held")
+        with lock_held_by_a_child(name, hold) as (kids, holder):
             with pytest.raises(LockTimeout):
                 store.write("k", b"w")
             t0 = time.monotonic()
@@ -625,8 +473,6 @@ def test_fork_after_a_lock_timeout_is_not_held_up_by_the_abandoned_wait(name: st
         assert forked_in < 1.0, f"fork() waited {forked_in:.2f} s for another process's lock"
         assert store.read("k") == b"v"
         store.check()
-    finally:
-        store.close()
 
 
 # ---------------------------------------------------------------------------- threads
@@ -894,16 +740,13 @@ def test_waiter_gets_the_lock_as_soon_as_the_holder_releases(name: str,
     runs within 100 ms of the holder's release. With a timeout the helper thread's flock is
     woken the same way. The waiter tries for the lock only briefly (``_SPIN_NS``) before it
     sleeps: waiting half a second costs it almost no CPU time."""
-    store = SessionStorage(name, size=SIZE, lock_timeout=lock_timeout)
-    try:
+    with SessionStorage(name, size=SIZE, lock_timeout=lock_timeout) as store:
         store.write("k", b"v")
         hold = 0.5
         lags = []
         cpu = []
         for _ in range(3):
-            with Children("fork") as kids:
-                child = kids.start(_hold_lock_child, name, hold)
-                child.expect("held")
+            with lock_held_by_a_child(name, hold) as (kids, child):
                 t0 = time.monotonic()
                 cpu0 = time.process_time()
                 store.write("k", b"w")
@@ -920,8 +763,6 @@ def test_waiter_gets_the_lock_as_soon_as_the_holder_releases(name: str,
         waited = store.stats()  # counts this handle's waits, flushed by stats()
         assert waited.lock_waits >= 3 and waited.lock_wait_seconds >= 3 * hold * 0.5, waited
         store.check()
-    finally:
-        store.close()
 
 
 # ---------------------------------------------------------------------------- life-cycle lock
@@ -1163,14 +1004,13 @@ def test_a_forked_child_counts_only_its_own_operations(name: str, busy: bool) ->
     """The child starts with nothing pending: what the parent counted before the fork is the
     parent's to add, whether or not the parent could flush it just before the fork (it
     cannot while another process holds the lock)."""
-    store = SessionStorage(name, size=SIZE)
-    try:
+    with SessionStorage(name, size=SIZE) as store:
         for i in range(20):
             store.write(f"parent-{i}", b"v")
         for i in range(3):
             store.read(f"parent-{i}")
         with Children("spawn") as kids:  # spawned: no fork of this process, no flush
-            holder = kids.start(_hold_lock_child, name, WAIT) if busy else None
+            holder = kids.start(hold_lock_child, name, WAIT) if busy else None
             if holder is not None:
                 holder.expect("held")
             pid = os.fork()
@@ -1196,5 +1036,3 @@ def test_a_forked_child_counts_only_its_own_operations(name: str, busy: bool) ->
         assert status == {pid: 0}
         stats = store.stats()
         assert (stats.entries, stats.writes, stats.hits) == (27, 27, 7), stats
-    finally:
-        store.close()
