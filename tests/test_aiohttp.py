@@ -1,6 +1,10 @@
 """aiohttp-session on shmsession: the storage through aiohttp's own test server and client,
 on a store in shared memory and on one in Redis. A real gunicorn with 4
-``aiohttp.GunicornWebWorker`` workers sharing the sessions: tests/test_async_workers.py."""
+``aiohttp.GunicornWebWorker`` workers sharing the sessions: tests/test_async_workers.py.
+
+A test taking ``any_store`` runs on both backends: the adapter gets the store wrapped
+(``AsyncSessionStorage``, as it wraps a ``SessionStorage`` itself) and the test reads it
+directly, as another process would."""
 
 from __future__ import annotations
 
@@ -57,19 +61,11 @@ def set_cookie(resp: Any) -> str:
     return next((h for h in resp.headers.getall("Set-Cookie", []) if h.startswith(COOKIE)), "")
 
 
-@pytest.fixture
-def sessions(any_store: Store) -> Store:
-    """The test's store, in shared memory and in Redis: every test taking it runs on both.
-    The adapter gets it wrapped (``AsyncSessionStorage``), as it wraps a ``SessionStorage``
-    itself; the test reads it directly, as another process would."""
-    return any_store
-
-
 # --- through aiohttp's test server -----------------------------------------------------------
 
 
-def test_login_counter_logout(sessions: Store) -> None:
-    app = aiohttp_app.make_app(ShmStorage(store=AsyncSessionStorage(sessions), max_age=600, samesite="Lax"))
+def test_login_counter_logout(any_store: Store) -> None:
+    app = aiohttp_app.make_app(ShmStorage(store=AsyncSessionStorage(any_store), max_age=600, samesite="Lax"))
 
     async def test(client: Client) -> None:
         resp = await client.get("/whoami")
@@ -83,14 +79,14 @@ def test_login_counter_logout(sessions: Store) -> None:
         assert len(sid) == 43  # the store's id: 256 random bits, and nothing else
         for i in range(1, 4):
             assert (await (await client.post("/incr")).json())["n"] == i
-        record = stored(sessions, sid)
+        record = stored(any_store, sid)
         assert record is not None and record["session"] == {"user": "alice", "n": 3}
         assert isinstance(record["created"], int)
 
         resp = await client.post("/logout")
         assert (await resp.json())["user"] is None
         assert 'Max-Age=0' in set_cookie(resp) or "1970" in set_cookie(resp)  # deleted...
-        assert sessions.get(sid) is None  # ... and so is the record
+        assert any_store.get(sid) is None  # ... and so is the record
 
         client.session.cookie_jar.clear()
         old = {"Cookie": f"{COOKIE}={sid}"}
@@ -99,13 +95,13 @@ def test_login_counter_logout(sessions: Store) -> None:
         resp = await client.post("/incr", headers=old)
         assert (await resp.json())["n"] == 1
         assert resp.cookies[COOKIE].value not in ("", sid)
-        assert sessions.get(sid) is None
+        assert any_store.get(sid) is None
 
     with_client(app, test)
 
 
-def test_new_ids_for_login_and_for_unknown_ids(sessions: Store) -> None:
-    app = aiohttp_app.make_app(ShmStorage(store=AsyncSessionStorage(sessions)))
+def test_new_ids_for_login_and_for_unknown_ids(any_store: Store) -> None:
+    app = aiohttp_app.make_app(ShmStorage(store=AsyncSessionStorage(any_store)))
 
     async def test(client: Client) -> None:
         anonymous = (await client.post("/incr")).cookies[COOKIE].value
@@ -114,17 +110,17 @@ def test_new_ids_for_login_and_for_unknown_ids(sessions: Store) -> None:
         client.session.cookie_jar.clear()
         planted = secrets.token_urlsafe(32)
         resp = await client.post("/login?user=victim", headers={"Cookie": f"{COOKIE}={planted}"})
-        assert resp.cookies[COOKIE].value != planted and sessions.get(planted) is None
+        assert resp.cookies[COOKIE].value != planted and any_store.get(planted) is None
         resp = await client.post("/incr", headers={"Cookie": f"{COOKIE}={'x' * 2000}"})
         assert resp.status == 200 and len(resp.cookies[COOKIE].value) == 43
 
     with_client(app, test)
 
 
-def test_a_save_racing_a_logout_does_not_bring_the_id_back(sessions: Store) -> None:
+def test_a_save_racing_a_logout_does_not_bring_the_id_back(any_store: Store) -> None:
     """A request loads the session; another worker logs it out; the first then saves: the
     data goes under a fresh id, and the logged-out id stays dead."""
-    storage = ShmStorage(store=AsyncSessionStorage(sessions))
+    storage = ShmStorage(store=AsyncSessionStorage(any_store))
     app = aiohttp_app.make_app(storage)
 
     async def slow_incr(request: web.Request) -> web.Response:
@@ -139,15 +135,15 @@ def test_a_save_racing_a_logout_does_not_bring_the_id_back(sessions: Store) -> N
         sid = (await client.post("/login?user=alice")).cookies[COOKIE].value
         resp = await client.post("/slow-incr")
         fresh = resp.cookies[COOKIE].value
-        assert fresh not in ("", sid) and sessions.get(sid) is None
-        assert stored(sessions, fresh)["session"]["n"] == 1  # type: ignore[index]
+        assert fresh not in ("", sid) and any_store.get(sid) is None
+        assert stored(any_store, fresh)["session"]["n"] == 1  # type: ignore[index]
 
     with_client(app, test)
 
 
-def test_empty_sessions_store_nothing_and_delete_what_was_there(sessions: Store) -> None:
+def test_empty_sessions_store_nothing_and_delete_what_was_there(any_store: Store) -> None:
     app = web.Application()
-    setup(app, ShmStorage(store=AsyncSessionStorage(sessions)))
+    setup(app, ShmStorage(store=AsyncSessionStorage(any_store)))
 
     async def touch_new(request: web.Request) -> web.Response:
         (await get_session(request)).changed()  # a changed but empty new session
@@ -164,16 +160,16 @@ def test_empty_sessions_store_nothing_and_delete_what_was_there(sessions: Store)
 
     async def test(client: Client) -> None:
         resp = await client.post("/touch")
-        assert set_cookie(resp) == "" and len(sessions) == 0
+        assert set_cookie(resp) == "" and len(any_store) == 0
         sid = (await client.post("/login?user=alice")).cookies[COOKIE].value
-        assert len(sessions) == 1
+        assert len(any_store) == 1
         resp = await client.post("/drop")
-        assert "Max-Age=0" in set_cookie(resp) and sessions.get(sid) is None and len(sessions) == 0
+        assert "Max-Age=0" in set_cookie(resp) and any_store.get(sid) is None and len(any_store) == 0
 
     with_client(app, test)
 
 
-def test_encoder_decoder_and_undecodable_records(sessions: Store) -> None:
+def test_encoder_decoder_and_undecodable_records(any_store: Store) -> None:
     def encode(obj: object) -> str:
         return "v1:" + json.dumps(obj)
 
@@ -182,27 +178,27 @@ def test_encoder_decoder_and_undecodable_records(sessions: Store) -> None:
             raise ValueError("not v1")
         return json.loads(text[3:])
 
-    app = aiohttp_app.make_app(ShmStorage(store=AsyncSessionStorage(sessions), encoder=encode, decoder=decode))
+    app = aiohttp_app.make_app(ShmStorage(store=AsyncSessionStorage(any_store), encoder=encode, decoder=decode))
 
     async def test(client: Client) -> None:
         sid = (await client.post("/login?user=alice")).cookies[COOKIE].value
-        raw = sessions.read(sid)
+        raw = any_store.read(sid)
         assert raw.startswith(b"v1:") and decode(raw.decode())["session"]["user"] == "alice"
         assert (await (await client.get("/whoami")).json())["user"] == "alice"
-        sessions.write(sid, b"\xff not what the encoder wrote")
+        any_store.write(sid, b"\xff not what the encoder wrote")
         assert (await (await client.get("/whoami")).json())["user"] is None
 
     with_client(app, test)
 
 
-def test_max_age_is_the_store_ttl(sessions: Store) -> None:
+def test_max_age_is_the_store_ttl(any_store: Store) -> None:
     """``max_age=1``: the record expires in the store itself; ``max_age=None`` leaves the
     store's default ttl; ``max_age=0`` (a cookie that expires at once) is not refused."""
     def short() -> web.Application:  # an aiohttp app serves one event loop: one per run
-        return aiohttp_app.make_app(ShmStorage(store=AsyncSessionStorage(sessions), max_age=1))
+        return aiohttp_app.make_app(ShmStorage(store=AsyncSessionStorage(any_store), max_age=1))
 
-    default = aiohttp_app.make_app(ShmStorage(store=AsyncSessionStorage(sessions), cookie_name="S2"))
-    zero = aiohttp_app.make_app(ShmStorage(store=AsyncSessionStorage(sessions), cookie_name="S3", max_age=0))
+    default = aiohttp_app.make_app(ShmStorage(store=AsyncSessionStorage(any_store), cookie_name="S2"))
+    zero = aiohttp_app.make_app(ShmStorage(store=AsyncSessionStorage(any_store), cookie_name="S3", max_age=0))
 
     async def login(client: Client) -> Any:
         return await client.post("/login?user=alice")
@@ -212,10 +208,10 @@ def test_max_age_is_the_store_ttl(sessions: Store) -> None:
     assert "Max-Age" not in resp.headers["Set-Cookie"]  # a browser-session cookie
     kept = resp.cookies["S2"].value
     zero_sid = with_client(zero, login).cookies["S3"].value
-    assert sessions.get(sid) is not None and sessions.get(zero_sid) is not None
+    assert any_store.get(sid) is not None and any_store.get(zero_sid) is not None
     time.sleep(1.5)
-    assert sessions.get(sid) is None and sessions.get(zero_sid) is None
-    assert stored(sessions, kept)["session"]["user"] == "alice"  # type: ignore[index]
+    assert any_store.get(sid) is None and any_store.get(zero_sid) is None
+    assert stored(any_store, kept)["session"]["user"] == "alice"  # type: ignore[index]
 
     async def replay(client: Client) -> Any:
         return await (await client.get("/whoami", headers={"Cookie": f"{COOKIE}={sid}"})).json()

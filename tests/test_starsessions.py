@@ -1,6 +1,10 @@
 """starsessions (Starlette, FastAPI) on shmsession: the store contract and the app through
 Starlette's TestClient, on a store in shared memory and on one in Redis, and a save racing a
-logout step by step. ``uvicorn --workers 4`` sharing the sessions: tests/test_async_workers.py."""
+logout step by step. ``uvicorn --workers 4`` sharing the sessions: tests/test_async_workers.py.
+
+A test taking ``any_store`` runs on both backends: the adapter gets the store wrapped
+(``AsyncSessionStorage``, as it wraps a ``SessionStorage`` itself) and the test reads it
+directly, as another process would."""
 
 from __future__ import annotations
 
@@ -37,19 +41,11 @@ def stored(store: Store, sid: str) -> Optional[Dict[str, Any]]:
     return None if raw is None else json.loads(raw)
 
 
-@pytest.fixture
-def sessions(any_store: Store) -> Store:
-    """The test's store, in shared memory and in Redis: every test taking it runs on both.
-    The adapter gets it wrapped (``AsyncSessionStorage``), as it wraps a ``SessionStorage``
-    itself; the test reads it directly, as another process would."""
-    return any_store
-
-
 # --- the SessionStore contract -------------------------------------------------------------
 
 
-def test_store_contract(sessions: Store) -> None:
-    store = ShmStore(store=AsyncSessionStorage(sessions))
+def test_store_contract(any_store: Store) -> None:
+    store = ShmStore(store=AsyncSessionStorage(any_store))
     assert isinstance(store, SessionStore)
 
     async def main() -> None:
@@ -81,8 +77,8 @@ def test_store_contract(sessions: Store) -> None:
     run(main())
 
 
-def test_concurrent_writes_to_one_session_leave_one_whole_value(sessions: Store) -> None:
-    store = ShmStore(store=AsyncSessionStorage(sessions))
+def test_concurrent_writes_to_one_session_leave_one_whole_value(any_store: Store) -> None:
+    store = ShmStore(store=AsyncSessionStorage(any_store))
     values = [bytes([65 + i]) * 50_000 for i in range(16)]
 
     async def main() -> List[str]:
@@ -92,13 +88,13 @@ def test_concurrent_writes_to_one_session_leave_one_whole_value(sessions: Store)
 
     sid, *ids = run(main())
     assert ids == [sid] * len(values)
-    assert sessions.read(sid) in values
+    assert any_store.read(sid) in values
 
 
-def test_ttl_handling_mirrors_redis_store(sessions: Store) -> None:
+def test_ttl_handling_mirrors_redis_store(any_store: Store) -> None:
     """``lifetime=0`` (browser-session cookie) keeps the data ``gc_ttl``; a ``ttl`` of 0 or
     less (a session at its end) keeps it 1 s rather than failing; others keep ``ttl``."""
-    store = ShmStore(store=AsyncSessionStorage(sessions), gc_ttl=1)
+    store = ShmStore(store=AsyncSessionStorage(any_store), gc_ttl=1)
 
     async def main() -> Dict[str, str]:
         return {
@@ -108,16 +104,16 @@ def test_ttl_handling_mirrors_redis_store(sessions: Store) -> None:
         }
 
     ids = run(main())
-    assert all(sessions.get(sid) is not None for sid in ids.values())
+    assert all(any_store.get(sid) is not None for sid in ids.values())
     time.sleep(1.6)
-    assert sessions.get(ids["session-only"]) is None
-    assert sessions.get(ids["ending"]) is None
-    assert sessions.get(ids["ten minutes"]) == b"3"
+    assert any_store.get(ids["session-only"]) is None
+    assert any_store.get(ids["ending"]) is None
+    assert any_store.get(ids["ten minutes"]) == b"3"
 
-    default = ShmStore(store=AsyncSessionStorage(sessions))  # gc_ttl=None: the store's default ttl (1800 s)
+    default = ShmStore(store=AsyncSessionStorage(any_store))  # gc_ttl=None: the store's default ttl (1800 s)
     sid = run(default.write("d", b"4", lifetime=0, ttl=0))
     time.sleep(0.2)
-    assert sessions.get(sid) == b"4"
+    assert any_store.get(sid) == b"4"
 
 
 def test_a_session_written_by_name_is_read_through_a_given_store(name: str) -> None:
@@ -135,8 +131,8 @@ def test_a_session_written_by_name_is_read_through_a_given_store(name: str) -> N
 # --- an app through Starlette's TestClient -------------------------------------------------
 
 
-def test_login_counter_logout(sessions: Store) -> None:
-    with TestClient(starlette_app.make_app(ShmStore(store=AsyncSessionStorage(sessions)), lifetime=600)) as client:
+def test_login_counter_logout(any_store: Store) -> None:
+    with TestClient(starlette_app.make_app(ShmStore(store=AsyncSessionStorage(any_store)), lifetime=600)) as client:
         assert client.get("/whoami").json()["user"] is None
         assert COOKIE not in client.cookies  # an empty session sets no cookie
 
@@ -145,14 +141,14 @@ def test_login_counter_logout(sessions: Store) -> None:
         assert len(sid) == 43  # the store's id, not the one starsessions proposed
         for i in range(1, 4):
             assert client.post("/incr").json() == {"pid": os.getpid(), "user": "alice", "n": i}
-        record = stored(sessions, sid)
+        record = stored(any_store, sid)
         assert record is not None and record["user"] == "alice" and record["n"] == 3
         assert client.cookies[COOKIE] == sid
 
         reply = client.post("/logout")
         assert reply.json()["user"] is None
         assert "1970" in reply.headers["set-cookie"]  # the cookie is deleted...
-        assert sessions.get(sid) is None  # ... and so is the record
+        assert any_store.get(sid) is None  # ... and so is the record
 
         old = {"cookie": f"{COOKIE}={sid}"}  # replayed by hand: the client dropped it
         client.cookies.clear()
@@ -161,37 +157,37 @@ def test_login_counter_logout(sessions: Store) -> None:
         reply = client.post("/incr", headers=old)
         assert reply.json()["n"] == 1
         assert reply.cookies[COOKIE] not in ("", sid)
-        assert sessions.get(sid) is None
+        assert any_store.get(sid) is None
 
 
-def test_planted_session_id_is_not_adopted(sessions: Store) -> None:
+def test_planted_session_id_is_not_adopted(any_store: Store) -> None:
     planted = secrets.token_hex(16)
-    with TestClient(starlette_app.make_app(ShmStore(store=AsyncSessionStorage(sessions)))) as client:
+    with TestClient(starlette_app.make_app(ShmStore(store=AsyncSessionStorage(any_store)))) as client:
         reply = client.post("/login?user=victim", headers={"cookie": f"{COOKIE}={planted}"})
         assert reply.json()["user"] == "victim"
         assert reply.cookies[COOKIE] != planted
-        assert sessions.get(planted) is None
-        assert stored(sessions, reply.cookies[COOKIE])["user"] == "victim"  # type: ignore[index]
+        assert any_store.get(planted) is None
+        assert stored(any_store, reply.cookies[COOKIE])["user"] == "victim"  # type: ignore[index]
 
 
-def test_session_expires_in_the_store(sessions: Store) -> None:
+def test_session_expires_in_the_store(any_store: Store) -> None:
     """``lifetime=2``: the record expires in the store itself (the old cookie, replayed by
     hand past its max-age, is anonymous)."""
-    with TestClient(starlette_app.make_app(ShmStore(store=AsyncSessionStorage(sessions)), lifetime=2)) as client:
+    with TestClient(starlette_app.make_app(ShmStore(store=AsyncSessionStorage(any_store)), lifetime=2)) as client:
         client.post("/login?user=alice")
         sid = client.cookies[COOKIE]
         assert client.get("/whoami").json()["user"] == "alice"
-        assert sessions.get(sid) is not None
+        assert any_store.get(sid) is not None
         time.sleep(2.2)
-        assert sessions.get(sid) is None
+        assert any_store.get(sid) is None
         client.cookies.clear()
         assert client.get("/whoami", headers={"cookie": f"{COOKIE}={sid}"}).json()["user"] is None
 
 
-def test_fastapi(sessions: Store) -> None:
+def test_fastapi(any_store: Store) -> None:
     app = FastAPI()
     # add_middleware puts each new one outside the others: autoload first, sessions last.
-    for mw in reversed(starlette_app.middleware(ShmStore(store=AsyncSessionStorage(sessions)))):
+    for mw in reversed(starlette_app.middleware(ShmStore(store=AsyncSessionStorage(any_store)))):
         app.add_middleware(mw.cls, *mw.args, **mw.kwargs)
 
     @app.post("/login")
@@ -206,7 +202,7 @@ def test_fastapi(sessions: Store) -> None:
     with TestClient(app) as client:
         client.post("/login", params={"user": "bob"})
         assert client.get("/whoami").json() == {"user": "bob"}
-        assert stored(sessions, client.cookies[COOKIE])["user"] == "bob"  # type: ignore[index]
+        assert stored(any_store, client.cookies[COOKIE])["user"] == "bob"  # type: ignore[index]
 
 
 # --- a save racing a logout, step by step ----------------------------------------------------
