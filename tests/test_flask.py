@@ -431,7 +431,15 @@ def test_an_interface_made_by_name_serves_sessions(name: str) -> None:
 
 
 # --------------------------------------------------------------------------- races
-def _held_request(app: Flask, value: str, path: str) -> Tuple[threading.Thread, List[TestResponse]]:
+def _logged_in_and_held(app: Flask, client: FlaskClient, path: str
+                        ) -> Tuple[str, str, threading.Thread, List[TestResponse]]:
+    """Log ``client`` in, then start a request of its session to ``path`` (a /held/ route)
+    and wait until it is caught mid-way; returns the session id, the cookie, the request's
+    thread and the list its response goes to."""
+    client.post("/login/alice")
+    sid = sid_of(app, client)
+    value = cookie_of(client)
+    assert value is not None
     hold: Dict[str, threading.Event] = app.config["HOLD"]
     hold["entered"], hold["release"] = threading.Event(), threading.Event()
     client = app.test_client()
@@ -440,16 +448,13 @@ def _held_request(app: Flask, value: str, path: str) -> Tuple[threading.Thread, 
     thread = threading.Thread(target=lambda: out.append(client.post(path)))
     thread.start()
     assert hold["entered"].wait(30)
-    return thread, out
+    return sid, value, thread, out
 
 
 def test_logout_during_a_request_is_not_undone(store: Store, client: FlaskClient,
                                                app: Flask) -> None:
-    client.post("/login/alice")
-    sid = sid_of(app, client)
-    value = cookie_of(client)
-    assert value is not None
-    thread, out = _held_request(app, value, "/held/x/1")  # has read the session, not saved
+    # The held request has read the session, not saved it.
+    sid, value, thread, out = _logged_in_and_held(app, client, "/held/x/1")
     client.post("/logout")
     app.config["HOLD"]["release"].set()
     thread.join(30)
@@ -460,11 +465,7 @@ def test_logout_during_a_request_is_not_undone(store: Store, client: FlaskClient
 
 def test_concurrent_writes_last_whole_version_wins(store: Store, client: FlaskClient,
                                                    app: Flask) -> None:
-    client.post("/login/alice")
-    sid = sid_of(app, client)
-    value = cookie_of(client)
-    assert value is not None
-    thread, out = _held_request(app, value, "/held/k/slow")
+    sid, value, thread, out = _logged_in_and_held(app, client, "/held/k/slow")
     other = app.test_client()
     other.set_cookie(COOKIE, value)
     other.post("/set/k/fast")  # saved while the slow request holds an older version

@@ -207,18 +207,18 @@ def test_a_read_that_saw_the_sequence_move_looks_again(name: str, present: bool)
             store.write("k", b"v")
         reader = store._reader  # the lock-free path's view of the control words
         words = reader.w
-        spy = _WriterBetweenLoads(words, moves=1)
-        reader.w = spy  # type: ignore[assignment]
-        try:
-            assert store.get("k") == (b"v" if present else None)
-        finally:
-            reader.w = words
-        assert spy.seq_loads == 4, "the first copy was kept though the sequence had moved"
+
+        def get_with_a_writer_moving(moves: int) -> int:
+            """A get while a writer moves the sequence ``moves`` times; its sequence loads."""
+            spy = _WriterBetweenLoads(words, moves=moves)
+            reader.w = spy  # type: ignore[assignment]
+            try:
+                assert store.get("k") == (b"v" if present else None)
+            finally:
+                reader.w = words
+            return spy.seq_loads
+
+        assert get_with_a_writer_moving(1) == 4, (
+            "the first copy was kept though the sequence had moved")
         # Moving on every attempt: the read gives up on lock-free copies and takes the lock.
-        spy = _WriterBetweenLoads(words, moves=100)
-        reader.w = spy  # type: ignore[assignment]
-        try:
-            assert store.get("k") == (b"v" if present else None)
-        finally:
-            reader.w = words
-        assert spy.seq_loads >= 6
+        assert get_with_a_writer_moving(100) >= 6
