@@ -3,7 +3,7 @@
 each on a store in shared memory and on one in Redis, and the same four checks for each:
 workers share a session, a sequential counter loses no update, concurrent writes end in one
 whole version, and a logged-out cookie replayed is anonymous. Both apps have the same routes
-(tests/starlette_app.py, tests/aiohttp_app.py)."""
+(tests/adapter/starlette_app.py, tests/adapter/aiohttp_app.py)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 
-from ._servers import Server, call, free_port, in_threads, python, serve
-from ._stores import BACKENDS, server_env, store_handles
+from tests._servers import Server, call, free_port, in_threads, python, serve
+from tests._stores import BACKENDS, server_env, store_handles
 
 
 @dataclass(frozen=True)
@@ -34,14 +34,14 @@ class App:
 
 APPS = [
     App("starsessions", "session",
-        lambda port: python("-m", "uvicorn", "--factory", "tests.starlette_app:create_app",
+        lambda port: python("-m", "uvicorn", "--factory", "tests.adapter.starlette_app:create_app",
                             "--host", "127.0.0.1", "--port", str(port), "--workers", "4",
                             "--log-level", "warning", "--no-access-log"),
         lambda record: {k: v for k, v in record.items() if k != "__metadata__"},
         # starsessions saves every session a request loaded, changed or not.
         saves_every_loaded_session=True),
     App("aiohttp", "AIOHTTP_SESSION",
-        lambda port: python("-m", "gunicorn", "tests.aiohttp_app:create_app",
+        lambda port: python("-m", "gunicorn", "tests.adapter.aiohttp_app:create_app",
                             "--worker-class", "aiohttp.GunicornWebWorker", "--workers", "4",
                             "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5",
                             "--log-level", "warning"),

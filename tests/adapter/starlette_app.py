@@ -1,5 +1,5 @@
 """The Starlette app of the starsessions tests: in-process through ``TestClient``, and served
-by ``uvicorn --workers 4 --factory tests.starlette_app:create_app``, configured from the
+by ``uvicorn --workers 4 --factory tests.adapter.starlette_app:create_app``, configured from the
 environment (``tests._stores.server_env``: a store the test made, in shared memory or in
 Redis)."""
 

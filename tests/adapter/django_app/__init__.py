@@ -1,7 +1,7 @@
-"""A tiny Django project for tests/test_django.py: settings, URLs and views.
+"""A tiny Django project for tests/adapter/test_django.py: settings, URLs and views.
 
 The in-process tests call ``settings.configure(**settings_for(...))``; the gunicorn workers
-load ``tests.django_app.settings``, which builds the same settings from the environment
+load ``tests.adapter.django_app.settings``, which builds the same settings from the environment
 (with the stores in Redis when it says so).
 """
 
@@ -23,7 +23,7 @@ def settings_for(name: str) -> Dict[str, Any]:
         DEBUG=False,
         SECRET_KEY="shmsession-tests-only-not-a-secret",
         ALLOWED_HOSTS=["127.0.0.1", "localhost", "testserver"],
-        ROOT_URLCONF="tests.django_app.urls",
+        ROOT_URLCONF="tests.adapter.django_app.urls",
         INSTALLED_APPS=["django.contrib.sessions"],
         MIDDLEWARE=["django.contrib.sessions.middleware.SessionMiddleware"],
         DATABASES={},

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from tests.django_app import views
+from tests.adapter.django_app import views
 
 urlpatterns = [
     path("login/", views.login),

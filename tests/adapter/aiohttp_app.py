@@ -1,5 +1,5 @@
 """The aiohttp app of the aiohttp-session tests: in-process through aiohttp's test server, and
-served by ``gunicorn -k aiohttp.GunicornWebWorker -w 4 tests.aiohttp_app:create_app``,
+served by ``gunicorn -k aiohttp.GunicornWebWorker -w 4 tests.adapter.aiohttp_app:create_app``,
 configured from the environment (``tests._stores.server_env``: a store the test made, in
 shared memory or in Redis)."""
 

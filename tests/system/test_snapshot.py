@@ -12,7 +12,7 @@ import pytest
 from shmsession import CorruptSnapshot, SegmentError, SessionStorage
 from shmsession import _snapshot
 
-from ._stores import remove_store
+from tests._stores import remove_store
 
 
 def test_round_trip_of_100000_sessions_byte_for_byte_with_ttls(name: str, tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ from shmsession import (
 from shmsession import _layout as L
 from shmsession._segment import lock_path, segment_path
 
-from ._stores import remove_store
+from tests._stores import remove_store
 
 SIZE = 2 << 20
 OTHER_UID = 12345

@@ -1,6 +1,6 @@
 """aiohttp-session on shmsession: the storage through aiohttp's own test server and client,
 on a store in shared memory and on one in Redis. A real gunicorn with 4
-``aiohttp.GunicornWebWorker`` workers sharing the sessions: tests/test_async_workers.py.
+``aiohttp.GunicornWebWorker`` workers sharing the sessions: tests/adapter/test_async_workers.py.
 
 A test taking ``any_store`` runs on both backends: the adapter gets the store wrapped
 (``AsyncSessionStorage``, as it wraps a ``SessionStorage`` itself) and the test reads it
@@ -220,7 +220,7 @@ def test_max_age_is_the_store_ttl(any_store: Store) -> None:
 
 
 def test_a_storage_is_aiohttp_sessions_with_its_options(name: str) -> None:
-    """(What every adapter's constructor takes: tests/test_adapter_stores.py.)"""
+    """(What every adapter's constructor takes: tests/adapter/test_adapter_stores.py.)"""
     by_name = ShmStorage(name, size=1 << 20, max_age=60)
     try:
         assert isinstance(by_name, AbstractStorage)

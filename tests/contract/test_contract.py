@@ -1,4 +1,4 @@
-"""The store contract (tests/contract.py) run against every store, and what only the Redis
+"""The store contract (tests/contract/contract.py) run against every store, and what only the Redis
 store has to show: keys that hide session ids, a store confined to its prefix, its options,
 its URLs, TLS, and the extra it needs."""
 
@@ -20,7 +20,7 @@ from shmsession import (
     StoreClosed,
 )
 from shmsession.aio import AsyncSessionStorage
-from tests.contract import AsyncContract, Blocking, SharedHandleContract, StoreContract
+from tests.contract.contract import AsyncContract, Blocking, SharedHandleContract, StoreContract
 from tests._stores import REDIS_SECRET as SECRET, handed_out
 from tests.redis_server import redis_keys
 

@@ -4,7 +4,7 @@ Where a test must hold the store's lock from outside any call, or stop a writer 
 it reaches the lock and the journal's fault hook (``_access``, ``_lock``, ``_engine.j``):
 tests of internals, as no public call keeps the lock held or stops midway.
 
-Every child is started through :class:`Children` (tests/_children.py), which talks to it
+Every child is started through :class:`Children` (tests/system/_children.py), which talks to it
 over a pipe, bounds every wait, and always reaps it (join with a deadline, then SIGKILL) in
 ``finally``.
 Forked children are plain ``fork`` children of the pytest process (Python 3.11: no
@@ -39,9 +39,9 @@ from shmsession import (
 )
 from shmsession import _segment
 from shmsession._segment import lock_path, segment_path
-from tests._children import (WAIT, Child, Children, Conn, StoreOrName, attach, hold_lock_child,
+from tests.system._children import (WAIT, Child, Children, Conn, StoreOrName, attach, hold_lock_child,
                              lock_held_by_a_child)
-from tests.contract import increment
+from tests.contract.contract import increment
 
 SIZE = 4 << 20
 

@@ -21,7 +21,7 @@ from shmsession import (
     SessionStorage,
     StoreFull,
 )
-from tests.contract import URLSAFE
+from tests.contract.contract import URLSAFE
 
 
 def test_public_surface_is_pinned() -> None:

@@ -26,7 +26,7 @@ from shmsession import CorruptSegment, SegmentUnlinked, SessionStorage, ShmSessi
 from shmsession import _layout as L
 from shmsession._segment import segment_path
 
-from ._stores import remove_store
+from tests._stores import remove_store
 
 
 class Hang(BaseException):

@@ -25,7 +25,7 @@ from shmsession import SessionStorage, Store
 from shmsession.contrib.cachelib import ShmCache
 from tests._stores import handed_out
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SIZE = 4 << 20
 
 # cachelib's TestData.
@@ -409,7 +409,7 @@ def test_value_too_large_fails_and_drops_the_old_value(name: str) -> None:
 
 
 def test_a_cache_closes_no_store_it_was_given(name: str) -> None:
-    """(What every adapter's constructor takes: tests/test_adapter_stores.py.)"""
+    """(What every adapter's constructor takes: tests/adapter/test_adapter_stores.py.)"""
     with SessionStorage(name, size=SIZE) as store:
         cache = ShmCache(store=store)
         cache.set("k", "v")

@@ -25,7 +25,7 @@ from shmsession.contrib.flask import ShmSession, ShmSessionInterface
 from tests._servers import Server, call, free_port, in_threads, python, serve
 from tests._stores import REDIS_SECRET
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SIZE = 4 << 20
 SECRET = "test secret key"
 COOKIE = "session"
@@ -420,7 +420,7 @@ def test_unreadable_record_is_anonymous(store: Store, client: FlaskClient,
 
 
 def test_an_interface_made_by_name_serves_sessions(name: str) -> None:
-    """(What every adapter's constructor takes: tests/test_adapter_stores.py.)"""
+    """(What every adapter's constructor takes: tests/adapter/test_adapter_stores.py.)"""
     iface = ShmSessionInterface(name, size=SIZE)
     try:
         app = make_app(iface.store)
@@ -480,7 +480,7 @@ def test_concurrent_writes_last_whole_version_wins(store: Store, client: FlaskCl
 @pytest.fixture
 def gunicorn(backend: str, any_store: Store, name: str, request: pytest.FixtureRequest
              ) -> Iterator[Server]:
-    """gunicorn, 4 sync workers, serving tests/flask_app.py on the test's store (made by
+    """gunicorn, 4 sync workers, serving tests/adapter/flask_app.py on the test's store (made by
     ``any_store``) in ``backend``."""
     env = {"SHMSESSION_TEST_STORE": name, "SHMSESSION_TEST_SECRET": REDIS_SECRET.decode()}
     if backend == "redis":
@@ -488,7 +488,7 @@ def gunicorn(backend: str, any_store: Store, name: str, request: pytest.FixtureR
     port = free_port()
     argv = python("-m", "gunicorn", "--workers", "4", "--worker-class", "sync",
                   "--bind", f"127.0.0.1:{port}", "--timeout", "60", "--graceful-timeout", "5",
-                  "tests.flask_app:app")
+                  "tests.adapter.flask_app:app")
     yield from serve(argv, env, port, name, "/me")
 
 

@@ -28,9 +28,9 @@ from shmsession import SessionStorage
 from shmsession import _layout as L
 from shmsession._segment import lock_path, segment_path
 
-from ._stores import remove_store
+from tests._stores import remove_store
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMAND = [sys.executable, "-m", "shmsession"]
 RUN_TIMEOUT = 60.0  # one command, on a loaded machine
 T = TypeVar("T")

@@ -13,7 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from shmsession import SessionNotFound, SessionStorage, StoreFull, VersionConflict
 
-from ._stores import remove_store
+from tests._stores import remove_store
 
 IDS = st.sampled_from([f"id-{k}" for k in range(12)] + ["é" * 40, "x" * 1024])
 VALUES = st.one_of(

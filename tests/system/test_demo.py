@@ -24,7 +24,7 @@ from shmsession import SessionStorage, demo
 from shmsession._process import stop_server
 from shmsession.demo import wsgi
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_TIMEOUT = 90.0
 #: conftest's prefix of test store names: its end-of-session check then also covers these.
 TEST_PREFIX = "t-"

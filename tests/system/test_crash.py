@@ -28,7 +28,7 @@ import pytest
 from shmsession import SessionStorage
 from shmsession import _layout as L
 
-from ._stores import remove_store
+from tests._stores import remove_store
 
 Contents = Dict[bytes, Tuple[bytes, int, int]]  # digest -> (value, version, expires)
 

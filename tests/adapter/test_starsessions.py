@@ -1,6 +1,6 @@
 """starsessions (Starlette, FastAPI) on shmsession: the store contract and the app through
 Starlette's TestClient, on a store in shared memory and on one in Redis, and a save racing a
-logout step by step. ``uvicorn --workers 4`` sharing the sessions: tests/test_async_workers.py.
+logout step by step. ``uvicorn --workers 4`` sharing the sessions: tests/adapter/test_async_workers.py.
 
 A test taking ``any_store`` runs on both backends: the adapter gets the store wrapped
 (``AsyncSessionStorage``, as it wraps a ``SessionStorage`` itself) and the test reads it
@@ -26,7 +26,7 @@ from shmsession.aio import AsyncSessionStorage
 from shmsession.contrib.starsessions import ShmStore
 
 from . import starlette_app
-from ._stores import REDIS_SECRET
+from tests._stores import REDIS_SECRET
 
 COOKIE = "session"
 
@@ -117,7 +117,7 @@ def test_ttl_handling_mirrors_redis_store(any_store: Store) -> None:
 
 
 def test_a_session_written_by_name_is_read_through_a_given_store(name: str) -> None:
-    """(What every adapter's constructor takes: tests/test_adapter_stores.py.)"""
+    """(What every adapter's constructor takes: tests/adapter/test_adapter_stores.py.)"""
     by_name = ShmStore(name, size=1 << 20)
     try:
         sid = run(by_name.write("x", b"shared", lifetime=60, ttl=60))

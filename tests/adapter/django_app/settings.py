@@ -2,7 +2,7 @@
 (``tests._stores.server_env``): in shared memory by name, or in Redis."""
 
 from tests._stores import store_from_env
-from tests.django_app import cache_name, settings_for
+from tests.adapter.django_app import cache_name, settings_for
 
 _name, _redis_url, _secret = store_from_env()
 globals().update(settings_for(_name))

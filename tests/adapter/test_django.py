@@ -27,9 +27,9 @@ from django.conf import settings
 
 from tests._servers import Server, call, free_port, in_threads, python, serve
 from tests._stores import server_env
-from tests.django_app import STORE_SIZE, cache_name, settings_for
+from tests.adapter.django_app import STORE_SIZE, cache_name, settings_for
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 _DB_DIR = tempfile.mkdtemp(prefix="shmsession-django-test-")
 #: The name settings.configure() gets; every test overrides it with a fresh store.
 _CONFIGURED_NAME = f"t-{os.getpid()}-django-configured"
@@ -529,7 +529,7 @@ def test_a_handle_opened_before_fork_serves_the_child(stores: str) -> None:
 import os, sys
 sys.path.insert(0, {str(REPO_ROOT)!r})
 from django.conf import settings
-from tests.django_app import settings_for
+from tests.adapter.django_app import settings_for
 settings.configure(**settings_for({stores!r}))
 import django
 django.setup()
@@ -1009,16 +1009,16 @@ SPREAD_ROUNDS = 10
 @pytest.fixture
 def gunicorn(backend: str, open_store: Callable[..., Store], name: str,
              request: pytest.FixtureRequest) -> Iterator[Server]:
-    """gunicorn, 4 sync workers, serving tests/django_app on stores this fixture made in
+    """gunicorn, 4 sync workers, serving tests/adapter/django_app on stores this fixture made in
     ``backend``: the sessions' (``server.store``: a handle on it) and the cache's."""
     sock = request.getfixturevalue("redis_socket") if backend == "redis" else None
     open_store("-cache")  # the cache's store (cache_name), deleted after the test
     store = open_store()
     port = free_port()
-    env = dict(server_env(backend, name, sock), DJANGO_SETTINGS_MODULE="tests.django_app.settings")
+    env = dict(server_env(backend, name, sock), DJANGO_SETTINGS_MODULE="tests.adapter.django_app.settings")
     argv = python("-m", "gunicorn", "--workers", "4", "--worker-class", "sync",
                   "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "--timeout", "60",
-                  "tests.django_app.wsgi:application")
+                  "tests.adapter.django_app.wsgi:application")
     yield from serve(argv, env, port, name, "/whoami/", store)
 
 

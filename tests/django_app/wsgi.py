@@ -1,9 +1,0 @@
-"""The WSGI application gunicorn serves: ``tests.django_app.wsgi:application``."""
-
-import os
-
-from django.core.wsgi import get_wsgi_application
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.django_app.settings")
-
-application = get_wsgi_application()
