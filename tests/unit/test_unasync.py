@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import List
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "unasync.py"
 SOURCE = ROOT / "shmsession" / "redis" / "_async.py"
 TARGET = ROOT / "shmsession" / "redis" / "_sync.py"
