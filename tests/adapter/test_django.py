@@ -331,11 +331,17 @@ def async_engine(request: pytest.FixtureRequest, on_backend: Stores) -> Type[Ses
     return cls
 
 
+async def _saved(engine: Type[SessionBase], key: str, value: str) -> SessionBase:
+    """A new session of ``engine`` holding ``key = value``, saved."""
+    session = engine()
+    await session.aset(key, value)
+    await session.asave()
+    return session
+
+
 def test_async_save_exists_delete_flush(async_engine: Type[SessionBase]) -> None:
     async def main() -> None:
-        session = async_engine()
-        await session.aset("foo", "bar")
-        await session.asave()
+        session = await _saved(async_engine, "foo", "bar")
         key = session.session_key
         assert await session.aexists(key) is True
         assert await async_engine(key).aget("foo") == "bar"
@@ -352,9 +358,7 @@ def test_async_save_exists_delete_flush(async_engine: Type[SessionBase]) -> None
 
 def test_async_cycle_create_and_invalid_key(async_engine: Type[SessionBase]) -> None:
     async def main() -> None:
-        session = async_engine()
-        await session.aset("a", "c")
-        await session.asave()
+        session = await _saved(async_engine, "a", "c")
         prev = session.session_key
         await session.acycle_key()
         assert session.session_key != prev
