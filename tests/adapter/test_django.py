@@ -624,24 +624,27 @@ def test_client_login_cycles_the_key_and_bad_cookies_are_anonymous(on_backend: S
 # =============================================================================================
 
 
-def test_cache_engine_stores_in_the_shm_cache(on_backend: Stores) -> None:
-    cache_engine = import_module(ENGINES["cache"]).SessionStore
-    session = cache_engine()
+def _saved_in_the_cache(engine: str) -> Any:
+    """A session of Django's session engine ``engine`` holding ``x = 1``, saved: it is in the
+    default cache."""
+    session = import_module(ENGINES[engine]).SessionStore()
     session["x"] = 1
     session.save()
+    assert caches["default"].get(session.cache_key) == {"x": 1}
+    return session
+
+
+def test_cache_engine_stores_in_the_shm_cache(on_backend: Stores) -> None:
+    session = _saved_in_the_cache("cache")
     cache = caches["default"]
     assert isinstance(cache, ShmCache)
-    assert cache.get(session.cache_key) == {"x": 1}
     assert pickle.loads(on_backend.cache.read(cache.make_key(session.cache_key))) == {"x": 1}
 
 
 def test_cached_db_engine_reads_the_shm_cache_first(on_backend: Stores) -> None:
     cached_db = import_module(ENGINES["cached_db"]).SessionStore
-    session = cached_db()
-    session["x"] = 1
-    session.save()
+    session = _saved_in_the_cache("cached_db")
     cache = caches["default"]
-    assert cache.get(session.cache_key) == {"x": 1}
     # Change the cached copy: a load shows the cache was read, not the database.
     cache.set(session.cache_key, {"x": 2})
     assert cached_db(session.session_key)["x"] == 2
