@@ -1,4 +1,5 @@
-"""A tiny Flask app on ShmSessionInterface, served by a real gunicorn in tests/adapter/test_flask.py.
+"""A tiny Flask app on ShmSessionInterface, served by a real gunicorn in
+tests/adapter/test_flask.py.
 
 The environment (``tests._stores.server_env``) says where the sessions are: the store the
 test made, which each worker attaches to (``create=False``) in shared memory, or opens in

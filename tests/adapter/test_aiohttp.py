@@ -65,7 +65,8 @@ def set_cookie(resp: Any) -> str:
 
 
 def test_login_counter_logout(any_store: Store) -> None:
-    app = aiohttp_app.make_app(ShmStorage(store=AsyncSessionStorage(any_store), max_age=600, samesite="Lax"))
+    aio = AsyncSessionStorage(any_store)  # the adapter's view of the test's store
+    app = aiohttp_app.make_app(ShmStorage(store=aio, max_age=600, samesite="Lax"))
 
     async def test(client: Client) -> None:
         resp = await client.get("/whoami")
@@ -101,7 +102,8 @@ def test_login_counter_logout(any_store: Store) -> None:
 
 
 def test_new_ids_for_login_and_for_unknown_ids(any_store: Store) -> None:
-    app = aiohttp_app.make_app(ShmStorage(store=AsyncSessionStorage(any_store)))
+    aio = AsyncSessionStorage(any_store)  # the adapter's view of the test's store
+    app = aiohttp_app.make_app(ShmStorage(store=aio))
 
     async def test(client: Client) -> None:
         anonymous = (await client.post("/incr")).cookies[COOKIE].value
@@ -120,7 +122,8 @@ def test_new_ids_for_login_and_for_unknown_ids(any_store: Store) -> None:
 def test_a_save_racing_a_logout_does_not_bring_the_id_back(any_store: Store) -> None:
     """A request loads the session; another worker logs it out; the first then saves: the
     data goes under a fresh id, and the logged-out id stays dead."""
-    storage = ShmStorage(store=AsyncSessionStorage(any_store))
+    aio = AsyncSessionStorage(any_store)  # the adapter's view of the test's store
+    storage = ShmStorage(store=aio)
     app = aiohttp_app.make_app(storage)
 
     async def slow_incr(request: web.Request) -> web.Response:
@@ -142,8 +145,9 @@ def test_a_save_racing_a_logout_does_not_bring_the_id_back(any_store: Store) -> 
 
 
 def test_empty_sessions_store_nothing_and_delete_what_was_there(any_store: Store) -> None:
+    aio = AsyncSessionStorage(any_store)  # the adapter's view of the test's store
     app = web.Application()
-    setup(app, ShmStorage(store=AsyncSessionStorage(any_store)))
+    setup(app, ShmStorage(store=aio))
 
     async def touch_new(request: web.Request) -> web.Response:
         (await get_session(request)).changed()  # a changed but empty new session
@@ -164,12 +168,14 @@ def test_empty_sessions_store_nothing_and_delete_what_was_there(any_store: Store
         sid = (await client.post("/login?user=alice")).cookies[COOKIE].value
         assert len(any_store) == 1
         resp = await client.post("/drop")
-        assert "Max-Age=0" in set_cookie(resp) and any_store.get(sid) is None and len(any_store) == 0
+        assert "Max-Age=0" in set_cookie(resp)
+        assert any_store.get(sid) is None and len(any_store) == 0
 
     with_client(app, test)
 
 
 def test_encoder_decoder_and_undecodable_records(any_store: Store) -> None:
+    aio = AsyncSessionStorage(any_store)  # the adapter's view of the test's store
     def encode(obj: object) -> str:
         return "v1:" + json.dumps(obj)
 
@@ -178,7 +184,7 @@ def test_encoder_decoder_and_undecodable_records(any_store: Store) -> None:
             raise ValueError("not v1")
         return json.loads(text[3:])
 
-    app = aiohttp_app.make_app(ShmStorage(store=AsyncSessionStorage(any_store), encoder=encode, decoder=decode))
+    app = aiohttp_app.make_app(ShmStorage(store=aio, encoder=encode, decoder=decode))
 
     async def test(client: Client) -> None:
         sid = (await client.post("/login?user=alice")).cookies[COOKIE].value
@@ -194,11 +200,12 @@ def test_encoder_decoder_and_undecodable_records(any_store: Store) -> None:
 def test_max_age_is_the_store_ttl(any_store: Store) -> None:
     """``max_age=1``: the record expires in the store itself; ``max_age=None`` leaves the
     store's default ttl; ``max_age=0`` (a cookie that expires at once) is not refused."""
+    aio = AsyncSessionStorage(any_store)  # the adapter's view of the test's store
     def short() -> web.Application:  # an aiohttp app serves one event loop: one per run
-        return aiohttp_app.make_app(ShmStorage(store=AsyncSessionStorage(any_store), max_age=1))
+        return aiohttp_app.make_app(ShmStorage(store=aio, max_age=1))
 
-    default = aiohttp_app.make_app(ShmStorage(store=AsyncSessionStorage(any_store), cookie_name="S2"))
-    zero = aiohttp_app.make_app(ShmStorage(store=AsyncSessionStorage(any_store), cookie_name="S3", max_age=0))
+    default = aiohttp_app.make_app(ShmStorage(store=aio, cookie_name="S2"))
+    zero = aiohttp_app.make_app(ShmStorage(store=aio, cookie_name="S3", max_age=0))
 
     async def login(client: Client) -> Any:
         return await client.post("/login?user=alice")

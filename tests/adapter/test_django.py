@@ -1022,7 +1022,8 @@ def gunicorn(backend: str, open_store: Callable[..., Store], name: str,
     open_store("-cache")  # the cache's store (cache_name), deleted after the test
     store = open_store()
     port = free_port()
-    env = dict(server_env(backend, name, sock), DJANGO_SETTINGS_MODULE="tests.adapter.django_app.settings")
+    env = dict(server_env(backend, name, sock),
+               DJANGO_SETTINGS_MODULE="tests.adapter.django_app.settings")
     argv = python("-m", "gunicorn", "--workers", "4", "--worker-class", "sync",
                   "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "--timeout", "60",
                   "tests.adapter.django_app.wsgi:application")

@@ -1,6 +1,7 @@
 """starsessions (Starlette, FastAPI) on shmsession: the store contract and the app through
 Starlette's TestClient, on a store in shared memory and on one in Redis, and a save racing a
-logout step by step. ``uvicorn --workers 4`` sharing the sessions: tests/adapter/test_async_workers.py.
+logout step by step. ``uvicorn --workers 4`` sharing the sessions:
+tests/adapter/test_async_workers.py.
 
 A test taking ``any_store`` runs on both backends: the adapter gets the store wrapped
 (``AsyncSessionStorage``, as it wraps a ``SessionStorage`` itself) and the test reads it
@@ -45,7 +46,8 @@ def stored(store: Store, sid: str) -> Optional[Dict[str, Any]]:
 
 
 def test_store_contract(any_store: Store) -> None:
-    store = ShmStore(store=AsyncSessionStorage(any_store))
+    aio = AsyncSessionStorage(any_store)  # the adapter's view of the test's store
+    store = ShmStore(store=aio)
     assert isinstance(store, SessionStore)
 
     async def main() -> None:
@@ -78,7 +80,8 @@ def test_store_contract(any_store: Store) -> None:
 
 
 def test_concurrent_writes_to_one_session_leave_one_whole_value(any_store: Store) -> None:
-    store = ShmStore(store=AsyncSessionStorage(any_store))
+    aio = AsyncSessionStorage(any_store)  # the adapter's view of the test's store
+    store = ShmStore(store=aio)
     values = [bytes([65 + i]) * 50_000 for i in range(16)]
 
     async def main() -> List[str]:
@@ -94,7 +97,8 @@ def test_concurrent_writes_to_one_session_leave_one_whole_value(any_store: Store
 def test_ttl_handling_mirrors_redis_store(any_store: Store) -> None:
     """``lifetime=0`` (browser-session cookie) keeps the data ``gc_ttl``; a ``ttl`` of 0 or
     less (a session at its end) keeps it 1 s rather than failing; others keep ``ttl``."""
-    store = ShmStore(store=AsyncSessionStorage(any_store), gc_ttl=1)
+    aio = AsyncSessionStorage(any_store)  # the adapter's view of the test's store
+    store = ShmStore(store=aio, gc_ttl=1)
 
     async def main() -> Dict[str, str]:
         return {
@@ -110,7 +114,7 @@ def test_ttl_handling_mirrors_redis_store(any_store: Store) -> None:
     assert any_store.get(ids["ending"]) is None
     assert any_store.get(ids["ten minutes"]) == b"3"
 
-    default = ShmStore(store=AsyncSessionStorage(any_store))  # gc_ttl=None: the store's default ttl (1800 s)
+    default = ShmStore(store=aio)  # gc_ttl=None: the store's default ttl (1800 s)
     sid = run(default.write("d", b"4", lifetime=0, ttl=0))
     time.sleep(0.2)
     assert any_store.get(sid) == b"4"
@@ -132,7 +136,8 @@ def test_a_session_written_by_name_is_read_through_a_given_store(name: str) -> N
 
 
 def test_login_counter_logout(any_store: Store) -> None:
-    with TestClient(starlette_app.make_app(ShmStore(store=AsyncSessionStorage(any_store)), lifetime=600)) as client:
+    aio = AsyncSessionStorage(any_store)  # the adapter's view of the test's store
+    with TestClient(starlette_app.make_app(ShmStore(store=aio), lifetime=600)) as client:
         assert client.get("/whoami").json()["user"] is None
         assert COOKIE not in client.cookies  # an empty session sets no cookie
 
@@ -161,8 +166,9 @@ def test_login_counter_logout(any_store: Store) -> None:
 
 
 def test_planted_session_id_is_not_adopted(any_store: Store) -> None:
+    aio = AsyncSessionStorage(any_store)  # the adapter's view of the test's store
     planted = secrets.token_hex(16)
-    with TestClient(starlette_app.make_app(ShmStore(store=AsyncSessionStorage(any_store)))) as client:
+    with TestClient(starlette_app.make_app(ShmStore(store=aio))) as client:
         reply = client.post("/login?user=victim", headers={"cookie": f"{COOKIE}={planted}"})
         assert reply.json()["user"] == "victim"
         assert reply.cookies[COOKIE] != planted
@@ -173,7 +179,8 @@ def test_planted_session_id_is_not_adopted(any_store: Store) -> None:
 def test_session_expires_in_the_store(any_store: Store) -> None:
     """``lifetime=2``: the record expires in the store itself (the old cookie, replayed by
     hand past its max-age, is anonymous)."""
-    with TestClient(starlette_app.make_app(ShmStore(store=AsyncSessionStorage(any_store)), lifetime=2)) as client:
+    aio = AsyncSessionStorage(any_store)  # the adapter's view of the test's store
+    with TestClient(starlette_app.make_app(ShmStore(store=aio), lifetime=2)) as client:
         client.post("/login?user=alice")
         sid = client.cookies[COOKIE]
         assert client.get("/whoami").json()["user"] == "alice"
@@ -185,9 +192,10 @@ def test_session_expires_in_the_store(any_store: Store) -> None:
 
 
 def test_fastapi(any_store: Store) -> None:
+    aio = AsyncSessionStorage(any_store)  # the adapter's view of the test's store
     app = FastAPI()
     # add_middleware puts each new one outside the others: autoload first, sessions last.
-    for mw in reversed(starlette_app.middleware(ShmStore(store=AsyncSessionStorage(any_store)))):
+    for mw in reversed(starlette_app.middleware(ShmStore(store=aio))):
         app.add_middleware(mw.cls, *mw.args, **mw.kwargs)
 
     @app.post("/login")

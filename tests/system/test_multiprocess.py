@@ -39,8 +39,8 @@ from shmsession import (
 )
 from shmsession import _segment
 from shmsession._segment import lock_path, segment_path
-from tests.system._children import (WAIT, Child, Children, Conn, StoreOrName, attach, hold_lock_child,
-                             lock_held_by_a_child)
+from tests.system._children import (WAIT, Child, Children, Conn, StoreOrName, attach,
+                                    hold_lock_child, lock_held_by_a_child)
 from tests.contract.contract import increment
 
 SIZE = 4 << 20
