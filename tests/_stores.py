@@ -96,9 +96,9 @@ def store_handles(backend: str, name: str, redis_socket: Optional[str]) -> Itera
             if backend == "shm":
                 remove_store(name + suffix)
                 continue
-            with open_handle(name + suffix) as last:
-                prefix = last.prefix  # type: ignore[attr-defined]
-                last.unlink()  # its sessions and its counters
+            last: Any = open_handle(name + suffix)  # a Redis store: it has a prefix
+            last.unlink()  # its sessions and its counters (and closes the handle)
+            prefix = last.prefix
             assert redis_socket is not None and redis_keys(redis_socket, prefix) == [], prefix
 
 

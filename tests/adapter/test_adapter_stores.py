@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shmsession import SessionStorage
+from shmsession import SessionStorage, Store
 from shmsession.aio import AsyncSessionStorage
 
 ADAPTERS = {  # name: (module, class, async)
@@ -35,17 +35,19 @@ def test_an_adapter_takes_a_name_or_an_open_store(adapter: str, name: str) -> No
             with pytest.raises(TypeError):
                 cls(store=sync, size=1 << 20)
             given = cls(store=sync)
+            made = by_name.store
+            opened: Store  # the store the adapter made by name opened
             if not is_async:
-                assert isinstance(by_name.store, SessionStorage) and given.store is sync
-                opened = by_name.store
+                assert isinstance(made, SessionStorage) and given.store is sync
+                opened = made
             else:
-                assert isinstance(by_name.store, AsyncSessionStorage)
+                assert isinstance(made, AsyncSessionStorage)
                 assert isinstance(given.store, AsyncSessionStorage) and given.store.sync is sync
                 wrapped = AsyncSessionStorage(sync)
                 assert cls(store=wrapped).store is wrapped
                 with pytest.raises(TypeError, match="async store"):
                     cls(store=object())
-                opened = by_name.store.sync
+                opened = made.sync
             opened.write("k", b"by name")
             assert sync.read("k") == b"by name"  # the store it opened is the named one
     finally:
