@@ -12,13 +12,17 @@ import json
 import os
 import secrets
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import pytest
 
 
 from tests._servers import Server, call, free_port, in_threads, python, serve
 from tests._stores import BACKENDS, server_env, store_handles
+
+
+#: Most bursts of requests sent until two workers have answered.
+SPREAD_ROUNDS = 10
 
 
 @dataclass(frozen=True)
@@ -93,9 +97,15 @@ def login(server: Server, app: App, user: str) -> Dict[str, str]:
 
 def test_workers_share_one_session(server: Server, app: App) -> None:
     jar = login(server, app, "alice")
-    replies = in_threads([lambda: call(server.port, "GET", "/whoami", jar)] * 48, threads=12)
-    assert all(r.status == 200 and r.json()["user"] == "alice" for r in replies), replies
-    pids = {r.json()["pid"] for r in replies}
+    pids: Set[int] = set()
+    # Bursts of 48 until two workers have answered: on a loaded machine one async worker may
+    # accept a whole burst before the others wake.
+    for _ in range(SPREAD_ROUNDS):
+        replies = in_threads([lambda: call(server.port, "GET", "/whoami", jar)] * 48, threads=12)
+        assert all(r.status == 200 and r.json()["user"] == "alice" for r in replies), replies
+        pids.update(r.json()["pid"] for r in replies)
+        if len(pids) >= 2:
+            break
     assert len(pids) >= 2, pids
 
 

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from datetime import timedelta
 from importlib import import_module
 from pathlib import Path
@@ -30,7 +31,10 @@ from tests._stores import server_env
 from tests.adapter.django_app import STORE_SIZE, cache_name, settings_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-_DB_DIR = tempfile.mkdtemp(prefix="shmsession-django-test-")
+#: The database's folder: made by the _database fixture, not at import, so that collecting
+#: this module (``--collect-only``, or every test deselected) leaves nothing behind.
+_DB_DIR = os.path.join(tempfile.gettempdir(),
+                       f"shmsession-django-test-{os.getpid()}-{uuid.uuid4().hex}")
 #: The name settings.configure() gets; every test overrides it with a fresh store.
 _CONFIGURED_NAME = f"t-{os.getpid()}-django-configured"
 
@@ -103,8 +107,9 @@ class Stores(NamedTuple):
 @pytest.fixture(scope="module", autouse=True)
 def _database() -> Iterator[None]:
     """The sessions table, for the cached_db engine; the database is removed afterwards."""
-    call_command("migrate", "sessions", verbosity=0, interactive=False)
+    os.mkdir(_DB_DIR, 0o700)
     try:
+        call_command("migrate", "sessions", verbosity=0, interactive=False)
         yield
     finally:
         connections.close_all()
