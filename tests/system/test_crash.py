@@ -9,7 +9,7 @@ is finished rather than undone, of after). The run that reaches the end must hol
 contents of after, and every session the operation does not concern must be byte-identical.
 
 These are tests of internals: they set the journal's fault hook, read the table raw and map
-ids to digests (``store._engine``, ``store._digest``, ``store._w``), since no public call can
+ids to digests (``store._engine``, ``store._digests``), since no public call can
 stop a writer between two of its stores to shared memory.
 """
 

@@ -471,7 +471,7 @@ def test_a_store_named_like_an_existing_stores_lock_file_can_be_created(name: st
 
 # ---------------------------------------------------------------------------- keyed hash
 def test_digests_are_keyed_per_segment(name: str) -> None:
-    """A test of internals: the keyed digest (``_digest``) the table is indexed by."""
+    """A test of internals: the keyed digest (``_digests``) the table is indexed by."""
     other = name + "-b"
     try:
         with SessionStorage(name, size=SIZE) as a, SessionStorage(other, size=SIZE) as b:

@@ -35,7 +35,7 @@ def test_round_trip_of_100000_sessions_byte_for_byte_with_ttls(name: str, tmp_pa
             assert len(dst) == 100_000 and "short" not in dst
             for k, sid in enumerate(ids):
                 assert dst.read(sid) == (sid * (1 + k % 30)).encode()
-            # sessions() names sessions by digest, never by id: ``_digest`` maps one to the other.
+            # sessions() names sessions by digest, never by id: ``_digests`` maps one to the other.
             left = {info.digest: info.ttl for info in dst.sessions()}
             for k in (0, 3, 99_999):
                 ttl = left[dst._digests.of(ids[k]).hex()]

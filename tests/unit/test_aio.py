@@ -66,7 +66,7 @@ def lock_holder(name: str) -> Iterator[Tuple[SessionStorage, Callable[[float], i
     pids: List[int] = []
 
     def hold(seconds: float) -> int:
-        # Internals: the child holds the store's own lock (``_acquire``/``_lock``), which no
+        # Internals: the child holds the store's own lock (``_access``/``_lock``), which no
         # public call keeps held while the loop's calls run.
         r, w = os.pipe()
         pid = os.fork()

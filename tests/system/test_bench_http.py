@@ -12,9 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import List
 
-from tests.redis_server import redis_socket  # noqa: F401 - fixture: Redis must be there
-
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_http.py"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_http.py"
 LABELS = ("Flask signed cookie (floor)", "shmsession, shared memory", "Flask-Session, Redis",
           "shmsession, `RedisSessionStorage`")
 
@@ -37,7 +35,7 @@ def traces_of(tag: str) -> List[str]:
 
 
 def test_quick_run_has_every_variant_and_leaves_nothing(
-        redis_socket: str, tmp_path: Path) -> None:  # noqa: F811
+        redis_socket: str, tmp_path: Path) -> None:
     out = tmp_path / "http.md"
     proc = subprocess.Popen(
         [sys.executable, str(BENCH), "--quick", "--duration", "1", "--warmup", "0",
