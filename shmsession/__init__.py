@@ -1,62 +1,18 @@
 """shmsession: a session store shared by every worker process on one host, in POSIX shared
 memory. ``SessionStorage(name)`` creates or attaches; see its docstring for the API."""
 
-from ._errors import (
-    CorruptSegment,
-    CorruptSnapshot,
-    InsufficientSharedMemory,
-    InvalidName,
-    InvalidOption,
-    InvalidSessionId,
-    InvalidTTL,
-    InvalidType,
-    LayoutVersionMismatch,
-    LockTimeout,
-    MissingExtra,
-    SegmentError,
-    SegmentMismatch,
-    SegmentPermissionError,
-    SegmentUnlinked,
-    SessionNotFound,
-    ShmSessionError,
-    StoreClosed,
-    StoreFull,
-    StoreNotFound,
-    ValueTooLarge,
-    VersionConflict,
-)
+from . import _errors
+from ._errors import *  # noqa: F403 (every public error: _errors.__all__ names them)
 from ._types import AsyncStore, SessionInfo, Stats, Store
 from .store import SessionStorage
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AsyncStore",
-    "CorruptSegment",
-    "CorruptSnapshot",
-    "InsufficientSharedMemory",
-    "InvalidName",
-    "InvalidOption",
-    "InvalidSessionId",
-    "InvalidTTL",
-    "InvalidType",
-    "LayoutVersionMismatch",
-    "LockTimeout",
-    "MissingExtra",
-    "SegmentError",
-    "SegmentMismatch",
-    "SegmentPermissionError",
-    "SegmentUnlinked",
-    "SessionInfo",
-    "SessionNotFound",
-    "SessionStorage",
-    "ShmSessionError",
-    "Stats",
-    "Store",
-    "StoreClosed",
-    "StoreFull",
-    "StoreNotFound",
-    "ValueTooLarge",
-    "VersionConflict",
-    "__version__",
-]
+__all__ = ["AsyncStore", "SessionInfo", "SessionStorage", "Stats", "Store", "__version__"]
+__all__ += _errors.__all__
+
+# The errors are public here: they print, and are documented, as ``shmsession.StoreFull``
+# rather than under the private module that defines them (pickling finds them here too).
+for _name in _errors.__all__:
+    getattr(_errors, _name).__module__ = __name__
+del _name

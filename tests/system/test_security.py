@@ -180,7 +180,7 @@ def test_unlink_name_of_another_users_store_is_a_segment_permission_error(name: 
     # ... whose lock file the unlinking user may use, so the refusal is the segment's own
     os.chown(lock_path(name), OTHER_UID + 1, -1)
     answer = _in_child_as(OTHER_UID + 1, lambda: SessionStorage.unlink_name(name))  # ... not ours
-    assert answer.startswith("shmsession._errors.SegmentPermissionError: "), answer
+    assert answer.startswith("shmsession.SegmentPermissionError: "), answer
     assert "sticky" in answer, answer  # refused by the unlink, not by the lock file
     assert os.stat(path).st_uid == OTHER_UID  # still there
 
