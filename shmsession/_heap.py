@@ -8,7 +8,7 @@ sit in doubly linked lists, one per power-of-two size class, with a bitmap of th
 classes in the header. ``alloc`` tries the exact class first (bounded first fit, close to
 best fit), then takes the head of the next non-empty larger class and splits it: the
 segregated-fit scheme of dlmalloc and TLSF, which keeps fragmentation low under churn of
-mixed sizes (tests/test_structures.py measures it at 70% fill).
+mixed sizes (tests/unit/test_structures.py measures it at 70% fill).
 
 Every metadata change goes through the journal; the caller holds the store's lock.
 """

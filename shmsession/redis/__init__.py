@@ -35,7 +35,7 @@ consumer callable runs in the event loop's thread, on bytes already in memory.
 
 One source for the twins: ``_async.py`` holds ``AsyncRedisSessionStorage``, and ``_sync.py``
 (``RedisSessionStorage``) is generated from it by ``scripts/unasync.py`` (edit the async one
-and run the script; ``tests/test_unasync.py`` fails when ``_sync.py`` is stale). What does no
+and run the script; ``tests/unit/test_unasync.py`` fails when ``_sync.py`` is stale). What does no
 I/O -- the Lua scripts, validation, keys, records, replies -- is ``_core.py``'s.
 """
 

@@ -1,5 +1,5 @@
 """One of the Redis stores. ``_async.py`` is the source: ``scripts/unasync.py`` makes
-``_sync.py`` from it, line for line (``tests/test_unasync.py`` fails when it is stale).
+``_sync.py`` from it, line for line (``tests/unit/test_unasync.py`` fails when it is stale).
 Everything that does no I/O is in ``_core.py``; this file holds the round trips."""
 
 from __future__ import annotations
