@@ -87,11 +87,10 @@ class MissingExtra(ShmSessionError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 
 
-def missing_extra(extra: str, module: str) -> MissingExtra:
-    """The error an adapter raises when ``module`` of extra ``extra`` does not import."""
-    return MissingExtra(
-        f"{module} is not installed: pip install 'shmsession[{extra}]' to use this adapter"
-    )
+def missing_extra(extra: str, module: str, to: str = "use this adapter") -> MissingExtra:
+    """The error raised when ``module`` of extra ``extra`` does not import (an adapter's
+    framework, or gunicorn for the demo: ``to="run the demo"``)."""
+    return MissingExtra(f"{module} is not installed: pip install 'shmsession[{extra}]' to {to}")
 
 
 class StoreClosed(ShmSessionError, ValueError):

@@ -235,6 +235,6 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, extra: List[str]) -> int:
-    from .. import demo  # starts gunicorn, imports http.client and friends: only when asked
+    from ..demo import run  # starts gunicorn, imports http.client and friends: only when asked
 
-    return demo.main(extra)
+    return run.run(extra, "shmsession demo")  # no gunicorn: MissingExtra, status 1

@@ -4,6 +4,7 @@ up in every case (see :mod:`shmsession.demo` for the steps and the exit statuses
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import secrets
 import signal
@@ -11,7 +12,7 @@ import subprocess
 import sys
 from typing import List, Optional, Sequence
 
-from .. import InvalidName, SessionStorage
+from .. import InvalidName, MissingExtra, SessionStorage
 from .._process import (
     ServerExited,
     Terminated,
@@ -22,6 +23,7 @@ from .._process import (
     start_server,
     stop_server,
 )
+from .._errors import missing_extra
 from .._segment import check_name
 from .client import DemoError
 from .script import run_script, say
@@ -41,9 +43,21 @@ def start_gunicorn(name: str, port: int, workers: int) -> "subprocess.Popen[byte
                         {ENV_NAME: name, "PYTHONPATH": path})
 
 
-def _arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+#: The demo's name in its usage line when run on its own; ``shmsession demo`` passes its own.
+PROG = "python -m shmsession.demo"
+
+
+def need_gunicorn() -> None:
+    """:raises MissingExtra: gunicorn does not import (a plain ``pip install .``)."""
+    try:
+        importlib.import_module("gunicorn")  # only whether it is there
+    except ImportError:
+        raise missing_extra("demo", "gunicorn", "run the demo") from None
+
+
+def _arguments(argv: Optional[Sequence[str]], prog: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m shmsession.demo",
+        prog=prog,
         description="Watch gunicorn workers share one shmsession store.",
     )
     parser.add_argument(
@@ -72,9 +86,20 @@ def _arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
     """Run the demo; returns the exit status (see :mod:`shmsession.demo`)."""
-    args = _arguments(argv)
+    try:
+        return run(argv, prog)
+    except MissingExtra as exc:
+        print(f"DEMO COULD NOT RUN: {exc}", file=sys.stderr, flush=True)
+        return 2
+
+
+def run(argv: Optional[Sequence[str]], prog: str) -> int:
+    """:func:`main`, but a missing gunicorn raises :class:`MissingExtra` (checked after the
+    arguments, so ``--help`` works without it, and before a store is made)."""
+    args = _arguments(argv, prog)
+    need_gunicorn()
     name: str = args.name
     store: Optional[SessionStorage] = None
     server: Optional["subprocess.Popen[bytes]"] = None

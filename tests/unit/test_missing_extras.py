@@ -44,3 +44,38 @@ def test_a_missing_extra_is_named(module: str, blocked: str, extra: str, missing
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"pip install 'shmsession[{extra}]'" in out.stdout, out.stdout
     assert missing in out.stdout.split(" is not installed")[0], out.stdout
+
+
+DEMO_WITHOUT_GUNICORN = """\
+import sys
+sys.modules["gunicorn"] = None  # a plain `pip install .`: no gunicorn
+from shmsession.{entry} import main
+sys.exit(main({argv}))
+"""
+
+
+@pytest.mark.parametrize("entry,argv,status", [("cli", ["demo"], 1), ("demo", [], 2)])
+def test_the_demo_without_gunicorn_names_its_extra_and_starts_nothing(
+    entry: str, argv: list, status: int
+) -> None:
+    """``shmsession demo`` (status 1, a problem: 2 is the command's usage error) and
+    ``python -m shmsession.demo`` (status 2, "could not run") say what to install, before a
+    store is made or a server started."""
+    out = subprocess.run(
+        [sys.executable, "-c", DEMO_WITHOUT_GUNICORN.format(entry=entry, argv=argv)],
+        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
+    )
+    assert out.returncode == status, out.stdout + out.stderr
+    assert "pip install 'shmsession[demo]'" in out.stderr, out.stderr
+    assert "gunicorn" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert "started gunicorn" not in out.stdout and "store" not in out.stdout, out.stdout
+
+
+def test_the_demo_under_the_command_names_itself_shmsession_demo() -> None:
+    out = subprocess.run([sys.executable, "-m", "shmsession", "demo", "--help"],
+                         capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage: shmsession demo "), out.stdout
+    alone = subprocess.run([sys.executable, "-m", "shmsession.demo", "--help"],
+                           capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert alone.stdout.startswith("usage: python -m shmsession.demo "), alone.stdout
