@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import pwd
+import stat
 import sys
 from typing import Any, Callable, Dict, List, Optional
 
@@ -21,9 +23,10 @@ from .. import (
     ShmSessionError,
     StoreFull,
 )
-from .._segment import segment_path
+from .._segment import PREFIX, SHM_DIR, segment_path
 from . import live
-from .format import derived, format_bytes, json_text, prometheus_text, session_lines, stats_lines
+from .format import (derived, format_bytes, json_text, prometheus_text, session_lines,
+                     stats_lines, store_lines)
 
 
 EXIT_OK = 0
@@ -111,14 +114,59 @@ def cmd_top(args: argparse.Namespace) -> int:
         return live.top(store, args.interval, args.iterations, args.json)
 
 
+def _store_row(name: str, lock_timeout: float) -> Dict[str, Any]:
+    """One store of the host for ``ls`` without a name: the file's facts, and the store's
+    when it opens (else ``error`` says why and its figures are None)."""
+    st = os.stat(segment_path(name))
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:  # a uid with no name
+        owner = str(st.st_uid)
+    row: Dict[str, Any] = dict(name=name, size=st.st_size, owner=owner,
+                               mode=stat.filemode(st.st_mode), entries=None, max_entries=None,
+                               heap_fill=None, error=None)
+    try:
+        with SessionStorage(name, create=False, lock_timeout=lock_timeout) as store:
+            s = store.stats()
+    except ShmSessionError as exc:
+        row["error"] = f"{type(exc).__name__}: {exc}"
+    else:
+        row.update(entries=s.entries, max_entries=s.max_entries,
+                   heap_fill=s.bytes_used / s.heap_size if s.heap_size else 0.0)
+    return row
+
+
+def _ls_stores(args: argparse.Namespace) -> int:
+    if args.sort is not None or args.reverse or args.limit is not None:
+        raise Exit(EXIT_USAGE, "--sort, --reverse and --limit order one store's sessions: "
+                               "give its NAME")
+    rows = []
+    for entry in sorted(os.listdir(SHM_DIR)):
+        if entry.startswith(PREFIX):
+            try:
+                rows.append(_store_row(entry[len(PREFIX):], args.lock_timeout))
+            except FileNotFoundError:  # unlinked meanwhile
+                continue
+    if args.json:
+        print(json_text(rows))
+    elif not rows:
+        print(f"no shmsession stores in {SHM_DIR}")
+    else:
+        print("\n".join(store_lines(rows)))
+        print(f"{len(rows):,} store(s) in {SHM_DIR}")
+    return EXIT_OK
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
+    if args.name is None:
+        return _ls_stores(args)
     with _open(args) as store:
         rows = store.sessions()
     key: Callable[[SessionInfo], Any] = {
         "age": lambda r: r.age,  # oldest first
         "size": lambda r: r.size,  # largest first
         "ttl": lambda r: -math.inf if r.ttl is None else -r.ttl,  # soonest to expire first
-    }[args.sort]
+    }[args.sort or "age"]
     rows.sort(key=key, reverse=not args.reverse)
     shown = rows if args.limit is None else rows[: args.limit]
     if args.json:

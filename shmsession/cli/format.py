@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .. import SessionInfo, Stats
 
@@ -120,6 +120,20 @@ def session_lines(rows: Sequence[SessionInfo]) -> List[str]:
          str(r.version))
         for r in rows
     ], "<>>>>")
+
+
+def store_lines(rows: Sequence[Mapping[str, Any]]) -> List[str]:
+    """``ls`` without a name: an aligned table of the host's stores (``?`` where a store
+    could not be opened)."""
+    def entries(r: Mapping[str, Any]) -> str:
+        return "?" if r["entries"] is None else f"{r['entries']:,} / {r['max_entries']:,}"
+
+    return table([("NAME", "SIZE", "FILL", "ENTRIES", "OWNER", "MODE")] + [
+        (r["name"], format_bytes(r["size"]),
+         "?" if r["heap_fill"] is None else percent(r["heap_fill"]), entries(r), r["owner"],
+         r["mode"])
+        for r in rows
+    ], "<>>><<")
 
 
 # name, HELP text, value: each gauge of the Prometheus exposition.

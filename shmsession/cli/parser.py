@@ -90,13 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("name", metavar="NAME", help="the store's name")
-    common.add_argument(
+    timeout = argparse.ArgumentParser(add_help=False)
+    timeout.add_argument(
         "--lock-timeout", type=_positive_float, default=10.0, metavar="SECONDS",
         help="give up when the store's lock is not free within SECONDS (default 10): a "
              "worker stopped inside the store must not hang this command",
     )
+    common = argparse.ArgumentParser(add_help=False, parents=[timeout])
+    common.add_argument("name", metavar="NAME", help="the store's name")
+    # ls alone lists the stores on the host, so its NAME may be left out.
+    optional_name = argparse.ArgumentParser(add_help=False, parents=[timeout])
+    optional_name.add_argument("name", metavar="NAME", nargs="?",
+                               help="the store's name; without it, list the host's stores")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, summary: str, func: Callable[..., int], description: str = "",
@@ -137,11 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one JSON object per interval, with the rates (never a live view)")
 
     p = command(
-        "ls", "one line per live session: digest, size, age, time left", cmd_ls,
+        "ls", "one line per live session (without NAME: one line per store on the host)",
+        cmd_ls,
         "List the live sessions: the keyed digest each is filed under (the store never holds\n"
-        "raw session ids), the size of its value, its age, its time left and its version.",
+        "raw session ids), the size of its value, its age, its time left and its version.\n"
+        "Without NAME, list the stores on this host, like ipcs -m: name, size, heap fill,\n"
+        "entries, owner and mode (a store that cannot be opened shows ? and why, in --json).",
+        parents=(optional_name,),
     )
-    p.add_argument("--sort", choices=("age", "size", "ttl"), default="age",
+    p.add_argument("--sort", choices=("age", "size", "ttl"), default=None,
                    help="age: oldest first (default); size: largest first; ttl: soonest to "
                         "expire first")
     p.add_argument("-r", "--reverse", action="store_true", help="reverse the order")

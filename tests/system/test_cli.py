@@ -9,6 +9,7 @@ import fcntl
 import json
 import math
 import os
+import pwd
 import re
 import select
 import signal
@@ -397,6 +398,53 @@ def test_ls_shows_digests_sizes_and_times_never_ids(name: str) -> None:
     assert ttls[-1] is None and ttls[:-1] == sorted(ttls[:-1])
     limited = run("ls", name, "--limit", "2")
     assert len(limited.stdout.splitlines()) == 4 and "showing 2" in limited.stdout
+
+
+def test_ls_without_a_name_lists_the_stores_on_the_host(name: str) -> None:
+    """Like ``ipcs -m``: one row a store, with what ``stats`` and the file say, whoever's it is."""
+    other = name + "-b"
+    try:
+        fill(name, 3)
+        SessionStorage(other, size=2 << 20).close()
+        listed = run("ls")
+        assert listed.returncode == 0, listed.stderr
+        lines = listed.stdout.splitlines()
+        assert lines[0].split() == ["NAME", "SIZE", "FILL", "ENTRIES", "OWNER", "MODE"]
+        rows = {line.split()[0]: line for line in lines[1:-1]}
+        user = pwd.getpwuid(os.getuid()).pw_name
+        assert re.fullmatch(rf"{re.escape(name)} +4\.0 MiB +\d+\.\d% +3 / [\d,]+ +{user} "
+                            r"+-rw-------", rows[name]), rows[name]
+        assert re.search(r" 0 / [\d,]+ ", rows[other]), rows[other]
+        assert re.fullmatch(r"\d+ store\(s\) in /dev/shm", lines[-1]), lines[-1]
+        assert len({len(line) for line in lines[:-1] if line.split()[0] in (name, other)}) <= 2
+
+        machine = {r["name"]: r for r in json.loads(run("ls", "--json").stdout)}
+        mine = machine[name]
+        assert (mine["size"], mine["entries"], mine["owner"], mine["mode"]) == (
+            4 << 20, 3, user, "-rw-------")
+        assert mine["error"] is None and 0 < mine["heap_fill"] < 1
+        assert mine["max_entries"] >= 3 and machine[other]["entries"] == 0
+    finally:
+        remove_store(other)
+
+
+def test_ls_without_a_name_shows_a_store_it_cannot_open_and_goes_on(name: str) -> None:
+    """A planted file, or one of another layout, is a row with the reason, not a failure."""
+    with open(segment_path(name), "wb") as f:
+        f.write(b"not a store" * 1000)
+    os.chmod(segment_path(name), 0o600)
+    listed = run("ls")
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if line.startswith(name + " "))
+    assert "?" in row.split()[2:4], row  # no fill, no entries
+    machine = {r["name"]: r for r in json.loads(run("ls", "--json").stdout)}
+    assert machine[name]["entries"] is None and machine[name]["error"], machine[name]
+    assert "Traceback" not in listed.stderr
+
+
+def test_ls_sorting_options_need_a_store_name() -> None:
+    line = assert_one_line_error(run("ls", "--sort", "size"), 2)
+    assert "NAME" in line
 
 
 def test_ls_into_a_closed_pipe_ends_quietly(name: str) -> None:
