@@ -18,6 +18,7 @@ from shmsession import (
     InvalidTTL,
     InvalidType,
     SegmentMismatch,
+    SessionNotFound,
     SessionStorage,
     StoreFull,
 )
@@ -47,6 +48,22 @@ def test_no_ttl_and_infinite_ttl_store_no_expiry(name: str) -> None:
         assert [info.ttl for info in s.sessions()] == [None, None]
         assert s.read("b") == b"also"
         s.unlink()
+
+
+def test_a_read_reclaims_the_expired_session_it_finds(store: SessionStorage) -> None:
+    """Beyond the contract (which counts reclaiming after many calls): the one read that
+    finds an expired session reclaims it there and then."""
+    sid = store.new_id()
+    store.write(sid, b"short", ttl=0.05)
+    assert store.read(sid) == b"short"
+    time.sleep(0.08)
+    assert sid not in store
+    with pytest.raises(SessionNotFound):
+        store.read(sid)
+    stats = store.stats()
+    assert stats.expirations >= 1 and stats.entries == 0  # reclaimed by the read
+    assert store.add(sid, b"again") is True
+    store.check()
 
 
 def test_writes_now_and_then_sweep_expired_entries_out(name: str) -> None:
