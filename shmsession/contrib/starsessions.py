@@ -17,12 +17,21 @@ SessionMiddleware, store=ShmStore(...))`` (the one added last runs first).
 The store holds the bytes starsessions' serializer makes; expiry is the store's ttl. Every
 call is one whole operation of :class:`shmsession.aio.AsyncSessionStorage`, run in a thread.
 
-Ids: a session is saved under the id it came with only while that id has a live record.
-Any other id -- the one starsessions just made for a new session, one whose session was
-removed (logout) or has expired, one the client made up -- is replaced by a fresh
-``store.new_id()``, which ``write`` returns and starsessions puts in the cookie. So an old
-cookie replayed after logout stays anonymous even once the app writes to its session, and an
-id planted in a browser is never adopted (session fixation).
+Ids (``rotate_unknown_ids``, on by default): a session is saved under the id it came with only
+while that id has a live record. Any other id -- the one starsessions just made for a new
+session, one whose session was removed (logout) or has expired, one the client made up -- is
+replaced by a fresh ``store.new_id()``, which ``write`` returns and starsessions puts in the
+cookie. So an old cookie replayed after logout stays anonymous even once the app writes to its
+session, and an id planted in a browser is never adopted (session fixation).
+
+``ShmStore(..., rotate_unknown_ids=False)`` stores every session under the id it is given and
+returns that id, as starsessions' ``InMemoryStore`` and ``RedisStore`` do: for code written
+against them (a test fixture that seeds a session under a chosen id, a migration importing
+sessions with their ids). A client's cookie then names its session whatever it holds, so
+regenerate the id at login (``starsessions.regenerate_session_id``) against fixation. Either
+way, an id the store cannot hold (empty, over ``SessionStorage.MAX_ID_BYTES``: a forged
+cookie) reads as no session and is written under a fresh id, never an error the client could
+cause.
 """
 
 from __future__ import annotations
@@ -49,6 +58,10 @@ class ShmStore(SessionStore):
     uses an open store: a :class:`SessionStorage`, an ``AsyncSessionStorage``, or any
     object with ``AsyncSessionStorage``'s coroutine methods.
 
+    :param rotate_unknown_ids: ``True`` (the default): ``write`` keeps a session under its id
+        only while that id has a live record, and under a fresh one otherwise (fixation
+        protection). ``False``: under the id given, as starsessions' own stores (see the
+        module docstring).
     :param gc_ttl: seconds the store keeps a session whose cookie lasts for the browser
         session (``SessionMiddleware(lifetime=0)``, starsessions' default), since the store
         cannot know when that ends: starsessions' ``RedisStore`` has the same parameter.
@@ -60,10 +73,12 @@ class ShmStore(SessionStore):
         name: Optional[str] = None,
         *,
         store: Union[AsyncStore, SessionStorage, None] = None,
+        rotate_unknown_ids: bool = True,
         gc_ttl: Optional[float] = None,
         **options: Any,
     ) -> None:
         self.store = open_async_store(name, store, options)
+        self.rotate_unknown_ids = rotate_unknown_ids
         self.gc_ttl = gc_ttl
 
     async def read(self, session_id: str, lifetime: int) -> bytes:
@@ -76,15 +91,23 @@ class ShmStore(SessionStore):
 
     async def write(self, session_id: str, data: bytes, lifetime: int, ttl: int) -> str:
         """Store ``data`` for ``ttl`` seconds; returns the id it is stored under (see the
-        module docstring: a fresh one unless ``session_id`` has a live record).
+        module docstring: ``session_id`` when it has a live record or ``rotate_unknown_ids``
+        is off, a fresh one otherwise or when the store cannot hold ``session_id``).
 
         As in starsessions' ``RedisStore``: ``lifetime == 0`` (a browser-session cookie)
         keeps the data ``gc_ttl`` seconds, and a ``ttl`` below 1 (a session at the end of
         its lifetime) counts as 1.
         """
         seconds: Optional[float] = self.gc_ttl if lifetime == 0 else max(1, ttl)
-        if await replace_live(self.store, session_id, data, seconds):
-            return session_id
+        if self.rotate_unknown_ids:
+            if await replace_live(self.store, session_id, data, seconds):
+                return session_id
+        else:
+            try:
+                await self.store.write(session_id, data, seconds)
+                return session_id
+            except InvalidSessionId:
+                pass
         fresh = self.store.new_id()
         await self.store.write(fresh, data, seconds)
         return fresh

@@ -19,8 +19,15 @@ from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 from fastapi import FastAPI, Request
+from starlette.requests import HTTPConnection
 from starlette.testclient import TestClient
-from starsessions import SessionStore
+from starsessions import JsonSerializer, SessionStore
+from starsessions.session import (
+    SessionHandler,
+    is_loaded,
+    load_session,
+    regenerate_session_id,
+)
 
 from shmsession import AsyncStore, SessionStorage, Store
 from shmsession.aio import AsyncSessionStorage
@@ -130,6 +137,165 @@ def test_a_session_written_by_name_is_read_through_a_given_store(name: str) -> N
     finally:
         assert isinstance(by_name.store, AsyncSessionStorage)
         by_name.store.sync.close()
+
+
+# --- starsessions' own store tests, on rotate_unknown_ids=False -----------------------------
+# Ported from starsessions' tests (github.com/alex-oleshkevich/starsessions: tests/backends/
+# test_memory.py and test_redis.py, which run InMemoryStore and RedisStore; tests/test_session.py
+# and tests/test_middleware.py, which run the ``store`` fixture of tests/conftest.py), on its
+# 2.x API: ``write(id, data, lifetime, ttl)``, ``SessionMiddleware(store=...)``. With
+# ``rotate_unknown_ids=False`` the store keeps every session under the id it is given, as theirs
+# do, so code written against them (a fixture seeding a session under a chosen id, a migration
+# importing sessions with their ids) runs unchanged.
+
+
+@pytest.fixture
+def given_ids(any_store: Store) -> ShmStore:
+    """The adapter on this test's store, storing under the ids it is given."""
+    return ShmStore(store=AsyncSessionStorage(any_store), rotate_unknown_ids=False)
+
+
+def test_given_id_read_write(given_ids: ShmStore, any_store: Store) -> None:
+    """test_in_memory_read_write, test_redis_read_write."""
+    async def main() -> None:
+        assert await given_ids.write("session_id", b"data", lifetime=60, ttl=60) == "session_id"
+        assert await given_ids.read("session_id", lifetime=60) == b"data"
+
+    run(main())
+    assert any_store.get("session_id") == b"data"  # another process sees it under that id
+
+
+def test_given_id_remove(given_ids: ShmStore) -> None:
+    """test_in_memory_remove, test_redis_remove."""
+    async def main() -> None:
+        assert await given_ids.write("session_id", b"data", lifetime=60, ttl=60) == "session_id"
+        await given_ids.remove("session_id")
+        assert await given_ids.read("session_id", lifetime=60) == b""
+        await given_ids.remove("missing")  # should not fail on a missing key
+
+    run(main())
+
+
+def test_given_id_write_with_session_only_setup(given_ids: ShmStore) -> None:
+    """test_redis_write_with_session_only_setup: ``lifetime=0, ttl=0`` is stored (for
+    ``gc_ttl``), under the id given."""
+    async def main() -> None:
+        assert await given_ids.write("session_id", b"data", lifetime=0, ttl=0) == "session_id"
+        assert await given_ids.read("session_id", lifetime=0) == b"data"
+
+    run(main())
+
+
+def test_given_id_empty_session(given_ids: ShmStore) -> None:
+    """test_redis_empty_session."""
+    assert run(given_ids.read("unknown_session_id", lifetime=60)) == b""
+
+
+def test_given_id_rewritten_after_remove(given_ids: ShmStore) -> None:
+    """As InMemoryStore and RedisStore: a removed id written again holds the new data."""
+    async def main() -> None:
+        await given_ids.write("session_id", b"old", lifetime=60, ttl=60)
+        await given_ids.remove("session_id")
+        assert await given_ids.write("session_id", b"new", lifetime=60, ttl=60) == "session_id"
+        assert await given_ids.read("session_id", lifetime=60) == b"new"
+
+    run(main())
+
+
+def test_given_id_the_store_cannot_hold_gets_a_fresh_one(given_ids: ShmStore) -> None:
+    """Not in starsessions' tests (its stores take any str): an id over the store's limit --
+    a forged cookie -- reads as no session and is written under a fresh id, as with the
+    default, rather than failing the client's request."""
+    forged = "x" * (SessionStorage.MAX_ID_BYTES + 1)
+
+    async def main() -> None:
+        assert await given_ids.read(forged, lifetime=60) == b""
+        assert await given_ids.exists(forged) is False
+        await given_ids.remove(forged)
+        sid = await given_ids.write(forged, b"{}", lifetime=60, ttl=60)
+        assert sid != forged and len(sid) == 43
+        assert await given_ids.read(sid, lifetime=60) == b"{}"
+        # The longest id the store holds is still taken as given.
+        longest = "y" * SessionStorage.MAX_ID_BYTES
+        assert await given_ids.write(longest, b"[]", lifetime=60, ttl=60) == longest
+        assert await given_ids.read(longest, lifetime=60) == b"[]"
+
+    run(main())
+
+
+def _handler(store: ShmStore, session_id: Optional[str]) -> HTTPConnection:
+    """A connection with starsessions' session handler on ``store``, as its middleware makes."""
+    connection = HTTPConnection({"type": "http"})
+    connection.scope["session"] = {}
+    connection.scope["session_handler"] = SessionHandler(
+        connection, session_id, store, JsonSerializer(), lifetime=60)
+    return connection
+
+
+def test_given_id_load_session(given_ids: ShmStore) -> None:
+    """tests/test_session.py: test_load_session."""
+    connection = _handler(given_ids, "session_id")
+
+    async def main() -> None:
+        await given_ids.write("session_id", b'{"key": "value"}', lifetime=60, ttl=60)
+        await load_session(connection)
+
+    run(main())
+    assert is_loaded(connection)
+    assert connection.session == {"key": "value"}
+
+
+def test_given_id_regenerate_session_id(given_ids: ShmStore) -> None:
+    """tests/test_session.py: test_regenerate_session_id."""
+    connection = _handler(given_ids, "some_id")
+
+    async def main() -> None:
+        await given_ids.write("some_id", b"value", 3600, 3600)
+        assert await given_ids.read("some_id", 3600) == b"value"
+
+    run(main())
+    session_id = regenerate_session_id(connection)
+    assert session_id and session_id != "some_id"
+
+
+def test_given_id_middleware_loads_seeded_session(given_ids: ShmStore) -> None:
+    """tests/test_middleware.py: test_loads_existing_session, then
+    test_send_cookie_if_session_updated: the cookie keeps the seeded id."""
+    run(given_ids.write("session_id", b'{"user": "alice", "n": 1}', lifetime=600, ttl=600))
+    with TestClient(starlette_app.make_app(given_ids, lifetime=600)) as client:
+        cookie = {"cookie": f"{COOKIE}=session_id"}
+        assert client.get("/whoami", headers=cookie).json()["user"] == "alice"
+        reply = client.post("/incr", headers=cookie)
+        assert reply.json()["n"] == 2
+        assert reply.cookies[COOKIE] == "session_id"
+    assert json.loads(run(given_ids.read("session_id", 600)))["n"] == 2
+
+
+def test_given_id_middleware_clears_storage_if_session_destroyed(given_ids: ShmStore) -> None:
+    """tests/test_middleware.py: test_send_cookie_if_session_destroyed,
+    test_will_clear_storage_if_session_destroyed."""
+    run(given_ids.write("session_id", b'{"user": "alice"}', lifetime=600, ttl=600))
+    with TestClient(starlette_app.make_app(given_ids, lifetime=600)) as client:
+        reply = client.post("/logout", headers={"cookie": f"{COOKIE}=session_id"})
+        assert "1970" in reply.headers["set-cookie"]
+    assert run(given_ids.exists("session_id")) is False
+
+
+def test_given_id_middleware_handles_not_existing_session(given_ids: ShmStore) -> None:
+    """tests/test_middleware.py: test_handles_not_existing_session,
+    test_storage_has_no_data_for_session_id."""
+    with TestClient(starlette_app.make_app(given_ids)) as client:
+        assert client.get("/whoami", headers={"cookie": f"{COOKIE}=someid"}).json()["user"] is None
+
+
+def test_given_id_middleware_stores_under_the_cookies_id(given_ids: ShmStore) -> None:
+    """tests/test_middleware.py: test_session_middleware_with_custom_backend -- the id the
+    request came with, live or not, is the one the session is stored under (no fixation
+    protection: what ``rotate_unknown_ids=True``, the default, is for)."""
+    with TestClient(starlette_app.make_app(given_ids)) as client:
+        reply = client.post("/login?user=bob", headers={"cookie": f"{COOKIE}=someid"})
+        assert reply.cookies[COOKIE] == "someid"
+    assert json.loads(run(given_ids.read("someid", 60)))["user"] == "bob"
 
 
 # --- an app through Starlette's TestClient -------------------------------------------------
