@@ -18,9 +18,15 @@ own server-side storages do. Every call is one whole operation of
   default ttl.
 * A session left empty (``session.invalidate()``, or every key deleted) deletes its record
   and its cookie: an old cookie replayed afterwards is anonymous.
-* A session is saved under the id it came with only while that id has a live record; a new
-  session, or one whose record was deleted or has expired meanwhile, gets a fresh id (and
-  cookie), so a deleted id never comes back.
+* Ids: a session is saved under the id it came with only while that id has a live record; a
+  new session, or one whose record was deleted or has expired meanwhile, gets a fresh id (and
+  cookie), so a deleted id never comes back. There is no switch for this (unlike
+  ``ShmStore(rotate_unknown_ids=False)`` for starsessions), because aiohttp-session's own
+  storages adopt no id either: a cookie whose id has no data loads as a new session, which
+  ``save_session`` gives a fresh key. They differ from this storage in one case only: a
+  session deleted by another request between this one's load and save is written back under
+  its old id by ``RedisStorage``, under a fresh one here. A session seeded under a chosen id
+  (its record written to the store, its id sent as the cookie) is live, so it keeps that id.
 """
 
 from __future__ import annotations

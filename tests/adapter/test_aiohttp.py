@@ -119,6 +119,24 @@ def test_new_ids_for_login_and_for_unknown_ids(any_store: Store) -> None:
     with_client(app, test)
 
 
+def test_a_session_seeded_under_a_chosen_id_stays_under_it(any_store: Store) -> None:
+    """Why aiohttp needs no ``rotate_unknown_ids``: aiohttp-session's own storages adopt no
+    id either (an id without data loads as a new session, which gets a fresh key), and a
+    fixture seeds a session by writing its record and sending its cookie -- a live id,
+    which every save keeps."""
+    aio = AsyncSessionStorage(any_store)  # the adapter's view of the test's store
+    record = {"created": int(time.time()), "session": {"user": "alice", "n": 1}}
+    any_store.write("chosen-id", json.dumps(record).encode(), 600)
+
+    async def test(client: Client) -> None:
+        resp = await client.post("/incr", headers={"Cookie": f"{COOKIE}=chosen-id"})
+        assert (await resp.json())["n"] == 2
+        assert resp.cookies[COOKIE].value == "chosen-id"
+
+    with_client(aiohttp_app.make_app(ShmStorage(store=aio)), test)
+    assert stored(any_store, "chosen-id")["session"]["n"] == 2  # type: ignore[index]
+
+
 def test_a_save_racing_a_logout_does_not_bring_the_id_back(any_store: Store) -> None:
     """A request loads the session; another worker logs it out; the first then saves: the
     data goes under a fresh id, and the logged-out id stays dead."""
