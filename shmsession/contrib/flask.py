@@ -35,6 +35,12 @@
   ``replace``, which writes only over a live record, so a session deleted meanwhile (logged
   out by another request) stays deleted instead of being written back.
 
+* **Failing requests**: a ``secret_key`` the signer cannot use (not ``str`` or ``bytes``)
+  fails every request with a ``TypeError`` naming it, before the store is touched. What a
+  failing view put in the session is saved with Flask's 500 answer, as Flask's cookie
+  session is; a save that fails leaves the store as it was (see
+  :meth:`ShmSessionInterface.save_session`).
+
 The interface holds no storage logic: it maps Flask's open/save onto ``get``, ``add``,
 ``replace``, ``touch`` and ``invalidate``.
 """
@@ -96,6 +102,8 @@ class ShmSession(CallbackDict[str, Any], SessionMixin):
         self.rotate = False
         #: The request brought a cookie that named no live session.
         self.stale_cookie = stale_cookie
+        #: A save raised: Flask's error handler saves again, and that save leaves it alone.
+        self.save_failed = False
         self.modified = False
         self.accessed = False
 
@@ -201,11 +209,22 @@ class ShmSessionInterface(SessionInterface):
         call, so a rotation takes effect at once) and kept: a signer holds no state between
         calls, building one costs about what a signature does, and every request needs one
         in ``open_session`` and again in ``save_session``.
+
+        :raises TypeError: a key is not ``str`` or ``bytes`` (``app.secret_key = ...``
+            copied literally from an example): raised here, before the store is touched,
+            rather than by the signer once a session has been written.
         """
         if not app.secret_key:
             return None
         fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or ()
         keys = (*fallbacks, app.secret_key)
+        for setting, key in [*(("SECRET_KEY_FALLBACKS", k) for k in fallbacks),
+                             ("secret_key", app.secret_key)]:
+            if not isinstance(key, (str, bytes)):
+                raise TypeError(
+                    f"app.{setting} holds a {type(key).__name__}, not a str or bytes: "
+                    "set it to a long random string, e.g. secrets.token_hex(32)"
+                )
         settings = (keys, self.salt, self.key_derivation, self.digest_method)
         signer = self._signers.get(settings)
         if signer is None:
@@ -272,11 +291,35 @@ class ShmSessionInterface(SessionInterface):
             return self.session_class(stale_cookie=True)
         return self.session_class(data, sid=sid)
 
-    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+    def save_session(
+        self, app: Flask, session: Optional[SessionMixin], response: Response
+    ) -> None:
         """Write the session if it was modified, renew it if Flask refreshes it, delete it
-        (and its cookie) if it ended empty; set ``Vary: Cookie`` if it was accessed."""
+        (and its cookie) if it ended empty; set ``Vary: Cookie`` if it was accessed.
+
+        On a failing request: what the view put in the session before it raised is saved
+        with Flask's 500 answer, record and cookie together, as Flask's own cookie session
+        is (Flask saves the session only when it handles the error itself; with
+        ``PROPAGATE_EXCEPTIONS``, as in testing, it saves nothing and nothing is written).
+        A save that raises (a key the signer cannot use, a session the store refuses)
+        leaves the store as it was, with no record that no cookie names; Flask's error
+        handler then saves the same session into its 500 answer, and that save does
+        nothing, so the error Flask reports is the first one. ``session`` is ``None`` when
+        ``open_session`` raised: nothing was opened, nothing is saved.
+        """
+        if session is None:
+            return
         if not isinstance(session, ShmSession):
             raise TypeError(f"ShmSessionInterface saves only ShmSession, not {type(session)}")
+        if session.save_failed:
+            return
+        try:
+            self._save(app, session, response)
+        except BaseException:
+            session.save_failed = True
+            raise
+
+    def _save(self, app: Flask, session: ShmSession, response: Response) -> None:
         name = self.get_cookie_name(app)
         options = self._cookie_options(app)
         if session.accessed:
@@ -291,13 +334,25 @@ class ShmSessionInterface(SessionInterface):
                 response.vary.add("Cookie")
             return
 
+        signer = self.get_signer(app)  # raises on a key it cannot use, before any write
+        if signer is None:
+            raise RuntimeError("app.secret_key was unset during the request: "
+                               "the session cannot be signed")
         ttl = self.lifetime(app)
         if session.modified:  # clear() and regenerate() mark it modified too
             if session.sid is None or session.rotate:
+                sid = self._create(self._encode(session), ttl)
+                try:
+                    self._set_cookie(app, signer, sid, session, response, name, options)
+                except BaseException:
+                    self.store.invalidate(sid)  # no cookie names it
+                    raise
+                # The old record goes once the new one is stored: a failed login is no logout.
                 if session.sid is not None:
                     self.store.invalidate(session.sid)
-                session.sid = self._create(self._encode(session), ttl)
-            elif not self.store.replace(session.sid, self._encode(session), ttl):
+                session.sid = sid
+                return
+            if not self.store.replace(session.sid, self._encode(session), ttl):
                 # Deleted meanwhile by another request (a logout): it stays deleted.
                 response.delete_cookie(name, **options)
                 response.vary.add("Cookie")
@@ -310,7 +365,7 @@ class ShmSessionInterface(SessionInterface):
                 return
         else:
             return
-        self._set_cookie(app, session, response, name, options)
+        self._set_cookie(app, signer, session.sid, session, response, name, options)
 
     # ------------------------------------------------------------------ store calls
     def _create(self, data: bytes, ttl: float) -> str:
@@ -321,13 +376,9 @@ class ShmSessionInterface(SessionInterface):
         raise RuntimeError(f"{_MAX_NEW_IDS} fresh session ids were all taken: is the store sane?")
 
     def _set_cookie(
-        self, app: Flask, session: ShmSession, response: Response, name: str,
-        options: Dict[str, Any],
+        self, app: Flask, signer: TimestampSigner, sid: str, session: ShmSession,
+        response: Response, name: str, options: Dict[str, Any],
     ) -> None:
-        signer = self.get_signer(app)
-        assert signer is not None and session.sid is not None
         expires: Optional[datetime] = self.get_expiration_time(app, session)
-        response.set_cookie(
-            name, signer.sign(session.sid).decode("ascii"), expires=expires, **options
-        )
+        response.set_cookie(name, signer.sign(sid).decode("ascii"), expires=expires, **options)
         response.vary.add("Cookie")

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import threading
 import time
+import warnings
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -20,7 +22,7 @@ from flask.testing import FlaskClient
 from itsdangerous import TimestampSigner
 from werkzeug.test import TestResponse
 
-from shmsession import SessionStorage, Store
+from shmsession import SessionStorage, Store, ValueTooLarge
 from shmsession.contrib.flask import ShmSession, ShmSessionInterface
 from tests._servers import Server, call, free_port, in_threads, python, serve
 from tests._stores import REDIS_SECRET
@@ -104,6 +106,24 @@ def make_app(store: Store, **config: Any) -> Flask:
             and session["when"] == datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
         )
         return {"ok": ok}
+
+    @app.post("/fail")
+    def fail() -> Dict[str, Any]:
+        """Puts something in the session, then fails: the app's own error."""
+        session["before"] = "the error"
+        raise LookupError("the view's own error")
+
+    @app.post("/big")
+    def big() -> Dict[str, Any]:
+        """A session larger than either store takes (2 MiB): the save fails."""
+        session["big"] = "x" * (2 << 20)
+        return {}
+
+    @app.post("/login-big")
+    def login_big() -> Dict[str, Any]:
+        session.clear()
+        session["big"] = "x" * (2 << 20)
+        return {}
 
     @app.post("/held/<key>/<value>")
     def held(key: str, value: str) -> Dict[str, Any]:
@@ -353,6 +373,104 @@ def test_no_secret_key_refuses_writes(store: Store) -> None:
     with pytest.raises(RuntimeError, match="secret"):
         client.post("/login/alice")
     assert len(store) == 0
+
+
+# --------------------------------------------------------------------------- failing requests
+def failing_request(client: FlaskClient, path: str, propagate: bool,
+                    caplog: pytest.LogCaptureFixture) -> Tuple[BaseException, List[str]]:
+    """POST ``path``, a request that fails, the way Flask fails it: with
+    ``PROPAGATE_EXCEPTIONS`` the error is raised to the client; without, Flask logs it, answers
+    500 and saves the session into that answer (``handle_exception``). Returns the error and
+    the answer's ``Set-Cookie`` headers (none when raised). The error must be the only one
+    Flask logged: a second error in the interface, on the error handler's save, would be too."""
+    client.application.config["PROPAGATE_EXCEPTIONS"] = propagate
+    caplog.clear()
+    if propagate:
+        with pytest.raises(Exception) as raised:
+            client.post(path)
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        return raised.value, []
+    response = client.post(path)
+    assert response.status_code == 500
+    (logged,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert logged.exc_info is not None and logged.exc_info[1] is not None
+    return logged.exc_info[1], set_cookies(response)
+
+
+@pytest.mark.parametrize("propagate", [True, False], ids=["propagated", "500"])
+@pytest.mark.parametrize("setting", ["secret_key", "SECRET_KEY_FALLBACKS"])
+@pytest.mark.parametrize("key", [..., 12345], ids=["Ellipsis", "int"])
+def test_an_unusable_secret_key_fails_before_the_store(
+        key: Any, setting: str, propagate: bool, store: Store,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """``app.secret_key = ...`` (the docs' placeholder, taken literally) or any key the
+    signer cannot use: every request fails with an error naming the setting, before the store
+    is touched, and Flask's error path does not fail a second time in the interface."""
+    app = make_app(store)
+    if setting == "secret_key":
+        app.secret_key = key
+    else:
+        app.config["SECRET_KEY_FALLBACKS"] = ["an old key", key]
+    for path in ("/login/alice", "/inc", "/fail"):
+        error, cookies = failing_request(app.test_client(), path, propagate, caplog)
+        assert isinstance(error, TypeError)
+        assert f"app.{setting}" in str(error) and type(key).__name__ in str(error)
+        assert cookies == []
+        assert len(store) == 0
+
+
+@pytest.mark.parametrize("propagate", [True, False], ids=["propagated", "500"])
+def test_a_failing_view_saves_its_session_as_flask_does(
+        propagate: bool, store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """What a failing view put in the session is saved with Flask's 500 answer, record and
+    cookie together, as Flask's own cookie session saves it; when the error propagates Flask
+    saves nothing, and nothing is written. Either way no record is left without a cookie."""
+    app = make_app(store)
+    error, cookies = failing_request(app.test_client(), "/fail", propagate, caplog)
+    assert isinstance(error, LookupError) and str(error) == "the view's own error"
+    if propagate:
+        assert cookies == [] and len(store) == 0
+        return
+    (cookie,) = cookies
+    sid = signer(app).unsign(cookie.split(";")[0].split("=", 1)[1]).decode()
+    assert stored(store, sid) == {"before": "the error"} and len(store) == 1
+
+    # Flask's cookie session, on the same app and request, sets its cookie too.
+    app.session_interface = SecureCookieSessionInterface()
+    _, flask_cookies = failing_request(app.test_client(), "/fail", propagate, caplog)
+    assert len(flask_cookies) == 1 and flask_cookies[0].startswith(f"{COOKIE}=")
+
+
+@pytest.mark.parametrize("propagate", [True, False], ids=["propagated", "500"])
+@pytest.mark.parametrize("path", ["/big", "/login-big"], ids=["write", "rotate"])
+def test_a_failed_save_leaves_the_store_as_it_was(
+        path: str, propagate: bool, store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """A save the store refuses (a session too large) raises the store's error once: Flask's
+    error handler saves the same session again into its 500 answer, and that save leaves it
+    alone. The logged-in session is untouched (a failed login does not log out)."""
+    app = make_app(store)
+    client = app.test_client()
+    client.post("/login/alice")
+    sid = sid_of(app, client)
+    error, cookies = failing_request(client, path, propagate, caplog)
+    assert isinstance(error, ValueTooLarge)
+    assert cookies == []
+    assert len(store) == 1 and stored(store, sid) == {"user": "alice", "n": 0}
+    assert client.get("/me").get_json() == {"session": {"user": "alice", "n": 0}}
+
+
+@pytest.mark.parametrize("propagate", [True, False], ids=["propagated", "500"])
+def test_a_cookie_that_cannot_be_set_leaves_no_record(
+        propagate: bool, store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """The record of a new session is written before its cookie (the id is the store's);
+    when setting the cookie fails (here werkzeug's warning on a cookie over 4 KiB, made an
+    error) the record goes again: no record is left that no cookie names."""
+    app = make_app(store, SESSION_COOKIE_PATH="/" + "p" * 5000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        error, cookies = failing_request(app.test_client(), "/login/alice", propagate, caplog)
+    assert isinstance(error, UserWarning) and "too large" in str(error)
+    assert cookies == [] and len(store) == 0
 
 
 # --------------------------------------------------------------------------- lifetime
