@@ -348,10 +348,11 @@ class ShmCache(BaseCache):
     nothing (and removes what was there), ``None`` keeps the entry until it is deleted or
     evicted. ``incr``/``decr`` are atomic across processes (the adapters' compare-and-set
     loop; ``VersionConflict`` if it keeps losing) and, as in Django's ``BaseCache``, give the
-    entry the default timeout. Every key works: keys over
-    the store's 1024 bytes are hashed, so no ``CacheKeyWarning`` is raised for long keys or
-    for characters memcached refuses. ``close()`` keeps the process's handle open (Django
-    calls it after each request).
+    entry the default timeout. Every ``str`` key works (keys over the store's 1024 bytes are
+    hashed); like Django's own backends other than memcached, a key memcached would refuse
+    (over 250 characters, spaces or control characters) is stored with a
+    ``CacheKeyWarning``. ``close()`` keeps the process's handle open (Django calls it after
+    each request).
     """
 
     pickle_protocol = pickle.HIGHEST_PROTOCOL
@@ -369,9 +370,14 @@ class ShmCache(BaseCache):
 
     # -- translation ---------------------------------------------------------------------------
     def validate_key(self, key: Any) -> None:
-        """Keys need only be ``str``: the store takes any (long ones through a digest)."""
+        """Warn as ``LocMemCache`` does (Django's ``BaseCache.validate_key``: a
+        ``CacheKeyWarning`` for a key memcached would refuse); the key is stored all the same.
+
+        :raises InvalidCacheKey: ``key`` (what ``KEY_FUNCTION`` made) is not a ``str``.
+        """
         if not isinstance(key, str):
             raise InvalidCacheKey(f"cache keys must be str, not {type(key).__name__}")
+        super().validate_key(key)
 
     def _id(self, key: Any, version: Optional[int]) -> str:
         return _store_id(self.make_and_validate_key(key, version=version))

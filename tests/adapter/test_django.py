@@ -16,10 +16,12 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from datetime import timedelta
 from importlib import import_module
 from pathlib import Path
-from typing import (Any, Callable, Coroutine, Dict, Iterator, List, NamedTuple, Type)
+from typing import (Any, Callable, Coroutine, Dict, Iterator, List, NamedTuple, Optional, Tuple,
+                    Type)
 
 import pytest
 
@@ -58,7 +60,9 @@ from django.contrib.sessions.backends.base import (  # noqa: E402
     UpdateError,
 )
 from django.core.cache import caches  # noqa: E402
-from django.core.cache.backends.base import InvalidCacheKey  # noqa: E402
+from django.core.cache.backends.base import (  # noqa: E402
+    BaseCache, CacheKeyWarning, InvalidCacheKey)
+from django.core.cache.backends.locmem import LocMemCache  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connections  # noqa: E402
@@ -297,11 +301,18 @@ def test_actual_expiry(engine: Type[SessionBase]) -> None:
 
 def test_load_overlong_key(engine: Type[SessionBase]) -> None:
     session = engine()
-    session._session_key = (string.ascii_letters + string.digits) * 20
-    assert session.load() == {}
-    session._session_key = "k" * 5000  # over the store's 1024 bytes: no store takes it
-    assert session.load() == {}
-    assert session.exists("k" * 5000) is False
+    # The cache engines' keys go through ShmCache, which warns for keys memcached refuses,
+    # as Django's local-memory cache does (Django's own version of this test ignores the
+    # warning for them); the shmsession engine's keys never reach a cache.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        session._session_key = (string.ascii_letters + string.digits) * 20
+        assert session.load() == {}
+        session._session_key = "k" * 5000  # over the store's 1024 bytes: no store takes it
+        assert session.load() == {}
+        assert session.exists("k" * 5000) is False
+    assert all(w.category is CacheKeyWarning for w in caught)
+    assert bool(caught) == (not issubclass(engine, SessionStore))
 
 
 def test_create_and_save(engine: Type[SessionBase]) -> None:
@@ -919,30 +930,116 @@ def test_pickle_errors_are_not_silent(cache: ShmCache) -> None:
         cache.set("unpicklable", Unpicklable())
 
 
-def test_any_key_works_without_warnings(cache: ShmCache, on_backend: Stores) -> None:
-    # filterwarnings=error: a CacheKeyWarning would fail this test.
-    keys = [
-        "a" * 250 + "清",
-        "b" * 300,
-        "key with spaces and 清",
-        "control\x00chars\n\t",
-        "ünïcödé" * 100,  # 1,400+ bytes of UTF-8: over the store's limit, hashed
-        "x" * 5000,
-        "x" * 4999 + "y",  # shares a long prefix with the previous key: must not collide
-        "lone \ud800 surrogate",
-    ]
-    for i, key in enumerate(keys):
-        cache.set(key, i)
-    for i, key in enumerate(keys):
-        assert cache.get(key) == i, key[:40]
-        assert cache.has_key(key)
-    assert cache.incr(keys[-2]) == len(keys) - 1
-    assert cache.get_many(keys[:2]) == {keys[0]: 0, keys[1]: 1}
-    for key in keys:
-        assert cache.delete(key) is True
+#: Keys memcached refuses (long, spaces, control characters), over the store's 1024 bytes of
+#: id (hashed), and not encodable as UTF-8 (hashed).
+ODD_KEYS = [
+    "a" * 250 + "清",
+    "b" * 300,
+    "key with spaces and 清",
+    "control\x00chars\n\t",
+    "ünïcödé" * 100,  # 1,400+ bytes of UTF-8: over the store's limit, hashed
+    "x" * 5000,
+    "x" * 4999 + "y",  # shares a long prefix with the previous key: must not collide
+    "lone \ud800 surrogate",
+]
+
+
+def test_any_key_works(cache: ShmCache, on_backend: Stores) -> None:
+    """Every ``str`` key is stored (the warnings are Django's: see the next tests)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CacheKeyWarning)
+        for i, key in enumerate(ODD_KEYS):
+            cache.set(key, i)
+        for i, key in enumerate(ODD_KEYS):
+            assert cache.get(key) == i, key[:40]
+            assert cache.has_key(key)
+        assert cache.incr(ODD_KEYS[-2]) == len(ODD_KEYS) - 1
+        assert cache.get_many(ODD_KEYS[:2]) == {ODD_KEYS[0]: 0, ODD_KEYS[1]: 1}
+        for key in ODD_KEYS:
+            assert cache.delete(key) is True
     assert len(on_backend.cache) == 0
     with pytest.raises(InvalidCacheKey):
         ShmCache(on_backend.cache, {"KEY_FUNCTION": lambda k, p, v: b"bytes"}).get("k")
+
+
+def _key_warnings(backend: BaseCache, key: str) -> List[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backend.set(key, 1)
+        backend.get(key)
+    assert all(w.category is CacheKeyWarning for w in caught)
+    return [str(w.message) for w in caught]
+
+
+def test_keys_warn_as_with_locmem(cache: ShmCache) -> None:
+    """Django's contract: every backend but memcached warns for keys memcached would refuse,
+    and stores them. The same warnings as Django's local-memory cache, key for key."""
+    locmem = LocMemCache("shmsession-test", {})
+    for key in [*ODD_KEYS, "plain-key", "y" * 240]:
+        expected = _key_warnings(locmem, key)
+        assert _key_warnings(cache, key) == expected, key[:40]
+        assert bool(expected) == (key in ODD_KEYS)
+
+
+# Django's own tests of CacheKeyWarning, ported from Django's tests/cache/tests.py
+# (BaseCacheTests._perform_invalid_key_test, test_invalid_key_characters,
+# test_invalid_key_length, test_invalid_with_version_key_length), with their assertions.
+def _perform_invalid_key_test(cache: ShmCache, key: str, expected_warning: str,
+                              key_func: Optional[Callable[..., str]] = None) -> None:
+    """All the builtin backends should warn (except memcached that should error) on keys
+    that would be refused by memcached (Django's words)."""
+
+    def func(key: str, *args: Any) -> str:  # Django's default key function never warns
+        return key
+
+    old_func = cache.key_func
+    cache.key_func = key_func or func
+    tests: List[Tuple[str, List[Any]]] = [
+        ("add", [key, 1]),
+        ("get", [key]),
+        ("set", [key, 1]),
+        ("incr", [key]),
+        ("decr", [key]),
+        ("touch", [key]),
+        ("delete", [key]),
+        ("get_many", [[key, "b"]]),
+        ("set_many", [{key: 1, "b": 2}]),
+        ("delete_many", [[key, "b"]]),
+    ]
+    try:
+        for operation, args in tests:
+            with pytest.warns(CacheKeyWarning) as caught:
+                getattr(cache, operation)(*args)
+            assert str(caught[0].message) == expected_warning, operation
+    finally:
+        cache.key_func = old_func
+
+
+def test_invalid_key_characters(cache: ShmCache) -> None:
+    # memcached doesn't allow whitespace or control characters in keys.
+    key = "key with spaces and 清"
+    _perform_invalid_key_test(
+        cache, key, "Cache key contains characters that will cause errors if used with "
+        f"memcached: {key!r}")
+
+
+def test_invalid_key_length(cache: ShmCache) -> None:
+    # memcached limits key length to 250.
+    key = ("a" * 250) + "清"
+    _perform_invalid_key_test(
+        cache, key, f"Cache key will cause errors if used with memcached: {key!r} "
+        "(longer than 250)")
+
+
+def test_invalid_with_version_key_length(cache: ShmCache) -> None:
+    # Custom make_key() that adds a version to the key and exceeds the limit.
+    def key_func(key: str, *args: Any) -> str:
+        return key + ":1"
+
+    key = "a" * 249
+    _perform_invalid_key_test(
+        cache, key, f"Cache key will cause errors if used with memcached: {key_func(key)!r} "
+        "(longer than 250)", key_func=key_func)
 
 
 def test_caches_with_the_same_location_share_data(cache: ShmCache, on_backend: Stores) -> None:
