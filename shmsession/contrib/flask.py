@@ -2,11 +2,12 @@
 
 ::
 
+    import os
     from flask import Flask
     from shmsession.contrib.flask import ShmSessionInterface
 
     app = Flask(__name__)
-    app.secret_key = ...                                   # signs the session id cookie
+    app.secret_key = os.environ["SECRET_KEY"]  # signs the session id cookie (token_hex(32))
     app.session_interface = ShmSessionInterface("myapp", size=64 * 2**20)
 
 ``flask.session`` works as before; what changes is where the data lives:
