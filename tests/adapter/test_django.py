@@ -1206,3 +1206,21 @@ def test_gunicorn_workers_share_sessions_and_cache(gunicorn: Server) -> None:
     replays = in_threads([lambda: call(port, "GET", "/whoami/", jar(cookie))] * 12, 12)
     assert all(r.status == 401 and r.json()["anonymous"] is True for r in replays), replays
     assert gunicorn.proc.poll() is None, f"gunicorn died\n{gunicorn.output()[-3000:]}"
+
+
+def test_a_numeric_default_timeout_outlives_a_shorter_store_ttl(on_backend: Stores) -> None:
+    """Restored from the deleted tests/test_adapters_on_redis.py (which asserted it on Redis
+    only): Django's timeouts decide, not the store's default ttl -- a value set with the
+    cache's default TIMEOUT (Django's 300 s) outlives a store whose own ttl is 1 s, while an
+    explicit 1 s timeout ends."""
+    cache = ShmCache(on_backend.open_cache(ttl=1), {})  # no TIMEOUT given: Django's 300 s
+    assert cache.default_timeout == 300
+    cache.set("default", 3)
+    assert cache.add("added", 4) is True
+    cache.set("touched", 5, 1)
+    assert cache.touch("touched") is True  # to the default timeout
+    cache.set("one-second", 2, 1)
+    time.sleep(1.3)
+    assert cache.get("one-second") is None
+    assert cache.get_many(["default", "added", "touched"]) == {
+        "default": 3, "added": 4, "touched": 5}
