@@ -268,6 +268,7 @@ def test_key_prefixes_separate_caches_on_one_store(cache_factory: Factory) -> No
 
 # --------------------------------------------------------------------------- the cachelib API
 def test_every_public_basecache_method_is_implemented() -> None:
+    assert issubclass(ShmCache, BaseCache)  # what Flask-Session and Flask-Caching accept
     public = [m for m in vars(BaseCache) if not m.startswith("_") and callable(getattr(BaseCache, m))]
     assert {"get", "set", "add", "delete", "has", "clear", "inc", "dec"} <= set(public)
     for method in public:
