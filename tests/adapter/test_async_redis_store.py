@@ -1,5 +1,5 @@
 """The async adapters on Redis's OWN async store (``AsyncRedisSessionStorage``), through their
-frameworks' test clients: restored from the deleted tests/test_adapters_on_redis.py.
+frameworks' test clients.
 
 The adapter tests on the "redis" backend (``any_store``) hand the adapter the synchronous
 ``RedisSessionStorage`` wrapped in ``AsyncSessionStorage``; the multi-worker servers
