@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Dict, Iterator, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 from .._errors import missing_extra
 from ..store import SessionStorage
@@ -77,6 +77,23 @@ _MAX_NEW_IDS = 8
 #: Signers an interface keeps, one per set of keys and signing settings; past that it starts
 #: over rather than grow (keys that change on every request would be a bug of the app).
 _MAX_SIGNERS = 8
+
+
+class _KeptKeySigner(TimestampSigner):
+    """itsdangerous' ``TimestampSigner``, same cookies, but each key is derived once: the
+    stock one derives it (an HMAC) on every ``sign`` and for every key an ``unsign`` tries,
+    and the interface keeps its signer for as long as the app's keys stay."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._derived: Dict[bytes, bytes] = {}
+
+    def derive_key(self, secret_key: Union[str, bytes, None] = None) -> bytes:
+        key = self.secret_keys[-1] if secret_key is None else want_bytes(secret_key)
+        derived = self._derived.get(key)
+        if derived is None:
+            derived = self._derived[key] = super().derive_key(key)
+        return derived
 
 
 class ShmSession(CallbackDict[str, Any], SessionMixin):
@@ -232,7 +249,7 @@ class ShmSessionInterface(SessionInterface):
             if len(self._signers) >= _MAX_SIGNERS:
                 self._signers.clear()
             # itsdangerous signs with the last key and accepts any of them.
-            signer = self._signers[settings] = TimestampSigner(
+            signer = self._signers[settings] = _KeptKeySigner(
                 [want_bytes(key) for key in keys],
                 salt=self.salt,
                 key_derivation=self.key_derivation,
@@ -382,4 +399,5 @@ class ShmSessionInterface(SessionInterface):
     ) -> None:
         expires: Optional[datetime] = self.get_expiration_time(app, session)
         response.set_cookie(name, signer.sign(sid).decode("ascii"), expires=expires, **options)
-        response.vary.add("Cookie")
+        if not session.accessed:  # else _save has added it (werkzeug parses Vary per access)
+            response.vary.add("Cookie")

@@ -89,3 +89,29 @@ def test_one_interface_keeps_apps_with_different_keys_apart(store: SessionStorag
     assert user_with(one, cookie) == "alice"
     assert user_with(other, cookie) is None  # signed with the other app's key
     assert iface.get_signer(one) is not iface.get_signer(other)
+
+
+def test_cookies_are_itsdangerous_timestamp_signatures_both_ways(store: SessionStorage) -> None:
+    """The kept signer derives each key once; its cookies stay what itsdangerous'
+    ``TimestampSigner`` makes with the interface's settings, and it accepts theirs, for the
+    current key and a fallback."""
+    from itsdangerous import TimestampSigner
+
+    iface = ShmSessionInterface(store=store)
+    app = make_app(iface, NEW)
+    app.config["SECRET_KEY_FALLBACKS"] = [OLD]
+    ours = iface.get_signer(app)
+    assert ours is not None
+    settings: Dict[str, Any] = dict(salt=iface.salt, key_derivation=iface.key_derivation,
+                                    digest_method=iface.digest_method)
+    theirs = TimestampSigner([OLD, NEW], **settings)
+    for _ in range(2):  # the second time from what the signer kept
+        signed = ours.sign("an-id")
+        assert theirs.unsign(signed) == b"an-id"
+        assert signed.rsplit(b".", 1)[1] == theirs.get_signature(signed.rsplit(b".", 1)[0])
+        assert ours.unsign(theirs.sign("by-them")) == b"by-them"
+        assert ours.unsign(TimestampSigner(OLD, **settings).sign("by-old")) == b"by-old"
+    client = app.test_client()
+    client.post("/login/alice")
+    cookie = cookie_of(client)
+    assert cookie is not None and theirs.unsign(cookie)
