@@ -133,3 +133,12 @@ def test_django_own_tests(outcome: Dict[str, Any], test_class: str) -> None:
     assert not unexpected, "\n".join(f"{test_class}.{k}:\n{v}" for k, v in unexpected.items())
     assert set(failing) == set(expected.failing), "a listed failure now passes: unlist it"
     assert skipped == {k: reason for k, (reason, _) in expected.skipped.items()}
+
+
+def test_no_failure_outside_the_test_methods(outcome: Dict[str, Any]) -> None:
+    """A class or module that fails as a whole (``setUpClass``, an import, the test database)
+    reports under an id of no test method; none may."""
+    ids = set(outcome["run"])
+    stray = [i for kind in ("failures", "errors") for i in outcome[kind] if i not in ids]
+    assert not stray, "\n".join(f"{i}:\n{outcome['errors'].get(i) or outcome['failures'][i]}"
+                                for i in stray)
