@@ -49,6 +49,7 @@ The interface holds no storage logic: it maps Flask's open/save onto ``get``, ``
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Dict, Iterator, Mapping, Optional, Tuple, Union
 
@@ -57,6 +58,7 @@ from ..store import SessionStorage
 from ._store import Store
 
 try:
+    from flask.json.provider import DefaultJSONProvider
     from flask.sessions import SessionInterface, SessionMixin, session_json_serializer
     from itsdangerous import BadSignature, TimestampSigner, want_bytes
     from werkzeug.datastructures import CallbackDict
@@ -77,6 +79,21 @@ _MAX_NEW_IDS = 8
 #: Signers an interface keeps, one per set of keys and signing settings; past that it starts
 #: over rather than grow (keys that change on every request would be a bug of the app).
 _MAX_SIGNERS = 8
+
+
+#: The values Flask's tagged JSON leaves as they are (exact types: a subclass may be tagged).
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
+def _untagged(data: Dict[str, Any]) -> bool:
+    """Whether Flask's tagged JSON of ``data`` is plain JSON: str keys, plain values, and not
+    a one-key dict whose key is a tag (that one it wraps)."""
+    if len(data) == 1 and next(iter(data)) in session_json_serializer.tags:
+        return False
+    for key, value in data.items():
+        if type(key) is not str or type(value) not in _PLAIN_TYPES:
+            return False
+    return True
 
 
 class _KeptKeySigner(TimestampSigner):
@@ -268,9 +285,26 @@ class ShmSessionInterface(SessionInterface):
         session.rotate = True
         session.modified = True
 
-    def _encode(self, session: ShmSession) -> bytes:
-        data = self.serializer.dumps(dict.copy(session))
-        return data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    def _encode(self, app: Flask, session: ShmSession) -> bytes:
+        data = dict.copy(session)
+        if self.serializer is session_json_serializer:
+            provider = app.json
+            # Flask's tagged JSON, the same bytes (tests/adapter/test_flask_session_format.py),
+            # without its Python walk over a session that holds only plain values.
+            if type(provider) is DefaultJSONProvider and _untagged(data):
+                return json.dumps(data, separators=(",", ":"), ensure_ascii=provider.ensure_ascii,
+                                  sort_keys=provider.sort_keys).encode("utf-8")
+        text = self.serializer.dumps(data)
+        return text.encode("utf-8") if isinstance(text, str) else bytes(text)
+
+    def _decode(self, app: Flask, raw: bytes) -> Any:
+        text = raw.decode("utf-8")
+        # A tag is a one-key dict whose key starts with a space: in JSON, `" ` after a quote.
+        # Text without one decodes to the same thing without Flask's walk that untags.
+        if (self.serializer is session_json_serializer and '" ' not in text
+                and type(app.json) is DefaultJSONProvider):
+            return json.loads(text)
+        return self.serializer.loads(text)
 
     def _cookie_options(self, app: Flask) -> Dict[str, Any]:
         options: Dict[str, Any] = dict(
@@ -302,7 +336,7 @@ class ShmSessionInterface(SessionInterface):
             raw = self.store.get(sid)
             if raw is None:  # expired, logged out, or never there
                 return self.session_class(stale_cookie=True)
-            data = self.serializer.loads(raw.decode("utf-8"))
+            data = self._decode(app, raw)
         except (ValueError, TypeError, KeyError):  # an id the store refuses, or not a session
             return self.session_class(stale_cookie=True)
         if not isinstance(data, dict):
@@ -359,7 +393,7 @@ class ShmSessionInterface(SessionInterface):
         ttl = self.lifetime(app)
         if session.modified:  # clear() and regenerate() mark it modified too
             if session.sid is None or session.rotate:
-                sid = self._create(self._encode(session), ttl)
+                sid = self._create(self._encode(app, session), ttl)
                 try:
                     self._set_cookie(app, signer, sid, session, response, name, options)
                 except BaseException:
@@ -370,7 +404,7 @@ class ShmSessionInterface(SessionInterface):
                     self.store.invalidate(session.sid)
                 session.sid = sid
                 return
-            if not self.store.replace(session.sid, self._encode(session), ttl):
+            if not self.store.replace(session.sid, self._encode(app, session), ttl):
                 # Deleted meanwhile by another request (a logout): it stays deleted.
                 response.delete_cookie(name, **options)
                 response.vary.add("Cookie")
