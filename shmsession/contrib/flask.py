@@ -253,16 +253,20 @@ class ShmSessionInterface(SessionInterface):
             return None
         fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or ()
         keys = (*fallbacks, app.secret_key)
-        for setting, key in [*(("SECRET_KEY_FALLBACKS", k) for k in fallbacks),
-                             ("secret_key", app.secret_key)]:
-            if not isinstance(key, (str, bytes)):
-                raise TypeError(
-                    f"app.{setting} holds a {type(key).__name__}, not a str or bytes: "
-                    "set it to a long random string, e.g. secrets.token_hex(32)"
-                )
         settings = (keys, self.salt, self.key_derivation, self.digest_method)
-        signer = self._signers.get(settings)
+        try:
+            signer = self._signers.get(settings)
+        except TypeError:  # an unhashable key: the check below names it
+            signer = None
         if signer is None:
+            # Checked once per set of keys: a kept signer's keys passed.
+            for setting, key in [*(("SECRET_KEY_FALLBACKS", k) for k in fallbacks),
+                                 ("secret_key", app.secret_key)]:
+                if not isinstance(key, (str, bytes)):
+                    raise TypeError(
+                        f"app.{setting} holds a {type(key).__name__}, not a str or bytes: "
+                        "set it to a long random string, e.g. secrets.token_hex(32)"
+                    )
             if len(self._signers) >= _MAX_SIGNERS:
                 self._signers.clear()
             # itsdangerous signs with the last key and accepts any of them.
