@@ -718,8 +718,11 @@ def test_top_live_view_under_a_terminal_then_ctrl_c(name: str, pty_run: List[Pty
     try:
         top = start(pty_run, "top", name, "--interval", "0.3", term=TOP_TERM)
         top.read_until(r"\x1b\[\?1049h")  # the alternate screen
-        # A frame with rates: operations per second above zero, a hit rate, both fills.
-        frame = top.shown_until(r"operations +[\d,]+ +[1-9][\d,]*\.\d/s")
+        # A frame with rates: operations per second above zero, a hit rate, both fills. The
+        # pattern spans the frame from its rates to its hit rate: curses' output of one frame
+        # may come in more than one read, and a screen read between them is half old.
+        frame = top.shown_until(r"operations +[\d,]+ +[1-9][\d,]*\.\d/s(?s:.*)"
+                                r"hit rate +\d+\.\d% +\d+\.\d%")
     finally:
         traffic.join()
     assert f"store '{name}'" in frame
