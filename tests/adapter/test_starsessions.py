@@ -13,12 +13,8 @@ import asyncio
 import inspect
 import json
 import os
-import re
 import secrets
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import pytest
@@ -381,30 +377,6 @@ def test_fastapi(any_store: Store) -> None:
         client.post("/login", params={"user": "bob"})
         assert client.get("/whoami").json() == {"user": "bob"}
         assert stored(any_store, client.cookies[COOKIE])["user"] == "bob"  # type: ignore[index]
-
-
-# --- the README's example -------------------------------------------------------------------
-
-
-def readme_blocks(heading: str) -> List[str]:
-    """The ```python blocks of the README section under ``heading`` (to the next one)."""
-    readme = Path(__file__).resolve().parents[2] / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    start = text.index(heading)
-    end = text.find("\n### ", start + len(heading))
-    section = text[start:] if end < 0 else text[start:end]
-    return re.findall(r"^```python\n(.*?)^```$", section, flags=re.M | re.S)
-
-
-def test_readme_starsessions_example_runs(name: str) -> None:
-    """The README's starsessions blocks, in order, in a fresh process, as written but for the
-    store's name: the test's own, which the ``name`` fixture removes afterwards."""
-    blocks = readme_blocks("### Starlette / FastAPI (starsessions)")
-    assert len(blocks) == 2 and all('"myapp"' in b for b in blocks)
-    code = "\n".join(blocks).replace('"myapp"', repr(name))
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode == 0, done.stderr
 
 
 # --- a save racing a logout, step by step ----------------------------------------------------
