@@ -19,7 +19,7 @@ from ._heap import Heap
 from ._journal import Journal
 from ._rules import check_name, check_option, is_number
 
-__all__ = ["check_options", "geometry", "open_segment"]
+__all__ = ["check_options", "defaults", "geometry", "open_segment"]
 
 
 def check_options(name: object, size: object, max_entries: object, max_value_size: object,
@@ -47,11 +47,17 @@ def check_options(name: object, size: object, max_entries: object, max_value_siz
         )
 
 
+def defaults(size: int) -> Tuple[int, int]:
+    """``(max_entries, max_value_size)`` of a store of ``size`` bytes made without them."""
+    return max(16, size // 1024), min(1 << 20, size // 16)
+
+
 def geometry(size: Optional[int], max_entries: Optional[int],
              max_value: Optional[int]) -> L.Geometry:
     total = L.DEFAULT_SIZE if size is None else size
-    entries = max(16, total // 1024) if max_entries is None else max_entries
-    value_max = min(1 << 20, total // 16) if max_value is None else max_value
+    default_entries, default_value = defaults(total)
+    entries = default_entries if max_entries is None else max_entries
+    value_max = default_value if max_value is None else max_value
     if value_max > 0xFFFFFFFF:
         raise InvalidOption("max_value_size must be under 4 GiB")
     geo = L.Geometry(total, entries, value_max)

@@ -12,6 +12,7 @@ from typing import (
 )
 
 from . import _segment, _snapshot
+from ._attach import defaults
 from ._engine import Engine
 from ._errors import SegmentError, ValueTooLarge
 from ._layout import S_CREATED, S_DIGEST, S_EXPIRES, S_VALUE_LEN, S_VERSION
@@ -43,7 +44,9 @@ def dump(path: str, secret: bytes, locked: Locked) -> int:
 
     def fill(out: BinaryIO) -> _snapshot.SnapshotWriter:
         with locked() as engine:
-            writer = _snapshot.SnapshotWriter(out, secret, time.time())
+            geo = engine.geo
+            shape = _snapshot.Shape(geo.total_size, geo.max_entries, geo.max_value)
+            writer = _snapshot.SnapshotWriter(out, secret, time.time(), shape)
             now = time.monotonic_ns()
             for s in engine.live_slots(now):
                 expires = s[S_EXPIRES]
@@ -60,8 +63,10 @@ def load(open_store: Callable[..., "SessionStorage"], name: str, path: str,
     """Create store ``name`` with ``open_store(name, _secret=..., **options)`` and load the
     snapshot ``path`` into it (see ``SessionStorage.load``); removes it again on failure."""
     with open(path, "rb") as src:
-        secret, written_at, records = _snapshot.read_snapshot(src, progress)
+        secret, written_at, shape, records = _snapshot.read_snapshot(src, progress)
     check_name(name)
+    if shape is not None:
+        options = _remade(shape, options)
     if _segment.exists(name):
         raise SegmentError(
             f"store {name!r} exists; a snapshot loads into a new store only: unlink it "
@@ -85,6 +90,27 @@ def load(open_store: Callable[..., "SessionStorage"], name: str, path: str,
         store.unlink()
         raise
     return store
+
+
+def _remade(shape: _snapshot.Shape, options: Dict[str, Any]) -> Dict[str, Any]:
+    """``options`` with the dumped store's geometry where they leave it out: as if the
+    options the dumped store was made with were given again, and ``options`` over them.
+
+    The segment does not record which of its limits were asked for. One equal to the default
+    for its size is taken as left to the default, so it follows a new ``size`` (a store
+    loaded bigger gets the room for sessions a store made at that size would have); another
+    is kept whatever the size (the application asks for it when it attaches). A limit
+    asked for at exactly its default is the one case this reads wrongly.
+    """
+    made = dict(options)
+    default_entries, default_value = defaults(shape.size)
+    for key, dumped, default in (("max_entries", shape.max_entries, default_entries),
+                                 ("max_value_size", shape.max_value_size, default_value)):
+        if made.get(key) is None and dumped != default:
+            made[key] = dumped
+    if made.get("size") is None:
+        made["size"] = shape.size
+    return made
 
 
 def _put_batch(locked: Locked, batch: List[Tuple[bytes, bytes, int]], max_value: int,

@@ -2,7 +2,8 @@
 
 ::
 
-    header   magic 8s "SHMSNAP\\0" | format I | reserved I | secret 32s | written_at d
+    header   magic 8s "SHMSNAP\\0" | format I | reserved I | secret 32s | written_at d |
+             size Q | max_entries I | max_value_size I          (format 1 ends at written_at)
     record   digest 16s | ttl_left_ns q (-1: never expires) | version Q | length I | value
     ...
     trailer  magic 8s "SNAPEND\\0" | records Q | sha256 32s of every byte before the trailer
@@ -11,7 +12,9 @@ Sessions are stored under their keyed digests (the store never holds raw ids), s
 snapshot carries the segment's secret: a store loaded from it finds the same ids again. The
 file therefore is as sensitive as the sessions themselves; it is written with mode 0600.
 Expiry is kept as time left, so a session's lifetime does not grow or shrink while the
-store is down; the clock the store uses (CLOCK_MONOTONIC) does not survive a reboot.
+store is down; the clock the store uses (CLOCK_MONOTONIC) does not survive a reboot. The
+header keeps the dumped store's geometry, so ``load`` can make the same store again; a
+snapshot of format 1 has none (``Snapshot.shape`` is None) and still loads.
 """
 
 from __future__ import annotations
@@ -19,17 +22,18 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from typing import BinaryIO, Callable, Iterable, Iterator, Optional, Tuple
+from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple, Optional, Tuple
 
 from ._errors import CorruptSnapshot
 
-__all__ = ["Record", "SnapshotWriter", "open_for_writing", "read_snapshot", "still_live",
-           "write_file"]
+__all__ = ["Record", "Shape", "Snapshot", "SnapshotWriter", "open_for_writing",
+           "read_snapshot", "still_live", "write_file"]
 
 MAGIC = b"SHMSNAP\x00"
 END = b"SNAPEND\x00"
-FORMAT = 1
-HEADER = struct.Struct("<8sII32sd")
+FORMAT = 2  # 2: the header keeps the store's geometry
+HEADERS = {1: struct.Struct("<8sII32sd"), 2: struct.Struct("<8sII32sdQII")}
+HEADER = HEADERS[FORMAT]
 RECORD = struct.Struct("<16sqQI")
 TRAILER = struct.Struct("<8sQ32s")
 
@@ -37,14 +41,31 @@ Record = Tuple[bytes, int, int, bytes]
 """digest, ttl left in ns (-1: never expires), version, value"""
 
 
+class Shape(NamedTuple):
+    """The geometry of the store a snapshot was dumped from."""
+
+    size: int
+    max_entries: int
+    max_value_size: int
+
+
+class Snapshot(NamedTuple):
+    """A snapshot checked whole: what ``read_snapshot`` returns."""
+
+    secret: bytes
+    written_at: float
+    shape: Optional[Shape]  # None: format 1, which did not keep it
+    records: Iterator[Record]
+
+
 class SnapshotWriter:
     """Writes records to ``out`` and the checksummed trailer on ``close``."""
 
-    def __init__(self, out: BinaryIO, secret: bytes, written_at: float) -> None:
+    def __init__(self, out: BinaryIO, secret: bytes, written_at: float, shape: Shape) -> None:
         self._out = out
         self._hash = hashlib.sha256()
         self.records = 0
-        self._put(HEADER.pack(MAGIC, FORMAT, 0, secret, written_at))
+        self._put(HEADER.pack(MAGIC, FORMAT, 0, secret, written_at, *shape))
 
     def _put(self, data: bytes) -> None:
         self._hash.update(data)
@@ -103,8 +124,8 @@ def open_for_writing(path: str) -> BinaryIO:
 
 def read_snapshot(
     src: BinaryIO, progress: Optional[Callable[[int, int], None]] = None
-) -> Tuple[bytes, float, Iterator[Record]]:
-    """Check ``src`` whole, then return (secret, written_at, records).
+) -> Snapshot:
+    """Check ``src`` whole, then return what it holds.
 
     The whole file is verified (length, trailer, sha256) before a single record is handed
     out, so a truncated or altered snapshot is refused before anything is loaded.
@@ -113,13 +134,19 @@ def read_snapshot(
     """
     data = src.read()
     name = getattr(src, "name", "the snapshot")
-    if len(data) < HEADER.size + TRAILER.size or data[:8] != MAGIC:
+    if len(data) < HEADERS[1].size + TRAILER.size or data[:8] != MAGIC:
         raise CorruptSnapshot(f"{name} is not a shmsession snapshot")
-    magic, fmt, _, secret, written_at = HEADER.unpack_from(data, 0)
-    if fmt != FORMAT:
+    fmt = HEADERS[1].unpack_from(data, 0)[1]
+    header = HEADERS.get(fmt)
+    if header is None:
         raise CorruptSnapshot(
-            f"{name} has snapshot format {fmt}; this shmsession reads format {FORMAT}"
+            f"{name} has snapshot format {fmt}; this shmsession reads formats 1 to {FORMAT}"
         )
+    if len(data) < header.size + TRAILER.size:
+        raise CorruptSnapshot(f"{name} is truncated (no whole header): refusing to load it")
+    fields = header.unpack_from(data, 0)
+    secret, written_at = fields[3:5]
+    shape = Shape(*fields[5:]) if fmt >= 2 else None
     end, count, digest = TRAILER.unpack_from(data, len(data) - TRAILER.size)
     body = memoryview(data)[: len(data) - TRAILER.size]
     if end != END:
@@ -129,7 +156,7 @@ def read_snapshot(
 
     # Walk the records once before handing any out: a bad length is refused up front too.
     starts = []
-    pos = HEADER.size
+    pos = header.size
     for n in range(count):
         if pos + RECORD.size > len(body):
             raise CorruptSnapshot(f"{name}: record {n} runs past the end")
@@ -145,4 +172,4 @@ def read_snapshot(
                 progress(n + 1, count)
             yield dg, ttl, version, bytes(body[at + RECORD.size : at + RECORD.size + length])
 
-    return secret, written_at, records()
+    return Snapshot(secret, written_at, shape, records())

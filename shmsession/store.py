@@ -374,9 +374,16 @@ class SessionStorage:
         the wall clock): sessions that expired meanwhile are not revived. The store must
         not exist yet: the snapshot brings the secret its digests are keyed with.
 
-        A snapshot that does not fit the new store (``options`` decide its size) is refused
-        and the store removed, unless ``when_full="evict"`` is given explicitly: then the
-        least recently used sessions make room, as in normal operation.
+        The new store has the dumped store's ``size``, ``max_entries`` and
+        ``max_value_size``, so an application that gives them when it attaches finds the
+        store it made. ``options`` given override them one by one; a limit the dumped
+        store had at the default for its size follows a new ``size``, as if the store were
+        made again with its own options and these. (A snapshot written before snapshots
+        kept the geometry gets the defaults of ``SessionStorage``.)
+
+        A snapshot that does not fit the new store is refused and the store removed,
+        unless ``when_full="evict"`` is given explicitly: then the least recently used
+        sessions make room, as in normal operation.
 
         :raises CorruptSnapshot: a truncated or altered file (nothing is created).
         :raises StoreFull, ValueTooLarge: the sessions do not fit these options (the store

@@ -185,17 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "load", "create a store from a snapshot file", cmd_load,
         "Create store NAME from the snapshot FILE (the store must not exist). Each session\n"
-        "gets the time it had left less the time since the dump. A truncated or altered\n"
-        "file is refused before anything is created, and so is a snapshot that does not\n"
-        "fit in the sizes given (unless --evict).",
+        "gets the time it had left less the time since the dump. The new store has the\n"
+        "dumped store's size, max entries and max value size, unless told otherwise: a\n"
+        "limit the dumped store had at its size's default follows a new --size. A truncated\n"
+        "or altered file is refused before anything is created, and so is a snapshot that\n"
+        "does not fit in the sizes given (unless --evict).",
     )
     p.add_argument("file", metavar="FILE", help="the snapshot to read")
     p.add_argument("--size", type=parse_size, metavar="BYTES",
-                   help="shared memory for the new store, e.g. 64M (default 32M)")
+                   help="shared memory for the new store, e.g. 64M (default: the dumped "
+                        "store's; 32M for an older snapshot that does not record it)")
     p.add_argument("--max-entries", type=_positive_int, metavar="N",
-                   help="most sessions the new store holds (default size / 1024)")
+                   help="most sessions the new store holds (default: the dumped store's)")
     p.add_argument("--max-value-size", type=parse_size, metavar="BYTES",
-                   help="largest value, e.g. 256K (default min(1M, size / 16))")
+                   help="largest value, e.g. 256K (default: the dumped store's)")
     p.add_argument("--evict", action="store_true",
                    help="when the sessions do not fit, evict the least recently used instead "
                         "of refusing to load")

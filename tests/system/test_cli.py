@@ -647,6 +647,28 @@ def test_dump_load_round_trip_and_refusals(name: str, tmp_path: Path) -> None:
         remove_store(name + "-c")
 
 
+def test_load_without_sizes_makes_the_store_the_dumped_one_was(name: str, tmp_path: Path) -> None:
+    """A 4 MiB store with its own max_entries comes back as it was, so the application that
+    made it attaches again with its own options (not SegmentMismatch against 32 MiB)."""
+    app_options = dict(size=4 << 20, max_entries=1000)
+    snap = tmp_path / "sessions.snap"
+    with SessionStorage(name, **app_options) as store:  # type: ignore[arg-type]
+        store.write("k", b"v")
+        before = store.stats()
+    assert run("dump", name, str(snap)).returncode == 0
+    SessionStorage.unlink_name(name)
+    loaded = run("load", name, str(snap))
+    assert loaded.returncode == 0, loaded.stderr
+    assert "(4.0 MiB)" in loaded.stdout
+    with SessionStorage(name, **app_options) as app:  # type: ignore[arg-type]
+        after = app.stats()
+        assert app.read("k") == b"v"
+    assert (after.size, after.max_entries, after.table_slots, after.heap_size) == \
+        (before.size, before.max_entries, before.table_slots, before.heap_size)
+    usage = run("load", "--help").stdout
+    assert "dumped store" in usage
+
+
 def test_load_draws_a_progress_bar_on_a_terminal(name: str, tmp_path: Path,
                                                  pty_run: List[Pty]) -> None:
     snap = tmp_path / "big.snap"

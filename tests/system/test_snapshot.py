@@ -110,7 +110,7 @@ def test_dump_replaces_the_file_atomically(store: SessionStorage, tmp_path: Path
     assert store.dump(str(path)) == 1
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     with open(path, "rb") as f:
-        secret, _, records = _snapshot.read_snapshot(f)
+        records = _snapshot.read_snapshot(f).records
     assert [r[3] for r in records] == [b"1"]
 
 
@@ -134,4 +134,70 @@ def test_a_snapshot_that_does_not_fit_is_refused_unless_eviction_is_asked_for(
     assert not SessionStorage.exists(name)
     with SessionStorage.load(name, path, size=1 << 20, max_entries=100, when_full="evict") as t:
         assert len(t) == 100 and t.stats().evictions == 201 and t.stats().writes == 0
+        t.unlink()
+
+
+def _geometry(store: SessionStorage) -> "tuple[int, int, int, int]":
+    """What the segment's geometry shows in stats(): heap_size depends on max_value_size (the
+    journal holds one value's old bytes), so equal figures mean equal max_value_size too."""
+    s = store.stats()
+    return s.size, s.max_entries, s.table_slots, s.heap_size
+
+
+def test_load_without_sizes_makes_the_store_the_dumped_one_was(name: str, tmp_path: Path) -> None:
+    """A 4 MiB store comes back as 4 MiB with its limits, so the application's own
+    ``SessionStorage(name, size=..., ...)`` attaches to it instead of SegmentMismatch."""
+    path = str(tmp_path / "snap")
+    app_options = dict(size=4 << 20, max_entries=1000, max_value_size=100_000)
+    with SessionStorage(name, **app_options) as src:  # type: ignore[arg-type]
+        src.write("k", b"v")
+        before = _geometry(src)
+        src.dump(path)
+        src.unlink()
+    with SessionStorage.load(name, path) as loaded:
+        assert _geometry(loaded) == before
+    with SessionStorage(name, **app_options) as app:  # type: ignore[arg-type]
+        assert app.read("k") == b"v" and _geometry(app) == before
+        app.unlink()
+
+
+def test_load_options_override_the_dumped_geometry_one_by_one(name: str, tmp_path: Path) -> None:
+    """An option given wins; one not given is the dumped store's, unless the dumped store had
+    it at the default for its size: then it is the default for the new size, as if the dumped
+    store's own options were given again with the new ones."""
+    custom, plain = str(tmp_path / "custom"), str(tmp_path / "plain")
+    with SessionStorage(name, size=4 << 20, max_entries=1000, max_value_size=100_000) as s:
+        s.dump(custom)
+        s.unlink()
+    with SessionStorage(name, size=4 << 20) as s:  # max_entries, max_value_size: defaults
+        s.dump(plain)
+        s.unlink()
+    with SessionStorage.load(name, custom, size=8 << 20) as t:
+        assert t.stats().max_entries == 1000 and t._max_value == 100_000
+        assert t.stats().size == 8 << 20
+        t.unlink()
+    with SessionStorage.load(name, custom, max_entries=50) as t:
+        assert (t.stats().size, t.stats().max_entries, t._max_value) == (4 << 20, 50, 100_000)
+        t.unlink()
+    with SessionStorage.load(name, plain, size=8 << 20) as t:
+        assert _geometry(t)[:2] == (8 << 20, (8 << 20) // 1024)
+        assert t._max_value == (8 << 20) // 16
+        t.unlink()
+
+
+#: A snapshot of format 1, written by ``SessionStorage.dump`` at commit af47f5d (before
+#: snapshots recorded the store's geometry): a store of 1 MiB, max_entries=100, ttl=None,
+#: holding "alice", "bob", and "carol" with a ttl of 60 s, long expired.
+FORMAT_1 = Path(__file__).parent / "data" / "format-1.snap"
+
+
+def test_a_snapshot_of_format_1_still_loads_with_the_default_geometry(name: str) -> None:
+    with SessionStorage.load(name, str(FORMAT_1)) as t:
+        assert t.read("alice") == b"alice's session"
+        assert t.read("bob") == bytes(range(256)) * 4
+        assert "carol" not in t and len(t) == 2
+        assert t.stats().size == 32 << 20 and t.stats().max_entries == (32 << 20) // 1024
+        t.unlink()
+    with SessionStorage.load(name, str(FORMAT_1), size=1 << 20, max_entries=100) as t:
+        assert _geometry(t)[:2] == (1 << 20, 100) and len(t) == 2
         t.unlink()
