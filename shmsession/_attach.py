@@ -29,9 +29,10 @@ def check_options(name: object, size: object, max_entries: object, max_value_siz
     :raises InvalidName, InvalidType, InvalidOption:
     """
     check_name(name)
-    check_option("size", size, L.MIN_SIZE)
+    check_option("size", size, L.MIN_SIZE, rule=f"at least {L.MIN_SIZE} bytes (1 MiB)")
     check_option("max_entries", max_entries, 1)
-    check_option("max_value_size", max_value_size, 1)
+    check_option("max_value_size", max_value_size, 1, L.MAX_VALUE_SIZE,
+                 rule="at least 1 byte and under 4 GiB")
     if when_full not in ("evict", "raise"):
         raise InvalidOption(f'when_full must be "evict" or "raise", got {when_full!r}')
     # threading's waits (the thread lock, the Event of a timed flock wait) refuse a
@@ -58,14 +59,15 @@ def geometry(size: Optional[int], max_entries: Optional[int],
     default_entries, default_value = defaults(total)
     entries = default_entries if max_entries is None else max_entries
     value_max = default_value if max_value is None else max_value
-    if value_max > 0xFFFFFFFF:
-        raise InvalidOption("max_value_size must be under 4 GiB")
     geo = L.Geometry(total, entries, value_max)
-    if geo.heap_size < max(2 * L.block_size_for(value_max), 64 << 10):
+    # Two of the largest values, so that writing one never depends on evicting the other.
+    need = max(2 * L.block_size_for(value_max), L.MIN_HEAP)
+    if geo.heap_size < need:
         raise InvalidOption(
-            f"size={total} leaves {max(geo.heap_size, 0)} bytes for values after a table for "
-            f"{entries} entries; ask for a larger size, fewer max_entries, or a smaller "
-            "max_value_size"
+            f"size={total} leaves {max(geo.heap_size, 0)} bytes for values after the journal "
+            f"and a table for {entries} entries, and values need at least {need} bytes (two "
+            f"of max_value_size={value_max}, and 64 KiB at least): ask for a larger size, "
+            "fewer max_entries, or a smaller max_value_size"
         )
     return geo
 

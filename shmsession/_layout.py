@@ -172,6 +172,8 @@ LINK: Final = struct.Struct("<Q")
 
 # --- sizing ----------------------------------------------------------------------------------
 MIN_SIZE: Final = 1 << 20
+MIN_HEAP: Final = 64 << 10  # and room for two of the largest values (see _attach.geometry)
+MAX_VALUE_SIZE: Final = 0xFFFFFFFF  # a value's length is a 32-bit field of its slot
 DEFAULT_SIZE: Final = 32 << 20
 JOURNAL_METADATA: Final = 256 << 10  # room for every metadata record of one operation
 INPLACE_MAX: Final = 64 << 10  # values up to this are overwritten in place (old bytes logged)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
-from typing import Any, BinaryIO, Callable, Union
+from typing import Any, BinaryIO, Callable, Optional, Union
 
 from ._errors import InvalidName, InvalidOption, InvalidSessionId, InvalidTTL, InvalidType, ValueTooLarge
 
@@ -106,16 +106,18 @@ def check_expect(expect: object) -> None:
         raise InvalidType(f"expect must be a version (an int >= 0), got {expect!r}")
 
 
-def check_option(label: str, number: object, least: int) -> None:
-    """Refuse a size-like constructor option: ``None`` or an int of at least ``least``.
+def check_option(label: str, number: object, least: int, most: Optional[int] = None,
+                 rule: str = "") -> None:
+    """Refuse a size-like constructor option: ``None``, or an int from ``least`` to ``most``
+    (no limit when None). ``rule`` says so in the message (default "at least LEAST").
 
-    :raises InvalidType: not an int. :raises InvalidOption: under ``least``.
+    :raises InvalidType: not an int. :raises InvalidOption: out of range.
     """
     if number is not None:
         if not is_int(number):
             raise InvalidType(f"{label} must be an int, not {type(number).__name__}")
-        if number < least:  # type: ignore[operator]
-            raise InvalidOption(f"{label} must be at least {least}, got {number}")
+        if number < least or (most is not None and number > most):  # type: ignore[operator]
+            raise InvalidOption(f"{label} must be {rule or f'at least {least}'}, got {number}")
 
 
 def is_int(x: object) -> bool:

@@ -46,10 +46,14 @@ class SessionStorage:
 
     :param name: 1-100 characters of ``A-Za-z0-9._-``; the segment is
         ``/dev/shm/shmsession.NAME``.
-    :param size: bytes of shared memory, all reserved at creation (default 32 MiB).
-    :param max_entries: most sessions held at once (default ``size // 1024``).
+    :param size: bytes of shared memory, all reserved at creation: at least 1 MiB
+        (1048576); default 32 MiB.
+    :param max_entries: most sessions held at once (default ``size // 1024``, at least 16).
     :param ttl: default lifetime of a session in seconds; ``None`` for no expiry.
-    :param max_value_size: largest value in bytes (default ``min(1 MiB, size // 16)``).
+    :param max_value_size: largest value in bytes (default ``min(1 MiB, size // 16)``): at
+        least 1 and under 4 GiB, and what ``size`` leaves after the journal (which holds
+        one value's old bytes) and the table must hold two such values and 64 KiB at least;
+        :class:`InvalidOption` names what is missing.
     :param when_full: ``"evict"`` (expired sessions first, then least recently used) or
         ``"raise"`` (:class:`StoreFull` once no expired session can be reclaimed).
     :param lock_timeout: seconds to wait for the lock before :class:`LockTimeout` (at most

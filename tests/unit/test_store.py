@@ -171,6 +171,38 @@ def test_bad_constructor_options(name: str, kwargs: dict) -> None:  # type: igno
     assert not SessionStorage.exists(name)
 
 
+def test_a_size_under_the_minimum_is_refused_naming_the_minimum(name: str) -> None:
+    with pytest.raises(InvalidOption) as info:
+        SessionStorage(name, size=1000)
+    assert str(info.value) == "size must be at least 1048576 bytes (1 MiB), got 1000"
+    assert not SessionStorage.exists(name)
+
+
+@pytest.mark.parametrize("value_size", [0, -5, 1 << 32])
+def test_a_max_value_size_out_of_range_is_refused_naming_the_limits(name: str,
+                                                                    value_size: int) -> None:
+    with pytest.raises(InvalidOption) as info:
+        SessionStorage(name, size=1 << 20, max_value_size=value_size)
+    message = str(info.value)
+    assert "max_value_size must be at least 1 byte and under 4 GiB" in message, message
+    assert f"got {value_size}" in message
+    assert not SessionStorage.exists(name)
+
+
+def test_a_max_value_size_the_heap_cannot_hold_twice_is_refused_naming_the_need(
+    name: str
+) -> None:
+    from shmsession import _layout as L
+
+    with pytest.raises(InvalidOption) as info:
+        SessionStorage(name, size=1 << 20, max_value_size=400_000)
+    message = str(info.value)
+    need = 2 * L.block_size_for(400_000)
+    assert f"values need at least {need} bytes" in message, message
+    assert "two of max_value_size=400000" in message and "64 KiB" in message, message
+    assert not SessionStorage.exists(name)
+
+
 @pytest.mark.parametrize("bad", ["", "a/b", "..", "x" * 101, "with space", None, 7])
 def test_bad_names(bad: object) -> None:
     with pytest.raises(InvalidName):
