@@ -42,7 +42,10 @@ class SessionStorage:
     (``size``, ``max_entries``, ``max_value_size``) fix the segment's geometry when it is
     created; given to an existing segment they must match it (:class:`SegmentMismatch`).
     The others (``ttl``, ``when_full``, ``lock_timeout``, ``touch_on_read``) belong to
-    this handle.
+    this handle and are not checked against the segment or other handles: ``ttl`` is the
+    default lifetime of this handle's own writes and touches, and ``when_full`` decides
+    what this handle's writes do on a full store, so handles given different ones each
+    follow their own.
 
     :param name: 1-100 characters of ``A-Za-z0-9._-``; the segment is
         ``/dev/shm/shmsession.NAME``.

@@ -270,6 +270,54 @@ def test_attach_shares_data_and_geometry_must_match(name: str) -> None:
         a.unlink()
 
 
+def test_attach_with_another_max_value_size_is_refused(name: str) -> None:
+    with SessionStorage(name, size=2 << 20, max_value_size=50_000) as a:
+        with pytest.raises(SegmentMismatch) as info:
+            SessionStorage(name, max_value_size=60_000)
+        assert "max_value_size=50000, not 60000" in str(info.value)
+        with SessionStorage(name, max_value_size=50_000) as b:
+            assert b._max_value == 50_000
+        a.unlink()
+
+
+def test_ttl_and_touch_on_read_are_each_handles_own(name: str) -> None:
+    """The segment keeps no ttl: each handle's ``ttl`` is the default of its own writes and
+    touches, and its ``touch_on_read`` renews by it on its own reads."""
+    with SessionStorage(name, size=1 << 20, ttl=100, touch_on_read=True) as short, \
+            SessionStorage(name, ttl=None) as forever:
+
+        def left(sid: str) -> "float | None":
+            digest = short._digests.of(sid).hex()
+            return next(info.ttl for info in short.sessions() if info.digest == digest)
+
+        short.write("a", b"1")
+        forever.write("b", b"2")
+        forever.write("c", b"3", ttl=50)  # an explicit ttl wins over the handle's
+        assert 99 < left("a") <= 100 and left("b") is None  # type: ignore[operator]
+        assert 49 < left("c") <= 50  # type: ignore[operator]
+        assert short.touch("b") and 99 < left("b") <= 100  # type: ignore[operator]
+        assert forever.read("c") == b"3" and left("c") <= 50  # type: ignore[operator]
+        assert short.read("c") == b"3" and 99 < left("c") <= 100  # type: ignore[operator]
+        short.unlink()
+
+
+def test_when_full_is_each_handles_own(name: str) -> None:
+    """The segment keeps no when_full: on the same full store one handle raises StoreFull
+    where another evicts."""
+    with SessionStorage(name, size=1 << 20, max_entries=16, when_full="raise") as raising, \
+            SessionStorage(name, when_full="evict") as evicting:
+        for k in range(16):
+            raising.write(f"s{k}", b"v")
+        with pytest.raises(StoreFull):
+            raising.write("one more", b"v")
+        evicting.write("one more", b"v")
+        assert evicting.stats().evictions == 1 and len(raising) == 16
+        assert "one more" in raising
+        with pytest.raises(StoreFull):
+            raising.write("and another", b"v")
+        raising.unlink()
+
+
 def test_unlink_removes_segment_and_lock_file_and_tells_other_handles(name: str) -> None:
     import os
 
