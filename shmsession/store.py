@@ -189,13 +189,17 @@ class SessionStorage:
         ``value`` is bytes-like, or a callable given a writable binary stream: what it has
         written when it returns is stored (nothing is, if it raises). ``ttl`` in seconds
         (``None``: the store's default, ``math.inf``: never expires). With ``expect``, the
-        write happens only if the stored version is ``expect`` (compare-and-set).
+        write happens only if the stored version is ``expect`` (compare-and-set). Arguments
+        are checked first: a bad one raises before anything is changed.
 
         :raises VersionConflict: ``expect`` was given and the session has another version,
             or is gone.
         :raises StoreFull: no room, and ``when_full="raise"`` (or nothing could be evicted).
-        :raises ValueTooLarge, InvalidType, InvalidSessionId, InvalidTTL: bad arguments;
-            nothing is changed.
+        :raises ValueTooLarge: ``value`` is over ``max_value_size``.
+        :raises InvalidType: ``sid`` is not a ``str``, or ``value`` neither bytes-like nor
+            a callable.
+        :raises InvalidSessionId: ``sid`` is empty or over ``MAX_ID_BYTES``.
+        :raises InvalidTTL: ``ttl`` is not a positive number of seconds.
         """
         digest = self._digests.of(sid)
         ttl_ns = self._default_ttl_ns if ttl is None else _ttl_ns(ttl)
@@ -393,7 +397,9 @@ class SessionStorage:
         sessions make room, as in normal operation.
 
         :raises CorruptSnapshot: a truncated or altered file (nothing is created).
-        :raises StoreFull, ValueTooLarge: the sessions do not fit these options (the store
+        :raises StoreFull: the sessions do not fit these options (the store is removed
+            again).
+        :raises ValueTooLarge: a session is over this store's ``max_value_size`` (the store
             is removed again).
         :raises SegmentError: store ``name`` already exists.
         """
