@@ -64,11 +64,11 @@ class Stats:
 class SessionInfo:
     """What ``SessionStorage.sessions()`` tells of one session (never its id)."""
 
-    digest: str  # hex of the keyed digest the table is indexed by
-    size: int  # bytes of value
-    age: float  # seconds since it was created
-    ttl: Optional[float]  # seconds left, None when it never expires
-    version: int
+    digest: str  #: hex of the keyed digest the table is indexed by
+    size: int  #: bytes of value
+    age: float  #: seconds since it was created
+    ttl: Optional[float]  #: seconds left, None when it never expires
+    version: int  #: the version ``write`` returned (``read_versioned`` gives it too)
 
 
 class Store(Protocol):

@@ -42,6 +42,7 @@ class AsyncSessionStorage:
         executor: Optional[Executor] = None,
         **options: Any,
     ) -> None:
+        #: The store whose methods run in the threads (the one given, or the one opened).
         self.sync: Store
         if isinstance(store, str):
             self.sync = SessionStorage(store, **options)
@@ -67,6 +68,7 @@ class AsyncSessionStorage:
 
     @property
     def name(self) -> str:
+        """The store's name."""
         return self.sync.name
 
     @staticmethod
@@ -83,9 +85,11 @@ class AsyncSessionStorage:
         return await self._run(self.sync.read, sid, consumer)
 
     async def read_versioned(self, sid: str) -> Tuple[bytes, int]:
+        """:meth:`SessionStorage.read_versioned`, run in a worker thread."""
         return await self._run(self.sync.read_versioned, sid)
 
     async def get(self, sid: str, default: Optional[T] = None) -> Union[bytes, T, None]:
+        """:meth:`SessionStorage.get`, run in a worker thread."""
         return await self._run(self.sync.get, sid, default)
 
     async def write(
@@ -100,15 +104,19 @@ class AsyncSessionStorage:
         return await self._run(self.sync.write, sid, value, ttl, expect=expect)
 
     async def add(self, sid: str, value: BytesLike, ttl: Optional[float] = None) -> bool:
+        """:meth:`SessionStorage.add`, run in a worker thread."""
         return await self._run(self.sync.add, sid, value, ttl)
 
     async def replace(self, sid: str, value: BytesLike, ttl: Optional[float] = None) -> bool:
+        """:meth:`SessionStorage.replace`, run in a worker thread."""
         return await self._run(self.sync.replace, sid, value, ttl)
 
     async def invalidate(self, sid: str) -> bool:
+        """:meth:`SessionStorage.invalidate`, run in a worker thread."""
         return await self._run(self.sync.invalidate, sid)
 
     async def touch(self, sid: str, ttl: Optional[float] = None) -> bool:
+        """:meth:`SessionStorage.touch`, run in a worker thread."""
         return await self._run(self.sync.touch, sid, ttl)
 
     async def contains(self, sid: str) -> bool:
@@ -120,18 +128,23 @@ class AsyncSessionStorage:
         return await self._run(self.sync.__len__)
 
     async def clear(self) -> None:
+        """:meth:`SessionStorage.clear`, run in a worker thread."""
         await self._run(self.sync.clear)
 
     async def stats(self) -> Stats:
+        """:meth:`SessionStorage.stats`, run in a worker thread."""
         return await self._run(self.sync.stats)
 
     async def check(self) -> None:
+        """:meth:`SessionStorage.check`, run in a worker thread."""
         await self._run(self.sync.check)
 
     async def close(self) -> None:
+        """:meth:`SessionStorage.close`, run in a worker thread."""
         await self._run(self.sync.close)
 
     async def unlink(self) -> None:
+        """:meth:`SessionStorage.unlink`, run in a worker thread."""
         await self._run(self.sync.unlink)
 
     async def __aenter__(self) -> "AsyncSessionStorage":

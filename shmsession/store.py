@@ -87,6 +87,7 @@ class SessionStorage:
         _secret: Optional[bytes] = None,
     ) -> None:
         check_options(name, size, max_entries, max_value_size, when_full, lock_timeout)
+        #: The store's name, as given.
         self.name = name
         self._default_ttl_ns = 0 if ttl is None else _ttl_ns(ttl)
         self._options = dict(  # for __reduce__
@@ -106,6 +107,7 @@ class SessionStorage:
             seg.buf, geo, name, evict=when_full == "evict", touch_on_read=bool(touch_on_read),
             default_ttl_ns=self._default_ttl_ns,
         )
+        #: Whether this handle created the segment (``False``: it attached to one that existed).
         self.created = seg.created
         # The parts an operation calls, each held here: ``self._reader.find(...)`` costs
         # less than a bound method kept as an attribute (CPython 3.11 specialises a method
@@ -140,6 +142,8 @@ class SessionStorage:
             pass
 
     # ------------------------------------------------------------------ the public API
+    #: A fresh session id: 256 random bits from ``secrets``, URL-safe, 43 characters
+    #: (a static method: ``SessionStorage.new_id()``).
     new_id = staticmethod(new_id)
 
     @overload
@@ -264,6 +268,7 @@ class SessionStorage:
             self._lock.release()
 
     def __contains__(self, sid: object) -> bool:
+        """Whether ``sid`` has a live session: ``sid in store``."""
         return self._reader.find(self._digests.of(sid)) is not None
 
     def __len__(self) -> int:

@@ -70,6 +70,8 @@ class ShmCache(BaseCache):
         instead of opening ``name``; it stays the caller's to close.
     """
 
+    #: Turns a value into bytes and back (``dumps``/``loads``): cachelib's pickle
+    #: ``BaseSerializer``, unless set to another (``JSONSerializer``...).
     serializer = BaseSerializer()
 
     def __init__(

@@ -355,6 +355,8 @@ class ShmCache(BaseCache):
     each request).
     """
 
+    #: The pickle protocol of the values (as in Django's file, database and local-memory
+    #: caches).
     pickle_protocol = pickle.HIGHEST_PROTOCOL
 
     def __init__(self, location: Union[str, Store], params: Dict[str, Any]) -> None:

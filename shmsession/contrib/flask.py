@@ -209,10 +209,14 @@ class ShmSessionInterface(SessionInterface):
         of opening ``name``; it stays the caller's to close.
     """
 
+    #: The class of ``flask.session``; a subclass of :class:`ShmSession` may replace it.
     session_class = ShmSession
     #: Salt of the cookie signature: not Flask's, so neither cookie passes for the other.
     salt = "shmsession"
+    #: The hash of the cookie's signature (itsdangerous's ``digest_method``; Flask's own
+    #: cookie interface has this attribute and ``key_derivation`` too).
     digest_method = staticmethod(hashlib.sha256)
+    #: How itsdangerous derives the signing key from the secret key.
     key_derivation = "hmac"
     #: Turns a session dict into ``str`` or ``bytes`` and back (``dumps``/``loads``).
     serializer: Any = session_json_serializer

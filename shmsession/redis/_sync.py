@@ -57,7 +57,9 @@ class RedisSessionStorage:
         touch_on_read: bool = False,
     ) -> None:
         self._c = core = _Core(name, prefix, secret, ttl, max_value_size, touch_on_read)
+        #: The store's name, as given.
         self.name = core.name
+        #: The prefix of every key of the store.
         self.prefix = core.prefix
         if isinstance(server, str):
             client = _redis.Redis.from_url(server)  # connects on first use
@@ -88,6 +90,8 @@ class RedisSessionStorage:
         return r.get(key)
 
     # ------------------------------------------------------------------ the public API
+    #: A fresh session id: 256 random bits from ``secrets``, URL-safe, 43 characters
+    #: (a static method, as ``SessionStorage.new_id``).
     new_id = staticmethod(new_id)
 
     # Three signatures, so that each twin meets its protocol: the first two are the
