@@ -136,6 +136,7 @@ def docs_copy() -> Iterator[Path]:
         copy = Path(tmp)
         shutil.copy(ROOT / "mkdocs.yml", copy)
         shutil.copy(ROOT / "CHANGELOG.md", copy)
+        shutil.copytree(ROOT / "benchmarks" / "results", copy / "benchmarks" / "results")
         shutil.copytree(ROOT / "docs", copy / "docs")
         shutil.copytree(ROOT / "scripts", copy / "scripts")
         os.symlink(ROOT / "shmsession", copy / "shmsession")
