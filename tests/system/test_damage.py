@@ -1,7 +1,7 @@
 """A damaged segment: every call ends, and only the package's own errors escape.
 
 The damage is done from outside, as a stray writer would: bytes written into the segment's
-file in /dev/shm while a handle is attached. What the store promises (README, "A damaged
+file in /dev/shm while a handle is attached. What the store promises (docs/guarantees.md, "a damaged
 store"): every walk over shared bytes is bounded by what the header says can exist; what an
 operation follows (probe runs, slot value ranges, block tags, free-list links, the owners of
 the blocks an eviction passes, journal records, the flags word) is checked as it goes, and a
