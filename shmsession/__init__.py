@@ -4,9 +4,8 @@ memory. ``SessionStorage(name)`` creates or attaches; see its docstring for the 
 from . import _errors
 from ._errors import *  # noqa: F403 (every public error: _errors.__all__ names them)
 from ._types import AsyncStore, SessionInfo, Stats, Store
+from ._version import __version__
 from .store import SessionStorage
-
-__version__ = "0.1.0"
 
 __all__ = ["AsyncStore", "SessionInfo", "SessionStorage", "Stats", "Store", "__version__"]
 __all__ += _errors.__all__
