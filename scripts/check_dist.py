@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Check a built sdist and wheel against the package they were built from (CI runs this
+between ``python -m build`` and installing the wheel: ``./run test --installed``).
+
+    python scripts/check_dist.py DIST_DIR [--package DIR]
+
+DIST_DIR holds one ``shmsession-VERSION.tar.gz`` and one ``shmsession-VERSION-*.whl``, with
+the version of ``shmsession/_version.py``. The wheel holds every module of the package, in
+every subpackage, and ``py.typed``; the sdist holds them too, with what ``pip install`` of the
+sdist reads (pyproject.toml, README.md). A subpackage that ``pyproject.toml`` forgot to list
+would otherwise install without complaint and fail only on import. Exits 1 naming each file
+missing. ``--package`` names another package folder (default: this checkout's shmsession/).
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import List, Optional, Sequence, Set
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "shmsession"
+#: What ``pip install`` of the sdist reads besides the package.
+SDIST_FILES = ("pyproject.toml", "README.md")
+
+
+def package_files(package: Path) -> Set[str]:
+    """Every module and ``py.typed`` under ``package``, as paths from its parent folder."""
+    found = {p for p in package.rglob("*.py") if "__pycache__" not in p.parts}
+    found |= set(package.rglob("py.typed"))
+    return {p.relative_to(package.parent).as_posix() for p in found}
+
+
+def version_of(package: Path) -> str:
+    """The literal assigned to ``__version__`` in ``package/_version.py``."""
+    tree = ast.parse((package / "_version.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "__version__" for t in node.targets):
+            return str(ast.literal_eval(node.value))
+    raise ValueError(f"{package / '_version.py'} assigns no __version__")
+
+
+def one(dist: Path, pattern: str, problems: List[str]) -> Optional[Path]:
+    found = sorted(dist.glob(pattern))
+    if len(found) != 1:
+        problems.append(f"{dist}: {len(found)} files match {pattern}, not one")
+        return None
+    return found[0]
+
+
+def check(dist: Path, package: Path) -> List[str]:
+    """What is wrong with the sdist and wheel in ``dist``: one line each; none when right."""
+    problems: List[str] = []
+    version, files = version_of(package), package_files(package)
+    wheel = one(dist, f"{package.name}-{version}-*.whl", problems)
+    if wheel is not None:
+        with zipfile.ZipFile(wheel) as z:
+            held = set(z.namelist())
+        problems += [f"{wheel.name} lacks {f}" for f in sorted(files - held)]
+    sdist = one(dist, f"{package.name}-{version}.tar.gz", problems)
+    if sdist is not None:
+        top = f"{package.name}-{version}/"
+        with tarfile.open(sdist) as t:
+            held = {n[len(top):] for n in t.getnames() if n.startswith(top)}
+        needed = files | set(SDIST_FILES)
+        problems += [f"{sdist.name} lacks {f}" for f in sorted(needed - held)]
+    return problems
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    package = PACKAGE
+    if len(args) == 3 and args[1] == "--package":
+        package = Path(args.pop())
+        args.pop()
+    if len(args) != 1:
+        print("usage: check_dist.py DIST_DIR [--package DIR]", file=sys.stderr)
+        return 2
+    problems = check(Path(args[0]), package)
+    for line in problems:
+        print(line, file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
