@@ -10,10 +10,15 @@ import sys
 from pathlib import Path
 from typing import List
 
+import shmsession
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "unasync.py"
-SOURCE = ROOT / "shmsession" / "redis" / "_async.py"
-TARGET = ROOT / "shmsession" / "redis" / "_sync.py"
+# The package under test's files: the checkout's, or the installed wheel's (./run test
+# --installed runs the tests in a copy of the checkout without shmsession/).
+PACKAGE = Path(shmsession.__file__).resolve().parent
+SOURCE = PACKAGE / "redis" / "_async.py"
+TARGET = PACKAGE / "redis" / "_sync.py"
 
 
 def unasync(*args: object) -> "subprocess.CompletedProcess[str]":
@@ -22,7 +27,7 @@ def unasync(*args: object) -> "subprocess.CompletedProcess[str]":
 
 
 def test_the_sync_store_is_what_the_script_makes_now() -> None:
-    out = unasync("--check")
+    out = unasync("--check", SOURCE, TARGET)
     assert out.returncode == 0, out.stderr
 
 
