@@ -7,7 +7,7 @@ between ``python -m build`` and installing the wheel: ``./run test --installed``
 DIST_DIR holds one ``shmsession-VERSION.tar.gz`` and one ``shmsession-VERSION-*.whl``, with
 the version of ``shmsession/_version.py``. The wheel holds every module of the package, in
 every subpackage, and ``py.typed``; the sdist holds them too, with what ``pip install`` of the
-sdist reads (pyproject.toml, README.md). A subpackage that ``pyproject.toml`` forgot to list
+sdist reads (pyproject.toml, README.md) and LICENSE and CHANGELOG.md. A subpackage that ``pyproject.toml`` forgot to list
 would otherwise install without complaint and fail only on import. Exits 1 naming each file
 missing. ``--package`` names another package folder (default: this checkout's shmsession/).
 """
@@ -23,8 +23,9 @@ from typing import List, Optional, Sequence, Set
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "shmsession"
-#: What ``pip install`` of the sdist reads besides the package.
-SDIST_FILES = ("pyproject.toml", "README.md")
+#: What ``pip install`` of the sdist reads besides the package, and what a source release
+#: carries with it (its licence, its changes).
+SDIST_FILES = ("pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md")
 
 
 def package_files(package: Path) -> Set[str]:

@@ -22,7 +22,7 @@ FILES = sorted(p.relative_to(PACKAGE.parent).as_posix() for p in PACKAGE.rglob("
 
 
 def make_dist(dist: Path, wheel: Iterable[str] = FILES, sdist: Iterable[str] = (
-        *FILES, "pyproject.toml", "README.md"), version: str = VERSION) -> Path:
+        *FILES, "pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md"), version: str = VERSION) -> Path:
     """A dist folder laid out as ``python -m build`` lays it out, holding these files."""
     dist.mkdir()
     with zipfile.ZipFile(dist / f"shmsession-{version}-py3-none-any.whl", "w") as z:
@@ -60,9 +60,10 @@ def test_a_wheel_without_a_subpackage_or_py_typed_fails_naming_each_file(tmp_pat
 
 
 def test_an_sdist_without_what_pip_install_reads_fails(tmp_path: Path) -> None:
-    done = check(make_dist(tmp_path / "dist", sdist=[*FILES, "pyproject.toml"]))
+    done = check(make_dist(tmp_path / "dist", sdist=[*FILES, "pyproject.toml", "LICENSE"]))
     assert done.returncode == 1
-    assert done.stderr.splitlines() == [f"shmsession-{VERSION}.tar.gz lacks README.md"]
+    assert done.stderr.splitlines() == [f"shmsession-{VERSION}.tar.gz lacks {f}"
+                                        for f in ("CHANGELOG.md", "README.md")]
 
 
 def test_archives_of_another_version_fail(tmp_path: Path) -> None:
