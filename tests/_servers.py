@@ -33,6 +33,11 @@ __all__ = ["Reply", "Server", "call", "free_port", "in_threads", "python", "serv
 REPO_ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
+#: Most rounds of requests a test sends until two workers have answered one kind of request:
+#: a server's workers take new connections as the kernel wakes them, and an idle (or loaded)
+#: machine may hand one worker a whole round.
+SPREAD_ROUNDS = 10
+
 
 class Reply:
     """One HTTP answer: status, JSON body, and the ``Set-Cookie`` headers."""

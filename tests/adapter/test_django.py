@@ -28,7 +28,7 @@ import pytest
 import django
 from django.conf import settings
 
-from tests._servers import Server, call, free_port, in_threads, python, serve
+from tests._servers import SPREAD_ROUNDS, Server, call, free_port, in_threads, python, serve
 from tests._stores import server_env
 from tests.adapter.django_app import STORE_SIZE, cache_name, settings_for
 
@@ -1111,8 +1111,6 @@ def test_async_cache_api(cache: ShmCache) -> None:
 # A real gunicorn: 4 sync workers, one session store and one cache between them
 # =============================================================================================
 
-#: Most rounds of requests sent until two workers have answered one kind of request.
-SPREAD_ROUNDS = 10
 
 
 @pytest.fixture

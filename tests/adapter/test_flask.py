@@ -13,7 +13,7 @@ import time
 import warnings
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 import pytest
 from flask import Flask, session
@@ -24,7 +24,7 @@ from werkzeug.test import TestResponse
 
 from shmsession import SessionStorage, Store, ValueTooLarge
 from shmsession.contrib.flask import ShmSession, ShmSessionInterface
-from tests._servers import Server, call, free_port, in_threads, python, serve
+from tests._servers import SPREAD_ROUNDS, Server, call, free_port, in_threads, python, serve
 from tests._stores import REDIS_SECRET
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -621,22 +621,30 @@ def test_gunicorn_workers_share_sessions(gunicorn: Server, store: Store) -> None
     assert len(store) == 1 and json.loads(store.read(sid)) == {"user": "alice", "n": 0}
 
     # Many concurrent requests, each on its own connection: every worker that answers
-    # sees alice's session.
-    seen = in_threads([lambda: call(port, "GET", "/me?sleep=0.03", jar)] * 48, threads=12)
-    assert all(r.status == 200 for r in seen), seen
-    assert {r.json()["session"]["user"] for r in seen} == {"alice"}
-    read_pids = {r.json()["pid"] for r in seen}
+    # sees alice's session. Bursts until two workers have answered (a loaded machine may
+    # let one worker take a whole burst).
+    read_pids: Set[int] = set()
+    for _ in range(SPREAD_ROUNDS):
+        seen = in_threads([lambda: call(port, "GET", "/me?sleep=0.03", jar)] * 48, threads=12)
+        assert all(r.status == 200 for r in seen), seen
+        assert {r.json()["session"]["user"] for r in seen} == {"alice"}
+        read_pids.update(r.json()["pid"] for r in seen)
+        if len(read_pids) >= 2:
+            break
     assert len(read_pids) >= 2, read_pids
 
-    # Sequential read-modify-write over workers: no update lost.
+    # Sequential read-modify-writes over workers -- at least 40, and on at least two
+    # workers -- lose no update.
     inc_pids = []
-    for i in range(1, 41):
+    for i in range(1, 40 * SPREAD_ROUNDS + 1):
         reply = call(port, "POST", "/inc?linger=0.05", jar)
         body = reply.json()
         assert reply.status == 200 and body["session"]["n"] == i, (i, reply)
         inc_pids.append(body["pid"])
+        if i >= 40 and len(set(inc_pids)) >= 2:
+            break
     assert len(set(inc_pids)) >= 2, inc_pids
-    assert json.loads(store.read(sid))["n"] == 40
+    assert json.loads(store.read(sid))["n"] == len(inc_pids)
 
     # Concurrent writes to one session, with readers in between: every read and the end
     # state are one whole version (a == b, blob == a * 100), never a mix of two.
