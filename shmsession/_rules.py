@@ -6,17 +6,19 @@ fails the same way everywhere. No I/O, and nothing of either backend.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import secrets
 from typing import Any, BinaryIO, Callable, Optional, Union
 
-from ._errors import InvalidName, InvalidOption, InvalidSessionId, InvalidTTL, InvalidType, ValueTooLarge
+from ._errors import (InvalidName, InvalidOption, InvalidOwner, InvalidSessionId, InvalidTTL,
+                      InvalidType, ValueTooLarge)
 
 __all__ = [
-    "BytesLike", "DIGEST_SIZE", "MAX_ID_BYTES", "MAX_TTL", "Provider", "check_expect",
-    "check_id", "check_name", "check_option", "check_value", "is_int", "is_number", "new_id",
-    "ttl_ns",
+    "BytesLike", "DIGEST_SIZE", "MAX_ID_BYTES", "MAX_OWNER_SESSIONS", "MAX_TTL", "Provider",
+    "check_digest", "check_expect", "check_id", "check_name", "check_option", "check_owner",
+    "check_value", "is_int", "is_number", "new_id", "owner_digest", "ttl_ns",
 ]
 
 BytesLike = Union[bytes, bytearray, memoryview]
@@ -26,6 +28,12 @@ Provider = Callable[[BinaryIO], Any]  # a value given as a callable that writes 
 MAX_ID_BYTES = 1024
 #: Bytes of the keyed digest a store indexes a session by (it never keeps the raw id).
 DIGEST_SIZE = 16
+#: The most live sessions one owner has: a write that would make one more deletes the
+#: owner's oldest session (the one that became the owner's first).
+MAX_OWNER_SESSIONS = 1024
+
+_OWNER_PERSON = b"shmsession-owner"  # owner digests never equal a session id's digest
+_HEX_DIGEST = re.compile(r"[0-9a-f]{%d}" % (2 * DIGEST_SIZE))
 
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
@@ -65,6 +73,52 @@ def check_id(sid: object) -> bytes:
             f"a session id must be 1 to {MAX_ID_BYTES} bytes of UTF-8, got {len(raw)}"
         )
     return raw
+
+
+def check_owner(owner: object) -> bytes:
+    """The UTF-8 bytes of a valid owner (a user id, typically).
+
+    :raises InvalidType: not a ``str``. :raises InvalidOwner: empty, over ``MAX_ID_BYTES``,
+        or not encodable.
+    """
+    if not isinstance(owner, str):
+        raise InvalidType(f"an owner must be a str (a user id), not {type(owner).__name__}")
+    try:
+        raw = str(owner).encode()
+    except UnicodeEncodeError:
+        raise InvalidOwner("an owner must be encodable as UTF-8") from None
+    if not raw or len(raw) > MAX_ID_BYTES:
+        raise InvalidOwner(
+            f"an owner must be 1 to {MAX_ID_BYTES} bytes of UTF-8, got {len(raw)}; pass the "
+            "user's id (str(user.pk)), not the user"
+        )
+    return raw
+
+
+def owner_digest(secret: bytes, owner: str) -> bytes:
+    """The keyed digest a store keeps instead of ``owner`` (as it keeps a digest instead of
+    each session id), personalised so that no owner's digest is a session id's.
+
+    :raises InvalidType, InvalidOwner: not a valid owner (see :func:`check_owner`).
+    """
+    raw = check_owner(owner)
+    return hashlib.blake2b(raw, key=secret, digest_size=DIGEST_SIZE,
+                           person=_OWNER_PERSON).digest()
+
+
+def check_digest(digest: object) -> bytes:
+    """The bytes of a session's digest given as ``sessions_of`` gives it (lowercase hex).
+
+    :raises InvalidType: not a ``str``. :raises InvalidSessionId: not 32 lowercase hex digits.
+    """
+    if not isinstance(digest, str):
+        raise InvalidType(f"a digest must be a str of hex, not {type(digest).__name__}")
+    if not _HEX_DIGEST.fullmatch(digest):
+        raise InvalidSessionId(
+            f"a digest must be {2 * DIGEST_SIZE} lowercase hex digits, as sessions_of() "
+            f"gives it, got {digest[:80]!r}"
+        )
+    return bytes.fromhex(digest)
 
 
 def check_value(value: object, max_value: int) -> bytes:
