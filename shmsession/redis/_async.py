@@ -9,13 +9,15 @@ from typing import Any, BinaryIO, Callable, List, Optional, Tuple, TypeVar, Unio
 import redis.asyncio as _aioredis
 
 from .._errors import StoreClosed
-from .._rules import BytesLike, Provider, new_id
-from .._types import Stats
+from .._rules import MAX_OWNER_SESSIONS, BytesLike, Provider, check_digest, new_id
+from .._types import SessionInfo, Stats
 from ._core import (
     _INVALIDATE,
-    _PERSIST,
+    _INVALIDATE_OWNER,
     _PUT,
     _READ_SLIDE,
+    _SESSIONS_OF,
+    _TOUCH,
     _SCAN_COUNT,
     _UNLINK_BATCH,
     DEFAULT_URL,
@@ -41,7 +43,15 @@ class AsyncRedisSessionStorage:
     :param ttl: default lifetime of a session in seconds; ``None`` for no expiry.
     :param max_value_size: largest value in bytes (default 1 MiB).
     :param touch_on_read: reads renew the session's expiry by ``ttl`` (sliding expiry).
+
+    Sessions may have an owner (``owner=`` on ``write``, ``add`` and ``replace``; a user id,
+    typically), so that ``sessions_of`` lists them and ``invalidate_owner`` deletes them all
+    ("log out everywhere"). An owner keeps at most ``MAX_OWNER_SESSIONS`` (1024) live
+    sessions: a write that would make one more deletes the owner's oldest.
     """
+
+    # The cap on one owner's live sessions (a class attribute, so that tests can lower it).
+    _max_owner_sessions = MAX_OWNER_SESSIONS
 
     def __init__(
         self,
@@ -69,8 +79,10 @@ class AsyncRedisSessionStorage:
         self._client: Optional[_aioredis.Redis] = client
         self._put = client.register_script(_PUT)
         self._delete = client.register_script(_INVALIDATE)
-        self._persist = client.register_script(_PERSIST)
+        self._touch = client.register_script(_TOUCH)
         self._slide = client.register_script(_READ_SLIDE)
+        self._revoke = client.register_script(_INVALIDATE_OWNER)
+        self._sessions_of = client.register_script(_SESSIONS_OF)
 
     @property
     def _r(self) -> "_aioredis.Redis":
@@ -81,11 +93,13 @@ class AsyncRedisSessionStorage:
             )
         return client
 
-    async def _fetch(self, key: str) -> object:
+    async def _fetch(self, sid: str) -> object:
+        c = self._c
         r = self._r
-        if self._c.slide_ms:
-            return await self._slide(keys=[key], args=[self._c.slide_ms], client=r)
-        return await r.get(key)
+        if c.slide_ms:
+            key, _, link = c.session_keys(c.digest(sid))
+            return await self._slide(keys=[key, link], args=[c.slide_ms, c.prefix], client=r)
+        return await r.get(c.key(sid))
 
     # ------------------------------------------------------------------ the public API
     #: A fresh session id: 256 random bits from ``secrets``, URL-safe, 43 characters
@@ -111,59 +125,107 @@ class AsyncRedisSessionStorage:
         :raises SessionNotFound: no such session, or it has expired.
         """
         c = self._c
-        return _consume(c.found(await self._fetch(c.key(sid)))[0], consumer)
+        return _consume(c.found(await self._fetch(sid))[0], consumer)
 
     async def read_versioned(self, sid: str) -> Tuple[bytes, int]:
         """See ``SessionStorage.read_versioned``."""
         c = self._c
-        return c.found(await self._fetch(c.key(sid)))
+        return c.found(await self._fetch(sid))
 
     async def get(self, sid: str, default: Optional[T] = None) -> Union[bytes, T, None]:
         """See ``SessionStorage.get``."""
         c = self._c
-        record = c.record(await self._fetch(c.key(sid)))
+        record = c.record(await self._fetch(sid))
         return default if record is None else record[0]
 
     async def write(self, sid: str, value: Union[BytesLike, Provider],
-                    ttl: Optional[float] = None, *, expect: Optional[int] = None) -> int:
+                    ttl: Optional[float] = None, *, expect: Optional[int] = None,
+                    owner: Optional[str] = None) -> int:
         """See ``SessionStorage.write`` (a provider runs before anything is sent).
 
+        :param owner: a ``str`` (a user id) makes the session one of that owner's, moving it
+            from its previous owner if any; ``None`` keeps the owner it has (a new session:
+            none). The session keeps its owner until it is deleted or expires.
         :raises VersionConflict: ``expect`` was given and the session has another version,
             or is gone.
+        :raises InvalidOwner, InvalidType: ``owner`` is not a valid owner (nothing is sent).
         """
         c = self._c
-        key, args = c.write_args(sid, value, ttl, expect)
-        return c.version(await self._put(keys=[key, c.meta], args=args, client=self._r))
+        keys, args = c.write_args(sid, value, ttl, expect, owner, self._max_owner_sessions)
+        return c.version(await self._put(keys=keys, args=args, client=self._r))
 
-    async def add(self, sid: str, value: BytesLike, ttl: Optional[float] = None) -> bool:
-        """Store ``value`` only if ``sid`` has no live session; returns whether it did."""
+    async def add(self, sid: str, value: BytesLike, ttl: Optional[float] = None, *,
+                  owner: Optional[str] = None) -> bool:
+        """Store ``value`` only if ``sid`` has no live session; returns whether it did.
+        ``owner`` as for ``write`` (the new session has none without it)."""
         c = self._c
-        key, args = c.add_args(sid, value, ttl)
-        return int(await self._put(keys=[key, c.meta], args=args, client=self._r)) >= 0
+        keys, args = c.add_args(sid, value, ttl, owner, self._max_owner_sessions)
+        return int(await self._put(keys=keys, args=args, client=self._r)) >= 0
 
-    async def replace(self, sid: str, value: BytesLike, ttl: Optional[float] = None) -> bool:
+    async def replace(self, sid: str, value: BytesLike, ttl: Optional[float] = None, *,
+                      owner: Optional[str] = None) -> bool:
         """Store ``value`` only if ``sid`` has a live session; returns whether it did. See
         ``SessionStorage.replace``: one step in Redis, so a session deleted (logout) or
-        expired meanwhile stays gone."""
+        expired meanwhile stays gone. ``owner`` as for ``write``."""
         c = self._c
-        key, args = c.replace_args(sid, value, ttl)
-        return int(await self._put(keys=[key, c.meta], args=args, client=self._r)) >= 0
+        keys, args = c.replace_args(sid, value, ttl, owner, self._max_owner_sessions)
+        return int(await self._put(keys=keys, args=args, client=self._r)) >= 0
 
     async def invalidate(self, sid: str) -> bool:
-        """Delete the session; returns whether a live one was there. Idempotent."""
+        """Delete the session (and its tie to its owner); returns whether a live one was
+        there. Idempotent."""
         c = self._c
-        key = c.key(sid)
-        return bool(await self._delete(keys=[key, c.meta], client=self._r))
+        digest = c.digest(sid)
+        return bool(await self._delete(keys=c.session_keys(digest), args=[digest, c.prefix],
+                                       client=self._r))
 
     async def touch(self, sid: str, ttl: Optional[float] = None) -> bool:
-        """Renew the session's expiry to ``ttl`` seconds from now; whether it was there."""
+        """Renew the session's expiry to ``ttl`` seconds from now (its owner kept); whether
+        it was there."""
         c = self._c
-        key = c.key(sid)
+        key, _, link = c.session_keys(c.digest(sid))
         ms = c.ttl(ttl)
-        r = self._r
-        if ms:
-            return bool(await r.pexpire(key, ms))
-        return bool(await self._persist(keys=[key], client=r))
+        return bool(await self._touch(keys=[key, link], args=[ms, c.prefix], client=self._r))
+
+    async def sessions_of(self, owner: str) -> List[SessionInfo]:
+        """The live sessions of ``owner``, oldest first (never their ids: ``digest`` names
+        one for ``invalidate_digest``). ``age`` is the time since the session became the
+        owner's (Redis keeps no creation time); ``ttl`` the seconds left, None for none.
+        Costs in proportion to the owner's sessions, not to the store.
+
+        :raises InvalidOwner, InvalidType: ``owner`` is not a valid owner.
+        """
+        c = self._c
+        owner_hex = c.owner(owner)
+        reply = await self._sessions_of(keys=[c.owner_index(owner_hex)],
+                                        args=[owner_hex, c.prefix], client=self._r)
+        return c.sessions(reply)
+
+    async def invalidate_owner(self, owner: str, *, keep: Optional[str] = None) -> int:
+        """Delete every live session of ``owner`` but the one of session id ``keep`` (the
+        current one, to "log out my other devices"); returns how many were deleted. One step
+        against every write: a session of the owner written before the call is gone after
+        it, and one written after it (with ``owner=None``) is a new session with no owner.
+
+        :raises InvalidOwner, InvalidType: ``owner`` is not a valid owner, or ``keep`` not a
+            valid session id (nothing is deleted).
+        """
+        c = self._c
+        owner_hex = c.owner(owner)
+        keep_hex = "" if keep is None else c.digest(keep)
+        return int(await self._revoke(keys=[c.owner_index(owner_hex), c.meta],
+                                      args=[owner_hex, c.prefix, keep_hex], client=self._r))
+
+    async def invalidate_digest(self, digest: str) -> bool:
+        """Delete the session named by ``digest`` as ``sessions_of`` gives it (a "your
+        devices" page revokes one this way); returns whether a live one was there.
+
+        :raises InvalidSessionId, InvalidType: not 32 lowercase hex digits.
+        """
+        c = self._c
+        digest = check_digest(digest).hex()
+        return bool(await self._delete(keys=c.session_keys(digest), args=[digest, c.prefix],
+                                       client=self._r))
 
     async def contains(self, sid: object) -> bool:
         """Whether ``sid`` has a live session: ``sid in store``, which the async store
@@ -180,11 +242,15 @@ class AsyncRedisSessionStorage:
         return n
 
     async def clear(self) -> None:
-        """Delete every session of this store (its keys only, found by ``SCAN``). Versions
-        keep growing. Not atomic: a session written while it runs may stay."""
+        """Delete every session of this store, with its owners' indexes (its keys only,
+        found by ``SCAN``). Versions keep growing. Not atomic: a session written while it
+        runs may stay."""
         r = self._r
+        meta = self._c.meta.encode()
         batch: List[Any] = []
-        async for key in r.scan_iter(match=self._c.pattern, count=_SCAN_COUNT):
+        async for key in r.scan_iter(match=self._c.everything, count=_SCAN_COUNT):
+            if key == meta:
+                continue
             batch.append(key)
             if len(batch) >= _UNLINK_BATCH:
                 await r.unlink(*batch)

@@ -12,8 +12,8 @@ from typing import Any, BinaryIO, Callable, List, Mapping, Optional, Tuple, Type
 
 from .._errors import CorruptSegment, InvalidTTL, InvalidType, SessionNotFound, VersionConflict
 from .._rules import (DIGEST_SIZE, BytesLike, Provider, check_expect, check_id, check_name,
-                      check_value, is_int, ttl_ns)
-from .._types import Stats
+                      check_value, is_int, owner_digest, ttl_ns)
+from .._types import SessionInfo, Stats
 
 T = TypeVar("T")
 
@@ -29,55 +29,218 @@ _VERSION_BYTES = 8
 _SCAN_COUNT = 1000
 _UNLINK_BATCH = 500
 
-# KEYS: session key, meta hash. ARGV: value, ttl in ms (0: none), mode: "" plain write, "+"
-# add (only if absent), "=" replace (only if live), else the 8 bytes of the version a
-# compare-and-set expects. Returns the new version; -1 when the add found a session, the
-# replace none or the CAS another version, -2 when the CAS found none. SET NX claims the key
-# for an add, and SET XX checks it is there for a replace, without reading it, because a
-# read would count as a keyspace hit or miss, which a write must not (stats()); neither
-# leaves a trace when it fails, so a refused add or replace spends no version.
-_PUT = """
+# Lua shared by the scripts that meet owners. A session with an owner has a link,
+# PREFIX so:HEX, a one-element list holding the owner's digest in hex, with the session's
+# expiry; the owner's index, PREFIX o:OWNERHEX, is a sorted set of the hex digests of its
+# sessions, scored by the time (us) each became the owner's, that lives at least as long as
+# its longest session. Members whose session is gone or has another owner now are removed
+# lazily: a link is the truth, a member only a pointer to check.
+_OWNERS_LUA = """
+-- The owner (hex) of the session whose link is `link`, or false. LMOVE of a one-element
+-- list onto itself returns its element through Redis's write path, which counts no keyspace
+-- hit or miss (a GET would count one, on writes, touches and sliding reads; see stats()).
+local function owner_of(link)
+  return redis.call('LMOVE', link, link, 'LEFT', 'LEFT')
+end
+-- Give `key` the expiry `ms` ('0': none); returns whether the key is there.
+local function expire(key, ms)
+  if ms == '0' then
+    if redis.call('PEXPIRE', key, 60000) == 0 then return false end
+    redis.call('PERSIST', key)
+    return true
+  end
+  return redis.call('PEXPIRE', key, ms) == 1
+end
+-- An owner index outlives each of its sessions: GT only lengthens (and leaves a key without
+-- expiry without one).
+local function outlive(index, ms)
+  if ms == '0' then redis.call('PERSIST', index) else redis.call('PEXPIRE', index, ms, 'GT') end
+end
+-- Delete the session `member` if its link still names `owner`; returns 1 if a live session
+-- went. The caller removes the member from the owner's index.
+-- Now, in microseconds, as ZADD takes it: scores order an owner's sessions, and a script
+-- takes longer than a microsecond, so two never tie (milliseconds would).
+local function now()
+  local t = redis.call('TIME')
+  return string.format('%.0f', t[1] * 1000000 + t[2])
+end
+local function revoke(prefix, member, owner)
+  local link = prefix .. 'so:' .. member
+  if owner_of(link) ~= owner then return 0 end
+  redis.call('DEL', link)
+  return redis.call('DEL', prefix .. 's:' .. member)
+end
+"""
+
+# KEYS: session key, meta hash, link, [the owner's index]. ARGV: value, ttl in ms (0: none),
+# mode: "" plain write, "+" add (only if absent), "=" replace (only if live), else the 8 bytes
+# of the version a compare-and-set expects; the session's hex digest, the prefix, the owner's
+# hex digest ("": keep the session's owner), the most sessions an owner keeps. Returns the new
+# version; -1 when the add found a session, the replace none or the CAS another version, -2
+# when the CAS found none. SET NX claims the key for an add, SET XX checks it is there for a
+# replace, and PEXPIRE tells a plain write whether it is, without reading it, because a read
+# would count as a keyspace hit or miss, which a write must not (stats()); neither leaves a
+# trace when it fails, so a refused add or replace spends no version. A new session drops any
+# link left by one Redis evicted: it starts with no owner.
+_PUT = _OWNERS_LUA + """
 local mode = ARGV[3]
+local fresh = false
 if mode == '+' then
   if not redis.call('SET', KEYS[1], '', 'NX') then return -1 end
+  fresh = true
 elseif mode == '=' then
   if not redis.call('SET', KEYS[1], '', 'XX') then return -1 end
 elseif mode ~= '' then
   local old = redis.call('GET', KEYS[1])
   if not old then return -2 end
   if string.sub(old, 1, 8) ~= mode then return -1 end
+else
+  fresh = redis.call('PEXPIRE', KEYS[1], 60000) == 0
 end
 local n = redis.call('HINCRBY', KEYS[2], 'version', 1)
 local record = struct.pack('>I8', n) .. ARGV[1]
-if ARGV[2] == '0' then
+local ms = ARGV[2]
+if ms == '0' then
   redis.call('SET', KEYS[1], record)
 else
-  redis.call('SET', KEYS[1], record, 'PX', ARGV[2])
+  redis.call('SET', KEYS[1], record, 'PX', ms)
 end
+local link, member, prefix, owner = KEYS[3], ARGV[4], ARGV[5], ARGV[6]
+local was = false
+if fresh then redis.call('DEL', link) else was = owner_of(link) end
+if owner == '' then
+  if was then
+    expire(link, ms)
+    outlive(prefix .. 'o:' .. was, ms)
+  end
+  return n
+end
+local index = KEYS[4]
+local count = redis.call('ZCARD', index)
+if was ~= owner then
+  if was then redis.call('ZREM', prefix .. 'o:' .. was, member) end
+  redis.call('DEL', link)
+  redis.call('RPUSH', link, owner)
+  count = count + redis.call('ZADD', index, now(), member)
+else
+  count = count + redis.call('ZADD', index, 'NX', now(), member)
+end
+expire(link, ms)
+if ms ~= '0' and count == 1 then
+  redis.call('PEXPIRE', index, ms)  -- a new index: ZADD made it without an expiry
+else
+  outlive(index, ms)
+end
+-- The cap, counting live sessions only: over it counting every member, drop the members of
+-- sessions gone or moved (they may make the room), then delete the owner's oldest sessions,
+-- never the one written. Only a write that finds the owner at its cap pays this walk.
+local deleted = 0
+local cap = tonumber(ARGV[7])
+if count > cap then
+  local live = {}
+  for _, m in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+    if count <= cap then break end
+    if m ~= member and owner_of(prefix .. 'so:' .. m) ~= owner then
+      redis.call('ZREM', index, m)
+      count = count - 1
+    else
+      live[#live + 1] = m
+    end
+  end
+  -- Here either count <= cap, or `live` holds every member, oldest first: count of them,
+  -- over a cap of at least 1, so the loop ends before it runs out of members.
+  for _, m in ipairs(live) do
+    if count <= cap then break end
+    if m ~= member then
+      redis.call('ZREM', index, m)
+      count = count - 1
+      deleted = deleted + revoke(prefix, m, owner)
+    end
+  end
+end
+if deleted > 0 then redis.call('HINCRBY', KEYS[2], 'deletes', deleted) end
 return n
 """
 
-# KEYS: session key, meta hash. DEL answers 0 for an expired key (Redis drops it first).
-_INVALIDATE = """
+# KEYS: session key, meta hash, link. ARGV: the session's hex digest, the prefix. DEL answers
+# 0 for an expired key (Redis drops it first). The link and the index's member go with it.
+_INVALIDATE = _OWNERS_LUA + """
+local owner = owner_of(KEYS[3])
+if owner then
+  redis.call('DEL', KEYS[3])
+  redis.call('ZREM', ARGV[2] .. 'o:' .. owner, ARGV[1])
+end
 if redis.call('DEL', KEYS[1]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[2], 'deletes', 1)
 return 1
 """
 
-# KEYS: session key. PERSIST alone answers 0 for a live key that has no expiry, so PEXPIRE
-# (1 for any live key) tells whether the session is there, and PERSIST then lifts it.
-_PERSIST = """
-if redis.call('PEXPIRE', KEYS[1], 60000) == 0 then return 0 end
-redis.call('PERSIST', KEYS[1])
+# KEYS: session key, link. ARGV: ttl in ms (0: none), the prefix. The link, and the owner's
+# index, follow the session's new expiry.
+_TOUCH = _OWNERS_LUA + """
+if not expire(KEYS[1], ARGV[1]) then return 0 end
+if expire(KEYS[2], ARGV[1]) then outlive(ARGV[2] .. 'o:' .. owner_of(KEYS[2]), ARGV[1]) end
 return 1
 """
 
-# KEYS: session key. ARGV: the store's ttl in ms. Sliding expiry on read (touch_on_read):
-# XX renews only a session that has an expiry, as SessionStorage does.
-_READ_SLIDE = """
+# KEYS: session key, link. ARGV: the store's ttl in ms, the prefix. Sliding expiry on read
+# (touch_on_read): XX renews only a session that has an expiry, as SessionStorage does.
+_READ_SLIDE = _OWNERS_LUA + """
 local record = redis.call('GET', KEYS[1])
-if record then redis.call('PEXPIRE', KEYS[1], ARGV[1], 'XX') end
+if record and redis.call('PEXPIRE', KEYS[1], ARGV[1], 'XX') == 1 and
+    redis.call('PEXPIRE', KEYS[2], ARGV[1], 'XX') == 1 then
+  outlive(ARGV[2] .. 'o:' .. owner_of(KEYS[2]), ARGV[1])
+end
 return record
+"""
+
+# KEYS: the owner's index, meta hash. ARGV: the owner's hex digest, the prefix, the hex digest
+# of the session to keep ("" none). Deletes every live session still linked to the owner, in
+# one step against every write, and empties the index (but for `keep`, if it is the owner's).
+_INVALIDATE_OWNER = _OWNERS_LUA + """
+local owner, prefix, keep = ARGV[1], ARGV[2], ARGV[3]
+local n = 0
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if m ~= keep then
+    n = n + revoke(prefix, m, owner)
+    redis.call('ZREM', KEYS[1], m)
+  elseif owner_of(prefix .. 'so:' .. m) ~= owner then
+    redis.call('ZREM', KEYS[1], m)
+  end
+end
+if n > 0 then redis.call('HINCRBY', KEYS[2], 'deletes', n) end
+return n
+"""
+
+# KEYS: the owner's index. ARGV: the owner's hex digest, the prefix. Returns the time (us),
+# then per live session, oldest first: hex digest, the us it became the owner's, PTTL (-1:
+# none), the record's length and its first 8 bytes (the version). Drops stale members, and
+# sets the index's expiry to its longest session's.
+_SESSIONS_OF = _OWNERS_LUA + """
+local owner, prefix = ARGV[1], ARGV[2]
+local out = {now()}
+local longest = 0
+local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #members, 2 do
+  local m = members[i]
+  local key = prefix .. 's:' .. m
+  local head = redis.call('GETRANGE', key, 0, 7)
+  if #head == 8 and owner_of(prefix .. 'so:' .. m) == owner then
+    local ttl = redis.call('PTTL', key)
+    if ttl == -1 or longest == -1 then longest = -1 elseif ttl > longest then longest = ttl end
+    for _, v in ipairs({m, members[i + 1], ttl, redis.call('STRLEN', key), head}) do
+      out[#out + 1] = v
+    end
+  else
+    redis.call('ZREM', KEYS[1], m)
+  end
+end
+if longest == -1 then
+  redis.call('PERSIST', KEYS[1])
+elseif longest > 0 then
+  redis.call('PEXPIRE', KEYS[1], longest)
+end
+return out
 """
 
 
@@ -142,17 +305,38 @@ class _Core:
         self.slide_ms = self.default_ms if touch_on_read else 0
         self.meta = prefix + "meta"
         self._sessions = prefix + "s:"
+        self._links = prefix + "so:"
+        self._owners = prefix + "o:"
         self.pattern = _glob_escape(self._sessions) + "*"
+        # clear() takes every key under the prefix but the meta hash: sessions, owner links
+        # and owner indexes.
+        self.everything = _glob_escape(prefix) + "*"
         # The key is derived, not the secret itself: blake2b keys stop at 64 bytes, and a
         # secret shared with other uses (a framework's SECRET_KEY) yields unrelated digests.
         key = hashlib.blake2b(secret, digest_size=32, person=b"shmsession:redis").digest()
         self._hasher = hashlib.blake2b(key=key, digest_size=DIGEST_SIZE)
+        self._owner_key = key
+
+    def digest(self, sid: object) -> str:
+        """The hex digest of session ``sid``; raises what ``SessionStorage`` raises for it."""
+        h = self._hasher.copy()
+        h.update(check_id(sid))
+        return h.hexdigest()
 
     def key(self, sid: object) -> str:
         """The Redis key of session ``sid``; raises what ``SessionStorage`` raises for it."""
-        h = self._hasher.copy()
-        h.update(check_id(sid))
-        return self._sessions + h.hexdigest()
+        return self._sessions + self.digest(sid)
+
+    def session_keys(self, digest: str) -> List[str]:
+        """The keys of the session of hex ``digest``: its record, the meta hash, its link."""
+        return [self._sessions + digest, self.meta, self._links + digest]
+
+    def owner(self, owner: object) -> str:
+        """The hex digest of a valid ``owner``; raises ``InvalidType`` or ``InvalidOwner``."""
+        return owner_digest(self._owner_key, owner).hex()  # type: ignore[arg-type]
+
+    def owner_index(self, owner_hex: str) -> str:
+        return self._owners + owner_hex
 
     def value(self, value: object) -> bytes:
         return check_value(value, self.max_value)
@@ -166,12 +350,15 @@ class _Core:
         value: Union[BytesLike, Provider],
         ttl: Optional[float],
         expect: Optional[int],
-    ) -> Tuple[str, List[Union[bytes, int]]]:
-        """Validate a ``write`` (in ``SessionStorage.write``'s order; a provider runs last)
-        and return the ``_PUT`` script's key and arguments."""
-        key = self.key(sid)
+        owner: Optional[str],
+        cap: int,
+    ) -> Tuple[List[str], List[Union[bytes, int, str]]]:
+        """Validate a ``write`` (in ``SessionStorage.write``'s order, the owner before the
+        value; a provider runs last) and return the ``_PUT`` script's keys and arguments."""
+        digest = self.digest(sid)
         ms = self.ttl(ttl)
         check_expect(expect)
+        owner_hex = None if owner is None else self.owner(owner)
         if callable(value) and not isinstance(value, (bytes, bytearray, memoryview)):
             stream = io.BytesIO()
             value(stream)
@@ -183,24 +370,50 @@ class _Core:
             mode = b"\xff" * (_VERSION_BYTES + 1)  # no version is that large: a sure conflict
         else:
             mode = expect.to_bytes(_VERSION_BYTES, "big")
-        return key, [data, ms, mode]
+        return self._put_args(digest, data, ms, mode, owner_hex, cap)
 
-    def add_args(self, sid: str, value: BytesLike, ttl: Optional[float]
-                 ) -> Tuple[str, List[Union[bytes, int]]]:
-        """Validate an ``add`` and return the ``_PUT`` script's key and arguments."""
-        return self._only_if_args(sid, value, ttl, b"+")
+    def add_args(self, sid: str, value: BytesLike, ttl: Optional[float], owner: Optional[str],
+                 cap: int) -> Tuple[List[str], List[Union[bytes, int, str]]]:
+        """Validate an ``add`` and return the ``_PUT`` script's keys and arguments."""
+        return self._only_if_args(sid, value, ttl, b"+", owner, cap)
 
-    def replace_args(self, sid: str, value: BytesLike, ttl: Optional[float]
-                     ) -> Tuple[str, List[Union[bytes, int]]]:
-        """Validate a ``replace`` and return the ``_PUT`` script's key and arguments."""
-        return self._only_if_args(sid, value, ttl, b"=")
+    def replace_args(self, sid: str, value: BytesLike, ttl: Optional[float],
+                     owner: Optional[str], cap: int
+                     ) -> Tuple[List[str], List[Union[bytes, int, str]]]:
+        """Validate a ``replace`` and return the ``_PUT`` script's keys and arguments."""
+        return self._only_if_args(sid, value, ttl, b"=", owner, cap)
 
-    def _only_if_args(self, sid: str, value: BytesLike, ttl: Optional[float], mode: bytes
-                      ) -> Tuple[str, List[Union[bytes, int]]]:
-        # SessionStorage.add's and .replace's order: the id, the ttl, then the value.
-        key = self.key(sid)
+    def _only_if_args(self, sid: str, value: BytesLike, ttl: Optional[float], mode: bytes,
+                      owner: Optional[str], cap: int
+                      ) -> Tuple[List[str], List[Union[bytes, int, str]]]:
+        # SessionStorage.add's and .replace's order: the id, the ttl, the owner, the value.
+        digest = self.digest(sid)
         ms = self.ttl(ttl)
-        return key, [self.value(value), ms, mode]
+        owner_hex = None if owner is None else self.owner(owner)
+        return self._put_args(digest, self.value(value), ms, mode, owner_hex, cap)
+
+    def _put_args(self, digest: str, data: bytes, ms: int, mode: bytes,
+                  owner_hex: Optional[str], cap: int
+                  ) -> Tuple[List[str], List[Union[bytes, int, str]]]:
+        keys = self.session_keys(digest)
+        if owner_hex is not None:
+            keys.append(self.owner_index(owner_hex))
+        return keys, [data, ms, mode, digest, self.prefix, owner_hex or "", cap]
+
+    def sessions(self, reply: List[Any]) -> List[SessionInfo]:
+        """The ``_SESSIONS_OF`` script's reply -> the owner's sessions, oldest first."""
+        now, rows = float(reply[0]), reply[1:]
+        out = []
+        for i in range(0, len(rows), 5):
+            digest, since, pttl, length, head = rows[i:i + 5]
+            out.append(SessionInfo(
+                digest=digest.decode(),
+                size=int(length) - _VERSION_BYTES,
+                age=max(0.0, (now - float(since)) / 1e6),
+                ttl=None if pttl == -1 else max(0, int(pttl)) / 1000,
+                version=int.from_bytes(head, "big"),
+            ))
+        return out
 
     def version(self, reply: Any) -> int:
         """The ``_PUT`` script's reply to a write: the new version, or the conflict."""
