@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import time
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -170,6 +171,73 @@ def test_expiry_is_the_keys_own(redis_url: str, redis_socket: str, name: str) ->
             forever.write("none", b"v")
             forever.add("none-added", b"v")
             assert pttl("none") == -1 and pttl("none-added") == -1
+
+
+def test_owners_in_redis(redis_url: str, redis_socket: str, name: str) -> None:
+    """What the owner contract (test_owners.py) cannot see: the keys of owners, which hold no
+    owner name; an owner index that lives as long as its longest session, then goes; clear()
+    taking them all; and an owner keyed by the secret like the ids."""
+    import redis
+
+    from shmsession.redis import RedisSessionStorage
+
+    prefix = f"shmsession:{name}:".encode()
+    owner = "alice@example.com"
+    with RedisSessionStorage(name, redis_url, secret=SECRET, ttl=100) as store, \
+            redis.Redis(unix_socket_path=redis_socket) as raw:
+        store.write("s1", b"v", owner=owner)
+        store.write("s2", b"v", ttl=0.2, owner=owner)
+        store.write("plain", b"v")
+        keys = redis_keys(redis_socket, prefix.decode())
+        kinds = sorted(re.fullmatch(re.escape(prefix) + rb"(s|so|o|meta):?([0-9a-f]{32})?",
+                                    k).group(1) for k in keys)  # type: ignore[union-attr]
+        assert kinds == [b"meta", b"o", b"s", b"s", b"s", b"so", b"so"]
+        [index] = [k for k in keys if k.startswith(prefix + b"o:")]
+        links = [raw.lrange(k, 0, -1) for k in keys if k.startswith(prefix + b"so:")]
+        assert links == [[index[-32:]]] * 2  # each link names the index, by the owner's digest
+        members = raw.zrange(index, 0, -1)
+        assert sorted(members) == sorted(k[-32:] for k in keys if k.startswith(prefix + b"so:"))
+        assert not any(b"alice" in k for k in keys)
+        assert 99_000 < raw.pttl(index) <= 100_000  # the longest session's
+        time.sleep(0.3)  # s2 expired: its link with it; its member goes on the next listing
+        assert len(store.sessions_of(owner)) == 1 and raw.zcard(index) == 1
+        store.write("s3", b"v", ttl=math.inf, owner=owner)
+        assert raw.pttl(index) == -1  # a session that never expires: nor does its index
+        store.invalidate("s3")
+        store.sessions_of(owner)  # a listing sets the index's expiry to its longest again
+        assert 99_000 < raw.pttl(index) <= 100_000
+        store.write("brief", b"v", ttl=0.2, owner="bob")
+        [bobs] = [k for k in redis_keys(redis_socket, prefix.decode())
+                  if k.startswith(prefix + b"o:") and k != index]
+        assert 0 < raw.pttl(bobs) <= 200
+        time.sleep(0.3)  # an owner's sessions expired: the index goes with them
+        assert raw.exists(bobs) == 0 and store.sessions_of("bob") == []
+        # Another secret: another owner digest, none of these sessions.
+        store.write("s4", b"v", owner=owner)
+        with RedisSessionStorage(name, redis_url, secret=b"another secret, 16+ bytes") as other:
+            assert other.sessions_of(owner) == [] and other.invalidate_owner(owner) == 0
+        store.clear()
+        assert redis_keys(redis_socket, prefix.decode()) == [prefix + b"meta"]
+
+
+def test_a_session_evicted_alone_leaves_its_id_no_owner(redis_url: str, redis_socket: str,
+                                                        name: str) -> None:
+    """Redis may evict a session's key and not its link (maxmemory): the id written again
+    without an owner is a new session, not the old owner's."""
+    import redis
+
+    from shmsession.redis import RedisSessionStorage
+
+    with RedisSessionStorage(name, redis_url, secret=SECRET) as store, \
+            redis.Redis(unix_socket_path=redis_socket) as raw:
+        store.write("written", b"v", owner="alice")
+        store.write("added", b"v", owner="alice")
+        store.write("kept", b"v", owner="alice")
+        raw.delete(store._c.key("written"), store._c.key("added"))  # internals: an eviction
+        store.write("written", b"new")
+        assert store.add("added", b"new") is True
+        assert store.invalidate_owner("alice") == 1
+        assert store.read("written") == b"new" and store.read("added") == b"new"
 
 
 def test_a_foreign_value_under_the_prefix_is_reported(redis_url: str, redis_socket: str,
