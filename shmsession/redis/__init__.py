@@ -16,6 +16,14 @@ What lies in Redis, under ``prefix`` (default ``"shmsession:NAME:"``):
 * ``PREFIX meta`` -- a hash: ``version`` (the last version handed out: ``HINCRBY`` makes
   versions strictly increasing across every host, and ``clear()`` leaves it) and
   ``deletes``.
+* ``PREFIX so:HEX`` -- a session's owner link, only for a session with an owner: a
+  one-element list holding the hex of the owner's keyed digest (``_rules.owner_digest``,
+  under the same derived key as the ids), with the session's expiry.
+* ``PREFIX o:OWNERHEX`` -- an owner's index: a sorted set of its sessions' hex digests,
+  scored by the time (microseconds) each became the owner's, with an expiry no shorter than
+  its longest session's (none while one never expires). Members of sessions gone or moved
+  are dropped lazily, by ``sessions_of``, ``invalidate_owner`` and a write at the owner's
+  cap; the link decides whose a session is.
 
 Every write is one Lua script (``EVALSHA``, loaded again by redis-py when the server has
 forgotten it): checking what the write depends on (the version a compare-and-set expects,
@@ -23,6 +31,11 @@ no session for ``add``, a live one for ``replace``), taking a version and storin
 happen as one step against every other client.
 Needs Redis 7.0 or later (``PEXPIRE ... XX`` for ``touch_on_read``); not Redis Cluster (a
 write touches two keys of different slots).
+
+Owners cost in proportion to the owner's sessions, never a ``SCAN``. They are only as
+sound as Redis keeps every key: under a ``maxmemory`` eviction policy Redis may evict a link
+or an index and not its session, which ``invalidate_owner`` then misses; a store whose owners
+are revoked wants ``maxmemory-policy noeviction`` (or no ``maxmemory``).
 
 Differences from the shared-memory store, all where Redis decides: expiry is Redis's own
 (millisecond precision, rounded up); ``len()``, ``clear()`` and ``stats().entries`` walk the

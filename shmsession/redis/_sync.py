@@ -150,7 +150,8 @@ class RedisSessionStorage:
             none). The session keeps its owner until it is deleted or expires.
         :raises VersionConflict: ``expect`` was given and the session has another version,
             or is gone.
-        :raises InvalidOwner, InvalidType: ``owner`` is not a valid owner (nothing is sent).
+        :raises InvalidOwner: ``owner`` is empty or too long (nothing is sent).
+        :raises InvalidType: ``owner`` is not a ``str``, or another argument has a wrong type.
         """
         c = self._c
         keys, args = c.write_args(sid, value, ttl, expect, owner, self._max_owner_sessions)
@@ -195,7 +196,8 @@ class RedisSessionStorage:
         owner's (Redis keeps no creation time); ``ttl`` the seconds left, None for none.
         Costs in proportion to the owner's sessions, not to the store.
 
-        :raises InvalidOwner, InvalidType: ``owner`` is not a valid owner.
+        :raises InvalidOwner: ``owner`` is empty or too long.
+        :raises InvalidType: ``owner`` is not a ``str``.
         """
         c = self._c
         owner_hex = c.owner(owner)
@@ -209,8 +211,9 @@ class RedisSessionStorage:
         against every write: a session of the owner written before the call is gone after
         it, and one written after it (with ``owner=None``) is a new session with no owner.
 
-        :raises InvalidOwner, InvalidType: ``owner`` is not a valid owner, or ``keep`` not a
-            valid session id (nothing is deleted).
+        :raises InvalidOwner: ``owner`` is empty or too long (nothing is deleted).
+        :raises InvalidType: ``owner`` is not a ``str``, or ``keep`` not a session id.
+        :raises InvalidSessionId: ``keep`` is not a valid session id.
         """
         c = self._c
         owner_hex = c.owner(owner)
@@ -222,7 +225,8 @@ class RedisSessionStorage:
         """Delete the session named by ``digest`` as ``sessions_of`` gives it (a "your
         devices" page revokes one this way); returns whether a live one was there.
 
-        :raises InvalidSessionId, InvalidType: not 32 lowercase hex digits.
+        :raises InvalidSessionId: ``digest`` is not 32 lowercase hex digits.
+        :raises InvalidType: ``digest`` is not a ``str``.
         """
         c = self._c
         digest = check_digest(digest).hex()
