@@ -250,10 +250,10 @@ class AsyncRedisSessionStorage:
         found by ``SCAN``). Versions keep growing. Not atomic: a session written while it
         runs may stay."""
         r = self._r
-        meta = self._c.meta.encode()
+        c = self._c
         batch: List[Any] = []
-        async for key in r.scan_iter(match=self._c.everything, count=_SCAN_COUNT):
-            if key == meta:
+        async for key in r.scan_iter(match=c.everything, count=_SCAN_COUNT):
+            if not c.owns(key):
                 continue
             batch.append(key)
             if len(batch) >= _UNLINK_BATCH:

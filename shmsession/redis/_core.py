@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from typing import Any, BinaryIO, Callable, List, Mapping, Optional, Tuple, TypeVar, Union
 
 from .._errors import CorruptSegment, InvalidTTL, InvalidType, SessionNotFound, VersionConflict
@@ -308,14 +309,19 @@ class _Core:
         self._links = prefix + "so:"
         self._owners = prefix + "o:"
         self.pattern = _glob_escape(self._sessions) + "*"
-        # clear() takes every key under the prefix but the meta hash: sessions, owner links
-        # and owner indexes.
+        # clear() scans every key under the prefix and takes the store's own: sessions, owner
+        # links and owner indexes (not the meta hash, nor a store's under a longer prefix).
         self.everything = _glob_escape(prefix) + "*"
+        self._own = re.compile(re.escape(prefix.encode()) + rb"(?:s|so|o):[0-9a-f]{32}")
         # The key is derived, not the secret itself: blake2b keys stop at 64 bytes, and a
         # secret shared with other uses (a framework's SECRET_KEY) yields unrelated digests.
         key = hashlib.blake2b(secret, digest_size=32, person=b"shmsession:redis").digest()
         self._hasher = hashlib.blake2b(key=key, digest_size=DIGEST_SIZE)
         self._owner_key = key
+
+    def owns(self, key: bytes) -> bool:
+        """Whether ``key`` (as SCAN gives it) is a session, link or index of this store."""
+        return self._own.fullmatch(key) is not None
 
     def digest(self, sid: object) -> str:
         """The hex digest of session ``sid``; raises what ``SessionStorage`` raises for it."""

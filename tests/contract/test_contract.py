@@ -220,6 +220,30 @@ def test_owners_in_redis(redis_url: str, redis_socket: str, name: str) -> None:
         assert redis_keys(redis_socket, prefix.decode()) == [prefix + b"meta"]
 
 
+def test_clear_takes_only_its_own_keys_under_a_nested_prefix(redis_url: str,
+                                                              redis_socket: str) -> None:
+    """clear() deletes sessions, links and indexes by SCAN of its prefix: a store whose prefix
+    extends it (``t-nest:`` and ``t-nest:sub:``) keeps every key, its meta hash included."""
+    from shmsession.redis import RedisSessionStorage
+
+    outer = RedisSessionStorage("outer", redis_url, secret=SECRET, prefix="t-nest:")
+    inner = RedisSessionStorage("inner", redis_url, secret=SECRET, prefix="t-nest:sub:")
+    try:
+        for store in (outer, inner):
+            store.write("k", b"v", owner="alice")
+            store.write("plain", b"v")
+        kept = redis_keys(redis_socket, "t-nest:sub:")
+        outer.clear()
+        assert redis_keys(redis_socket, "t-nest:sub:") == kept
+        assert inner.read("k") == b"v" and len(inner.sessions_of("alice")) == 1
+        assert len(outer) == 0 and outer.sessions_of("alice") == []
+        assert redis_keys(redis_socket, "t-nest:") == [b"t-nest:meta"] + kept
+    finally:
+        for store in (outer, inner):
+            store.close()
+        redis_keys(redis_socket, "t-nest:", drop=True)
+
+
 def test_a_session_evicted_alone_leaves_its_id_no_owner(redis_url: str, redis_socket: str,
                                                         name: str) -> None:
     """Redis may evict a session's key and not its link (maxmemory): the id written again
