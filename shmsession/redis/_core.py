@@ -57,14 +57,15 @@ end
 local function outlive(index, ms)
   if ms == '0' then redis.call('PERSIST', index) else redis.call('PEXPIRE', index, ms, 'GT') end
 end
--- Delete the session `member` if its link still names `owner`; returns 1 if a live session
--- went. The caller removes the member from the owner's index.
--- Now, in microseconds, as ZADD takes it: scores order an owner's sessions, and a script
--- takes longer than a microsecond, so two never tie (milliseconds would).
+-- Now, in microseconds, as ZADD takes it (exact: under 2^53). Scores order an owner's
+-- sessions; a script takes more than a microsecond, so two writes do not tie (in
+-- milliseconds they did, and the cap deleted an arbitrary one of them).
 local function now()
   local t = redis.call('TIME')
   return string.format('%.0f', t[1] * 1000000 + t[2])
 end
+-- Delete the session `member` if its link still names `owner`; returns 1 if a live session
+-- went. The caller removes the member from the owner's index.
 local function revoke(prefix, member, owner)
   local link = prefix .. 'so:' .. member
   if owner_of(link) ~= owner then return 0 end
