@@ -15,6 +15,7 @@ __all__ = [
     "InsufficientSharedMemory",
     "InvalidName",
     "InvalidOption",
+    "InvalidOwner",
     "InvalidSessionId",
     "InvalidTTL",
     "InvalidType",
@@ -53,6 +54,10 @@ class InvalidType(ShmSessionError, TypeError):
 
 class InvalidSessionId(ShmSessionError, ValueError):
     """A session id that is empty or too long."""
+
+
+class InvalidOwner(ShmSessionError, ValueError):
+    """An owner (``owner=``) that is empty, too long or not encodable as UTF-8."""
 
 
 class ValueTooLarge(ShmSessionError, ValueError):

@@ -6,17 +6,21 @@ fails the same way everywhere. No I/O, and nothing of either backend.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import secrets
 from typing import Any, BinaryIO, Callable, Optional, Union
 
-from ._errors import InvalidName, InvalidOption, InvalidSessionId, InvalidTTL, InvalidType, ValueTooLarge
+from ._errors import (
+    InvalidName, InvalidOption, InvalidOwner, InvalidSessionId, InvalidTTL, InvalidType,
+    ValueTooLarge,
+)
 
 __all__ = [
-    "BytesLike", "DIGEST_SIZE", "MAX_ID_BYTES", "MAX_TTL", "Provider", "check_expect",
-    "check_id", "check_name", "check_option", "check_value", "is_int", "is_number", "new_id",
-    "ttl_ns",
+    "BytesLike", "DIGEST_SIZE", "MAX_ID_BYTES", "MAX_OWNER_SESSIONS", "MAX_TTL", "Provider",
+    "check_digest", "check_expect", "check_id", "check_name", "check_option", "check_owner",
+    "check_value", "is_int", "is_number", "new_id", "owner_digest", "ttl_ns",
 ]
 
 BytesLike = Union[bytes, bytearray, memoryview]
@@ -65,6 +69,57 @@ def check_id(sid: object) -> bytes:
             f"a session id must be 1 to {MAX_ID_BYTES} bytes of UTF-8, got {len(raw)}"
         )
     return raw
+
+
+#: The most live sessions one owner may have: writing one more for that owner deletes the
+#: owner's oldest (the one that became the owner's first).
+MAX_OWNER_SESSIONS = 1024
+
+_HEX_DIGEST = re.compile(r"[0-9a-f]{%d}" % (2 * DIGEST_SIZE))
+
+
+def check_owner(owner: object) -> bytes:
+    """The UTF-8 bytes of a valid owner (``owner=``: a user id, typically).
+
+    :raises InvalidType: not a ``str``. :raises InvalidOwner: empty, over ``MAX_ID_BYTES``,
+        or not encodable.
+    """
+    if not isinstance(owner, str):
+        raise InvalidType(f"an owner must be a str, not {type(owner).__name__}")
+    try:
+        raw = str(owner).encode()
+    except UnicodeEncodeError:
+        raise InvalidOwner("an owner must be encodable as UTF-8") from None
+    if not raw or len(raw) > MAX_ID_BYTES:
+        raise InvalidOwner(
+            f"an owner must be 1 to {MAX_ID_BYTES} bytes of UTF-8, got {len(raw)}"
+        )
+    return raw
+
+
+def owner_digest(secret: bytes, owner: str) -> bytes:
+    """The keyed digest an owner is kept under (a store keeps no raw owners, as no raw ids).
+
+    :raises InvalidType, InvalidOwner: not a valid owner (see ``check_owner``).
+    """
+    return hashlib.blake2b(check_owner(owner), key=secret, digest_size=DIGEST_SIZE,
+                           person=b"shmsession-owner").digest()
+
+
+def check_digest(digest: object) -> bytes:
+    """The bytes of a session's digest given as ``SessionInfo.digest`` shows it (lowercase hex).
+
+    :raises InvalidType: not a ``str``. :raises InvalidSessionId: not ``2 * DIGEST_SIZE``
+        lowercase hex digits.
+    """
+    if not isinstance(digest, str):
+        raise InvalidType(f"a digest must be a str of hex digits, not {type(digest).__name__}")
+    if not _HEX_DIGEST.fullmatch(digest):
+        raise InvalidSessionId(
+            f"a digest must be {2 * DIGEST_SIZE} lowercase hex digits, as SessionInfo.digest "
+            "shows it"
+        )
+    return bytes.fromhex(digest)
 
 
 def check_value(value: object, max_value: int) -> bytes:
