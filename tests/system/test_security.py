@@ -610,7 +610,7 @@ EXCEPTIONS = [getattr(shmsession, n) for n in shmsession.__all__
 
 
 def test_every_exported_exception_is_covered() -> None:
-    assert len(EXCEPTIONS) == 22
+    assert len(EXCEPTIONS) == 23
     assert all(issubclass(cls, ShmSessionError) for cls in EXCEPTIONS)
 
 
