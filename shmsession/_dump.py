@@ -17,25 +17,28 @@ from ._engine import Engine
 from ._errors import SegmentError, ValueTooLarge
 from ._layout import S_CREATED, S_DIGEST, S_EXPIRES, S_VALUE_LEN, S_VERSION
 from ._rules import check_name
+from ._table import Slot
 from ._types import SessionInfo
 
 if TYPE_CHECKING:
     from .store import SessionStorage
 
-__all__ = ["dump", "infos", "load"]
+__all__ = ["dump", "info", "infos", "load"]
 
 _BATCH = 256  # sessions a load writes under one taking of the lock
 
 Locked = Callable[[], ContextManager[Engine]]  # the store's engine, under its lock
 
 
+def info(s: Slot, now: int) -> SessionInfo:
+    """The :class:`SessionInfo` of the live session in slot ``s`` at ``now``."""
+    return SessionInfo(s[S_DIGEST].hex(), s[S_VALUE_LEN], (now - s[S_CREATED]) / 1e9,
+                       None if not s[S_EXPIRES] else (s[S_EXPIRES] - now) / 1e9, s[S_VERSION])
+
+
 def infos(engine: Engine, now: int) -> List[SessionInfo]:
     """One :class:`SessionInfo` per live session; the caller holds the lock."""
-    return [
-        SessionInfo(s[S_DIGEST].hex(), s[S_VALUE_LEN], (now - s[S_CREATED]) / 1e9,
-                    None if not s[S_EXPIRES] else (s[S_EXPIRES] - now) / 1e9, s[S_VERSION])
-        for s in engine.live_slots(now)
-    ]
+    return [info(s, now) for s in engine.live_slots(now)]
 
 
 def dump(path: str, secret: bytes, locked: Locked) -> int:
