@@ -284,6 +284,26 @@ def test_check_catches_a_broken_link(small: SessionStorage) -> None:
     small.check()
 
 
+def test_a_snapshot_keeps_owners_and_their_order(name: str, tmp_path: "os.PathLike[str]") -> None:
+    path = os.path.join(tmp_path, "owners.snap")
+    with SessionStorage(name, size=1 << 20, ttl=None) as s:
+        for k in range(6):
+            s.write(f"a{k}", b"v" * k, owner="alice", ttl=math.inf if k % 2 else 3600)
+        s.write("b", b"w", owner="bob")
+        s.write("a0", b"moved", owner="bob")
+        s.write("a2", b"moved", owner="alice")  # same owner: keeps its place
+        s.write("plain", b"p")
+        want = {o: _of(s, o) for o in ("alice", "bob")}
+        assert s.dump(path) == 8
+        s.unlink()
+    with SessionStorage.load(name, path) as t:
+        assert {o: _of(t, o) for o in ("alice", "bob")} == want
+        assert t.read("a0") == b"moved" and t.read("plain") == b"p"
+        t.check()
+        assert t.invalidate_owner("alice") == 5 and len(t) == 3
+        t.unlink()
+
+
 def test_the_async_store_has_the_owner_methods(name: str) -> None:
     async def main() -> None:
         async with await AsyncSessionStorage.open(name, size=1 << 20, ttl=None) as s:
