@@ -183,7 +183,8 @@ class Engine:
                       + _UNOWNED)
                 self.add_entries(1)
             if owner is not None:
-                self.own(digest, owner, joined or now)
+                # i: the slot in every branch above (a new entry's, as -1 - i)
+                self.own(i if i >= 0 else -1 - i, digest, owner, joined or now)
             j.commit()
         except JournalFull:
             j.rollback()
@@ -207,14 +208,13 @@ class Engine:
         self.bump(_DELETES if live else _EXPIRATIONS)
         return live
 
-    def own(self, digest: bytes, owner: bytes, joined: int) -> None:
-        """Make the entry ``digest`` one of ``owner``'s sessions, its newest (joined at
-        ``joined``), moving it from another owner; nothing changes if it is ``owner``'s
-        already. An owner at ``MAX_OWNER_SESSIONS`` loses its oldest session (deleted,
-        counted in ``deletes``). Caller holds the lock, inside a transaction."""
+    def own(self, i: int, digest: bytes, owner: bytes, joined: int) -> None:
+        """Make the entry ``digest``, in slot ``i``, one of ``owner``'s sessions, its newest
+        (joined at ``joined``), moving it from another owner; nothing changes if it is
+        ``owner``'s already. An owner at ``MAX_OWNER_SESSIONS`` loses its oldest session
+        (deleted, counted in ``deletes``). Caller holds the lock, inside a transaction."""
         t = self.t
         o = self.o
-        i = t.lookup(digest)
         current = o.owner_of(i)
         if current == owner:
             return

@@ -25,7 +25,6 @@ from ._engine import Engine, engine_stats
 from ._errors import CorruptSegment, SessionNotFound, StoreClosed
 from ._rules import (
     BytesLike, Provider, check_digest, check_expect, check_name, check_value, new_id,
-    owner_digest,
 )
 from ._rules import ttl_ns as _ttl_ns  # "ttl_ns" names the nanoseconds in the methods
 from ._types import SessionInfo, Stats
@@ -219,7 +218,7 @@ class SessionStorage:
         ttl_ns = self._default_ttl_ns if ttl is None else _ttl_ns(ttl)
         if expect is not None:  # the common case makes no call
             check_expect(expect)
-        odigest = None if owner is None else owner_digest(self._secret, owner)
+        odigest = None if owner is None else self._digests.owner(owner)
         if type(value) is bytes and len(value) <= self._max_value:
             data = value  # the common case, checked inline
         else:
@@ -254,7 +253,7 @@ class SessionStorage:
         digest = self._digests.of(sid)
         ttl_ns = self._ttl(ttl)
         data = self._value(value)
-        odigest = None if owner is None else owner_digest(self._secret, owner)
+        odigest = None if owner is None else self._digests.owner(owner)
         self._access.acquire()
         try:
             now = _monotonic_ns()
@@ -271,7 +270,7 @@ class SessionStorage:
 
         :raises InvalidOwner, InvalidType: ``owner`` is not a valid owner.
         """
-        odigest = owner_digest(self._secret, owner)
+        odigest = self._digests.owner(owner)
         with self._access.locked() as engine:
             now = _monotonic_ns()
             return [_dump.info(s, now) for s in engine.owner_slots(odigest, now)]
@@ -286,7 +285,7 @@ class SessionStorage:
         :raises InvalidOwner, InvalidType: ``owner`` is not a valid owner.
         :raises InvalidSessionId: ``keep`` is not a valid id.
         """
-        odigest = owner_digest(self._secret, owner)
+        odigest = self._digests.owner(owner)
         kept = None if keep is None else self._digests.of(keep)
         self._access.acquire()
         try:

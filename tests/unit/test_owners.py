@@ -320,3 +320,17 @@ def test_the_async_store_has_the_owner_methods(name: str) -> None:
             await s.unlink()
 
     asyncio.run(main())
+
+
+def test_a_handle_digests_owners_as_the_shared_rule_does(small: SessionStorage) -> None:
+    """The handle's memo of owner digests (``Digests.owner``) gives what
+    ``_rules.owner_digest`` gives, the Redis store's rule too, and refuses the same."""
+    class Name(str):
+        pass
+
+    for owner in ("alice", "é" * 300, Name("bob"), "alice"):
+        assert small._digests.owner(owner) == owner_digest(small._secret, owner)
+    with pytest.raises(InvalidOwner):
+        small._digests.owner("")
+    with pytest.raises(InvalidType):
+        small._digests.owner(3)
