@@ -230,7 +230,10 @@ class Engine:
     def owner_slots(self, owner: bytes, now: int) -> List[Slot]:
         """The live entries of ``owner``, oldest (first joined) first. Reads only."""
         t = self.t
-        live = [s for s in (t.get(i) for i in self.o.members(owner)) if not expired(s, now)]
+        members = [t.get(i) for i in self.o.members(owner)]
+        if not all(s[S_STATE] for s in members):
+            raise self.damaged("an owner's list holds an empty slot")
+        live = [s for s in members if not expired(s, now)]
         for s in live:
             self.check_range(s)
         return live

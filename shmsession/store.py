@@ -353,7 +353,8 @@ class SessionStorage:
             return engine_stats(engine)
 
     def check(self) -> None:
-        """Verify every structural invariant of the segment.
+        """Verify every structural invariant of the segment, the owner index's too (every
+        owner's list against the table).
 
         :raises CorruptSegment: listing every problem found.
         """

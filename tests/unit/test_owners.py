@@ -334,3 +334,18 @@ def test_a_handle_digests_owners_as_the_shared_rule_does(small: SessionStorage) 
         small._digests.owner("")
     with pytest.raises(InvalidType):
         small._digests.owner(3)
+
+
+def test_a_list_through_an_empty_slot_is_damage(small: SessionStorage) -> None:
+    small.write("s0", b"v", owner="alice")
+    small.write("s1", b"v", owner="alice")
+    e = small._engine
+    i = e.t.lookup(small._digests.of("s1"))
+    pos = e.t.off + (i << L.SLOT_SHIFT) + L.SLOT_STATE
+    e.buf[pos] = L.EMPTY  # the slot goes, its owner's list still holds it
+    with pytest.raises(CorruptSegment):
+        small.sessions_of("alice")
+    with pytest.raises(CorruptSegment):
+        small.check()
+    e.buf[pos] = L.USED
+    small.check()
