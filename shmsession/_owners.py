@@ -22,6 +22,9 @@ from ._journal import Buffer, Journal
 from ._layout import E_COUNT, E_HEAD, E_OWNER, E_TAIL, NO_OWNER, NONE, O_NEXT, O_OWNER, O_PREV
 from ._table import Slot, no_empty_slot
 
+# The probe and the backward shift are those of ``_table``, written again for 32-byte
+# entries: the session table's are the write path's, specialised to its slot.
+
 __all__ = ["Entry", "Owners"]
 
 _ENTRY = L.OWNER_ENTRY
@@ -157,15 +160,8 @@ class Owners:
         not)."""
         owner, prev, nxt, _ = self.owned(i)
         k, entry = self.entry_of(owner)
-        head, tail, count = entry[E_HEAD], entry[E_TAIL], entry[E_COUNT]
-        if prev == NONE:
-            head = nxt
-        else:
-            self._set_link(self._slot_index(prev), L.SLOT_NEXT, nxt)
-        if nxt == NONE:
-            tail = prev
-        else:
-            self._set_link(self._slot_index(nxt), L.SLOT_PREV, prev)
+        head, tail = self._point(entry, prev, nxt, nxt, prev)
+        count = entry[E_COUNT]
         if count <= 1:
             self._remove(k)
         else:
@@ -173,20 +169,28 @@ class Owners:
         if clear:
             self.j.write(self.table_off + (i << _SSHIFT) + L.SLOT_OWNER_OFF, L.UNOWNED)
 
+    def _point(self, entry: Entry, prev: int, nxt: int, after_prev: int,
+               before_next: int) -> Tuple[int, int]:
+        """Point ``prev``'s next link at ``after_prev`` and ``nxt``'s prev link at
+        ``before_next``; where one is NONE (an end of the list) the entry's head or tail is
+        what changes: the new ``(head, tail)``, for the caller to write with the count."""
+        head, tail = entry[E_HEAD], entry[E_TAIL]
+        if prev == NONE:
+            head = after_prev
+        else:
+            self._set_link(self._slot_index(prev), L.SLOT_NEXT, after_prev)
+        if nxt == NONE:
+            tail = before_next
+        else:
+            self._set_link(self._slot_index(nxt), L.SLOT_PREV, before_next)
+        return head, tail
+
     def moved(self, old: int, new: int) -> None:
         """The owned slot at ``old`` was moved to ``new`` (the session table's backward
         shift): point its neighbours, or its owner's head and tail, at ``new``."""
         owner, prev, nxt, _ = self.owned(new)
         k, entry = self.entry_of(owner)
-        head, tail = entry[E_HEAD], entry[E_TAIL]
-        if prev == NONE:
-            head = new
-        else:
-            self._set_link(self._slot_index(prev), L.SLOT_NEXT, new)
-        if nxt == NONE:
-            tail = new
-        else:
-            self._set_link(self._slot_index(nxt), L.SLOT_PREV, new)
+        head, tail = self._point(entry, prev, nxt, new, new)
         if (head, tail) != (entry[E_HEAD], entry[E_TAIL]):
             self._put(k, owner, head, tail, entry[E_COUNT])
 

@@ -268,7 +268,8 @@ class SessionStorage:
         ids, which the store does not keep. Costs in proportion to the owner's sessions,
         not to the store's.
 
-        :raises InvalidOwner, InvalidType: ``owner`` is not a valid owner.
+        :raises InvalidOwner: ``owner`` is empty or over ``MAX_ID_BYTES``.
+        :raises InvalidType: ``owner`` is not a ``str``.
         """
         odigest = self._digests.owner(owner)
         with self._access.locked() as engine:
@@ -282,7 +283,8 @@ class SessionStorage:
         written meanwhile is either deleted or written after it. Costs in proportion to the
         owner's sessions.
 
-        :raises InvalidOwner, InvalidType: ``owner`` is not a valid owner.
+        :raises InvalidOwner: ``owner`` is empty or over ``MAX_ID_BYTES``.
+        :raises InvalidType: ``owner`` is not a ``str``.
         :raises InvalidSessionId: ``keep`` is not a valid id.
         """
         odigest = self._digests.owner(owner)
