@@ -116,6 +116,18 @@ def _capped_write(s: SessionStorage) -> None:
         _engine.MAX_OWNER_SESSIONS = saved
 
 
+def _invalidate_owner_in_parts(s: SessionStorage) -> None:
+    """u1's four sessions deleted in transactions of two (as 128 are in a real store)."""
+    from shmsession import _engine
+
+    saved = _engine._OWNER_TXN
+    _engine._OWNER_TXN = 2
+    try:
+        s.invalidate_owner("u1")
+    finally:
+        _engine._OWNER_TXN = saved
+
+
 def _delete_before_a_displaced_owned_slot(s: SessionStorage) -> None:
     """Invalidate a session whose slot is followed by an owned one away from its home: the
     deletion shifts that one back, and its owner's list must follow."""
@@ -180,6 +192,9 @@ SCENARIOS = [
     Scenario("invalidate-owner-keep", _fill_owned(12),
              lambda s: s.invalidate_owner("u1", keep="s4"),
              {"s1": None, "s4": b"\x04" * 348, "s7": None, "s10": None}, owners={"s4": "u1"}),
+    Scenario("invalidate-owner-in-parts", _fill_owned(12), _invalidate_owner_in_parts,
+             {"s1": None, "s4": None, "s7": None, "s10": None}, evictions=4,
+             early_evictions=True),
     Scenario("invalidate-digest", _fill_owned(10),
              lambda s: s.invalidate_digest(s._digests.of("s5").hex()), {"s5": None}),
     Scenario("owner-cap", _fill_owned(10), _capped_write, {"capped": b"c" * 300, "s0": None},
