@@ -10,7 +10,7 @@ import hashlib
 from typing import Dict
 
 from . import _layout as L
-from ._rules import check_id, check_owner
+from ._rules import _OWNER_PERSON, check_id, check_owner
 
 __all__ = ["Digests"]
 
@@ -28,7 +28,7 @@ class Digests:
         self._memo_old: Dict[str, bytes] = {}
         # as _rules.owner_digest makes it (a test holds them equal), copied, not made anew
         self._owner_hasher = hashlib.blake2b(key=secret, digest_size=L.DIGEST_SIZE,
-                                             person=b"shmsession-owner")
+                                             person=_OWNER_PERSON)
         self._owners: Dict[str, bytes] = {}
 
     def owner(self, owner: object) -> bytes:

@@ -57,7 +57,7 @@ class InvalidSessionId(ShmSessionError, ValueError):
 
 
 class InvalidOwner(ShmSessionError, ValueError):
-    """An owner (``owner=``) that is empty, too long or not encodable as UTF-8."""
+    """An owner (``owner=``, ``sessions_of``, ``invalidate_owner``) that is empty or too long."""
 
 
 class ValueTooLarge(ShmSessionError, ValueError):

@@ -12,10 +12,8 @@ import re
 import secrets
 from typing import Any, BinaryIO, Callable, Optional, Union
 
-from ._errors import (
-    InvalidName, InvalidOption, InvalidOwner, InvalidSessionId, InvalidTTL, InvalidType,
-    ValueTooLarge,
-)
+from ._errors import (InvalidName, InvalidOption, InvalidOwner, InvalidSessionId, InvalidTTL,
+                      InvalidType, ValueTooLarge)
 
 __all__ = [
     "BytesLike", "DIGEST_SIZE", "MAX_ID_BYTES", "MAX_OWNER_SESSIONS", "MAX_TTL", "Provider",
@@ -30,6 +28,12 @@ Provider = Callable[[BinaryIO], Any]  # a value given as a callable that writes 
 MAX_ID_BYTES = 1024
 #: Bytes of the keyed digest a store indexes a session by (it never keeps the raw id).
 DIGEST_SIZE = 16
+#: The most live sessions one owner has: a write that would make one more deletes the
+#: owner's oldest session (the one that became the owner's first).
+MAX_OWNER_SESSIONS = 1024
+
+_OWNER_PERSON = b"shmsession-owner"  # owner digests never equal a session id's digest
+_HEX_DIGEST = re.compile(r"[0-9a-f]{%d}" % (2 * DIGEST_SIZE))
 
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
@@ -71,53 +75,48 @@ def check_id(sid: object) -> bytes:
     return raw
 
 
-#: The most live sessions one owner may have: writing one more for that owner deletes the
-#: owner's oldest (the one that became the owner's first).
-MAX_OWNER_SESSIONS = 1024
-
-_HEX_DIGEST = re.compile(r"[0-9a-f]{%d}" % (2 * DIGEST_SIZE))
-
-
 def check_owner(owner: object) -> bytes:
-    """The UTF-8 bytes of a valid owner (``owner=``: a user id, typically).
+    """The UTF-8 bytes of a valid owner (a user id, typically).
 
     :raises InvalidType: not a ``str``. :raises InvalidOwner: empty, over ``MAX_ID_BYTES``,
         or not encodable.
     """
     if not isinstance(owner, str):
-        raise InvalidType(f"an owner must be a str, not {type(owner).__name__}")
+        raise InvalidType(f"an owner must be a str (a user id), not {type(owner).__name__}")
     try:
         raw = str(owner).encode()
     except UnicodeEncodeError:
         raise InvalidOwner("an owner must be encodable as UTF-8") from None
     if not raw or len(raw) > MAX_ID_BYTES:
         raise InvalidOwner(
-            f"an owner must be 1 to {MAX_ID_BYTES} bytes of UTF-8, got {len(raw)}"
+            f"an owner must be 1 to {MAX_ID_BYTES} bytes of UTF-8, got {len(raw)}; pass the "
+            "user's id (str(user.pk)), not the user"
         )
     return raw
 
 
 def owner_digest(secret: bytes, owner: str) -> bytes:
-    """The keyed digest an owner is kept under (a store keeps no raw owners, as no raw ids).
+    """The keyed digest a store keeps instead of ``owner`` (as it keeps a digest instead of
+    each session id), personalised so that no owner's digest is a session id's.
 
-    :raises InvalidType, InvalidOwner: not a valid owner (see ``check_owner``).
+    :raises InvalidType, InvalidOwner: not a valid owner (see :func:`check_owner`).
     """
-    return hashlib.blake2b(check_owner(owner), key=secret, digest_size=DIGEST_SIZE,
-                           person=b"shmsession-owner").digest()
+    raw = check_owner(owner)
+    return hashlib.blake2b(raw, key=secret, digest_size=DIGEST_SIZE,
+                           person=_OWNER_PERSON).digest()
 
 
 def check_digest(digest: object) -> bytes:
-    """The bytes of a session's digest given as ``SessionInfo.digest`` shows it (lowercase hex).
+    """The bytes of a session's digest given as ``sessions_of`` gives it (lowercase hex).
 
-    :raises InvalidType: not a ``str``. :raises InvalidSessionId: not ``2 * DIGEST_SIZE``
-        lowercase hex digits.
+    :raises InvalidType: not a ``str``. :raises InvalidSessionId: not 32 lowercase hex digits.
     """
     if not isinstance(digest, str):
-        raise InvalidType(f"a digest must be a str of hex digits, not {type(digest).__name__}")
+        raise InvalidType(f"a digest must be a str of hex, not {type(digest).__name__}")
     if not _HEX_DIGEST.fullmatch(digest):
         raise InvalidSessionId(
-            f"a digest must be {2 * DIGEST_SIZE} lowercase hex digits, as SessionInfo.digest "
-            "shows it"
+            f"a digest must be {2 * DIGEST_SIZE} lowercase hex digits, as sessions_of() "
+            f"gives it, got {digest[:80]!r}"
         )
     return bytes.fromhex(digest)
 

@@ -30,8 +30,7 @@ def test_public_surface_is_pinned() -> None:
     assert set(shmsession.__all__) == {
         "AsyncStore", "Store",
         "CorruptSegment", "CorruptSnapshot", "InsufficientSharedMemory", "InvalidName", "InvalidSessionId",
-        "InvalidOption", "InvalidOwner", "InvalidTTL", "InvalidType", "LayoutVersionMismatch",
-        "LockTimeout",
+        "InvalidOption", "InvalidOwner", "InvalidTTL", "InvalidType", "LayoutVersionMismatch", "LockTimeout",
         "MissingExtra",
         "SegmentError",
         "SegmentMismatch", "SegmentPermissionError", "SegmentUnlinked", "SessionNotFound",
