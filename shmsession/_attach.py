@@ -64,10 +64,10 @@ def geometry(size: Optional[int], max_entries: Optional[int],
     need = max(2 * L.block_size_for(value_max), L.MIN_HEAP)
     if geo.heap_size < need:
         raise InvalidOption(
-            f"size={total} leaves {max(geo.heap_size, 0)} bytes for values after the journal "
-            f"and a table for {entries} entries, and values need at least {need} bytes (two "
-            f"of max_value_size={value_max}, and 64 KiB at least): ask for a larger size, "
-            "fewer max_entries, or a smaller max_value_size"
+            f"size={total} leaves {max(geo.heap_size, 0)} bytes for values after the journal, "
+            f"a table for {entries} entries and its owner index, and values need at least "
+            f"{need} bytes (two of max_value_size={value_max}, and 64 KiB at least): ask for "
+            "a larger size, fewer max_entries, or a smaller max_value_size"
         )
     return geo
 

@@ -15,27 +15,30 @@ from . import _segment, _snapshot
 from ._attach import defaults
 from ._engine import Engine
 from ._errors import SegmentError, ValueTooLarge
-from ._layout import S_CREATED, S_DIGEST, S_EXPIRES, S_VALUE_LEN, S_VERSION
+from ._layout import NO_OWNER, S_CREATED, S_DIGEST, S_EXPIRES, S_VALUE_LEN, S_VERSION
 from ._rules import check_name
+from ._table import Slot, expired
 from ._types import SessionInfo
 
 if TYPE_CHECKING:
     from .store import SessionStorage
 
-__all__ = ["dump", "infos", "load"]
+__all__ = ["dump", "info", "infos", "load"]
 
 _BATCH = 256  # sessions a load writes under one taking of the lock
 
 Locked = Callable[[], ContextManager[Engine]]  # the store's engine, under its lock
 
 
+def info(s: Slot, now: int) -> SessionInfo:
+    """The :class:`SessionInfo` of the live session in slot ``s`` at ``now``."""
+    return SessionInfo(s[S_DIGEST].hex(), s[S_VALUE_LEN], (now - s[S_CREATED]) / 1e9,
+                       None if not s[S_EXPIRES] else (s[S_EXPIRES] - now) / 1e9, s[S_VERSION])
+
+
 def infos(engine: Engine, now: int) -> List[SessionInfo]:
     """One :class:`SessionInfo` per live session; the caller holds the lock."""
-    return [
-        SessionInfo(s[S_DIGEST].hex(), s[S_VALUE_LEN], (now - s[S_CREATED]) / 1e9,
-                    None if not s[S_EXPIRES] else (s[S_EXPIRES] - now) / 1e9, s[S_VERSION])
-        for s in engine.live_slots(now)
-    ]
+    return [info(s, now) for s in engine.live_slots(now)]
 
 
 def dump(path: str, secret: bytes, locked: Locked) -> int:
@@ -48,13 +51,26 @@ def dump(path: str, secret: bytes, locked: Locked) -> int:
             shape = _snapshot.Shape(geo.total_size, geo.max_entries, geo.max_value)
             writer = _snapshot.SnapshotWriter(out, secret, time.time(), shape)
             now = time.monotonic_ns()
-            for s in engine.live_slots(now):
+            for s, owner, joined in _oldest_first(engine, now):
                 expires = s[S_EXPIRES]
                 writer.add(s[S_DIGEST], expires - now if expires else -1, s[S_VERSION],
-                           engine.value_of(s))
+                           engine.value_of(s), owner, now - joined if joined else 0)
         return writer
 
     return _snapshot.write_file(path, fill)
+
+
+def _oldest_first(engine: Engine, now: int) -> List[Tuple[Slot, bytes, int]]:
+    """Every live session's slot, owner digest and the time it became the owner's (0:
+    unowned), the sessions of each owner oldest first: loaded in this order, each owner's
+    list comes back as it was. The caller holds the lock."""
+    rows = []
+    for i, s in engine.t.used():
+        if not expired(s, now):
+            owner, _, _, joined = engine.o.owned(i)
+            rows.append((s, owner, joined if owner != NO_OWNER else 0))
+    rows.sort(key=lambda row: row[2])
+    return rows
 
 
 def load(open_store: Callable[..., "SessionStorage"], name: str, path: str,
@@ -79,7 +95,7 @@ def load(open_store: Callable[..., "SessionStorage"], name: str, path: str,
     max_value = store._max_value
     locked: Locked = store._access.locked
     try:
-        batch: List[Tuple[bytes, bytes, int]] = []
+        batch: List[_snapshot.Live] = []
         for record in _snapshot.still_live(records, written_at, time.time()):
             batch.append(record)
             if len(batch) >= _BATCH:
@@ -113,9 +129,9 @@ def _remade(shape: _snapshot.Shape, options: Dict[str, Any]) -> Dict[str, Any]:
     return made
 
 
-def _put_batch(locked: Locked, batch: List[Tuple[bytes, bytes, int]], max_value: int,
+def _put_batch(locked: Locked, batch: List[_snapshot.Live], max_value: int,
                options: Dict[str, Any]) -> None:
-    for _, value, _ in batch:
+    for _, value, *_ in batch:
         if len(value) > max_value:
             raise ValueTooLarge(
                 f"the snapshot holds a value of {len(value)} bytes, over this store's "
@@ -128,8 +144,12 @@ def _put_batch(locked: Locked, batch: List[Tuple[bytes, bytes, int]], max_value:
         engine.evict = options.get("when_full") == "evict"
         try:
             now = time.monotonic_ns()
-            for digest, value, ttl_ns in batch:
-                engine.put(digest, value, ttl_ns, None, False, False, now)
+            for digest, value, ttl_ns, owner, owned_for in batch:
+                if owner == NO_OWNER:
+                    engine.put(digest, value, ttl_ns, None, False, False, now)
+                else:
+                    engine.put(digest, value, ttl_ns, None, False, False, now, owner,
+                               max(1, now - owned_for))
             engine.writes_done = 0  # a restore is not traffic
         finally:
             engine.evict = evict

@@ -1,8 +1,9 @@
 """The engine: every operation of the store on the segment's bytes, under the lock.
 
-``Engine`` holds the journal, table and heap over one buffer and composes them into the
-store's operations -- read, write, delete, touch, sweep, clear, repair, check -- each one
-journaled transaction (``_journal``). Making room in a full store is ``_room``'s. The
+``Engine`` holds the journal, table, owner index and heap over one buffer and composes them
+into the store's operations -- read, write, delete, touch, sweep, clear, repair, check, and
+the owners' (``own``, ``owner_slots``, ``invalidate_owner``) -- each one journaled
+transaction (``_journal``). Making room in a full store is ``_room``'s. The
 caller (``SessionStorage``) holds the store's lock around every call and passes ``now``
 (CLOCK_MONOTONIC nanoseconds): nothing here locks, sleeps, reads the clock or opens
 anything, so a ``bytearray`` is enough to test it.
@@ -24,7 +25,9 @@ from ._layout import (
     FLAGS_W, NEVER, S_CREATED, S_DIGEST, S_EXPIRES, S_STATE, S_VALUE_LEN, S_VALUE_OFF,
     S_VERSION, SEQ_W, USED, VERSION_W,
 )
+from ._owners import Owners
 from ._room import Room
+from ._rules import MAX_OWNER_SESSIONS
 from ._table import Slot, Table, expired
 from ._types import Stats
 
@@ -45,6 +48,11 @@ _DELETES = _C["deletes"]
 _EXPIRATIONS = _C["expirations"]
 _SWEEP_CURSOR = _C["sweep_cursor"]
 _SLOT_WORDS = L.SLOT_SIZE >> 3
+_UNOWNED = L.UNOWNED
+_OWNER_AT = L.SLOT_OWNER_OFF
+_OWNER_END = L.SLOT_OWNER_OFF + L.DIGEST_SIZE
+_NO_OWNER = L.NO_OWNER
+_OWNER_TXN = 128  # sessions one transaction of invalidate_owner deletes (see there)
 
 _SWEEP_EVERY = 32  # writes of this handle between two bounded sweeps for expired entries
 _SWEEP_SLOTS = 64  # slots one sweep examines
@@ -69,6 +77,8 @@ class Engine:
         self.w = self.j.words  # control words and counters: see _layout.words
         self.t = Table(buf, self.j, geo.table_off, geo.capacity)
         self.h = Heap(buf, self.j, geo.heap_off, geo.heap_size)
+        self.o = Owners(buf, self.j, geo.owners_off, geo.table_off, geo.capacity)
+        self.t.owners = self.o
         self.room = Room(self)
         self.max_entries = geo.max_entries
         self.table_off, self.mask, self.heap_off, self.heap_end, self.max_value = geo.bounds()
@@ -101,10 +111,13 @@ class Engine:
         return value, slot[S_VERSION]
 
     def put(self, digest: bytes, data: bytes, ttl_ns: int, expect: Optional[int],
-            only_new: bool, only_live: bool, now: int) -> int:
+            only_new: bool, only_live: bool, now: int, owner: Optional[bytes] = None,
+            joined: int = 0) -> int:
         """Store ``data`` for ``digest`` (``ttl_ns`` 0: never expires); returns the new
         version, or -1 when ``only_new`` found a live entry or ``only_live`` found none.
-        Everything it changes is one transaction (but see ``Room.clear``).
+        ``owner`` (a digest): make the entry that owner's (see ``own``; ``joined``, when
+        not 0, the time it became so); None keeps the owner it has. Everything it changes
+        is one transaction (but see ``Room.clear``).
 
         :raises VersionConflict: ``expect`` is not the stored version. :raises StoreFull:
         """
@@ -166,8 +179,12 @@ class Engine:
                 p = self.room.alloc(n, digest, 0, now)[0]
                 j.raw(p, data)
                 i = t.lookup(digest)
-                t.put(-1 - i, _SLOT.pack(digest, USED, n, p, now, expires, now, version))
+                t.put(-1 - i, _SLOT.pack(digest, USED, n, p, now, expires, now, version)
+                      + _UNOWNED)
                 self.add_entries(1)
+            if owner is not None:
+                # i: the slot in every branch above (a new entry's, as -1 - i)
+                self.own(i if i >= 0 else -1 - i, digest, owner, joined or now)
             j.commit()
         except JournalFull:
             j.rollback()
@@ -190,6 +207,70 @@ class Engine:
         self.transact(self.drop, i, slot)
         self.bump(_DELETES if live else _EXPIRATIONS)
         return live
+
+    def own(self, i: int, digest: bytes, owner: bytes, joined: int) -> None:
+        """Make the entry ``digest``, in slot ``i``, one of ``owner``'s sessions, its newest
+        (joined at ``joined``), moving it from another owner; nothing changes if it is
+        ``owner``'s already. An owner at ``MAX_OWNER_SESSIONS`` loses its oldest session
+        (deleted, counted in ``deletes``). Caller holds the lock, inside a transaction."""
+        t = self.t
+        o = self.o
+        current = o.owner_of(i)
+        if current == owner:
+            return
+        if current != _NO_OWNER:
+            o.unlink(i, True)
+        if o.count(owner) >= MAX_OWNER_SESSIONS:
+            oldest = o.members(owner)[0]
+            self.drop(oldest, t.get(oldest))
+            self.bump(_DELETES)
+            i = t.lookup(digest)  # the drop may have shifted this entry back
+        o.link(i, owner, joined)
+
+    def owner_slots(self, owner: bytes, now: int) -> List[Slot]:
+        """The live entries of ``owner``, oldest (first joined) first. Reads only."""
+        t = self.t
+        members = [t.get(i) for i in self.o.members(owner)]
+        if not all(s[S_STATE] for s in members):
+            raise self.damaged("an owner's list holds an empty slot")
+        live = [s for s in members if not expired(s, now)]
+        for s in live:
+            self.check_range(s)
+        return live
+
+    def invalidate_owner(self, owner: bytes, keep: Optional[bytes], now: int) -> int:
+        """Delete every entry of ``owner`` but ``keep`` (a digest, or None); returns how
+        many live ones went (expired ones go too, counted as expirations).
+
+        The entries go in transactions of ``_OWNER_TXN`` (the journal holds the undo
+        records of one operation's metadata, and an owner may have ``MAX_OWNER_SESSIONS``);
+        the caller holds the lock across all of them, so no other operation sees a part
+        done. A writer killed in between leaves the sessions of the committed part deleted
+        and the index exact.
+        """
+        t = self.t
+        doomed = [t.get(i)[S_DIGEST] for i in self.o.members(owner)]
+        doomed = [d for d in doomed if d != keep]
+        deleted = 0
+        for k in range(0, len(doomed), _OWNER_TXN):
+            part = doomed[k : k + _OWNER_TXN]
+            self.j.begin()
+            try:
+                for d in part:
+                    i, slot = t.probe(d)
+                    if slot is None:
+                        raise self.damaged("a session of an owner's list vanished")
+                    self.drop(i, slot)
+                    if expired(slot, now):
+                        self.bump(_EXPIRATIONS)
+                    else:
+                        self.bump(_DELETES)
+                        deleted += 1
+            except BaseException:
+                self.j.rollback()
+                raise
+            self.j.commit()
+        return deleted
 
     def touch(self, digest: bytes, ttl_ns: int, now: int) -> bool:
         """Renew the entry's expiry to ``ttl_ns`` from ``now``; whether a live one was there."""
@@ -277,6 +358,7 @@ class Engine:
             problems.append("header crc mismatch")
         slots, table_problems = self.t.check()
         problems += table_problems
+        problems += self.o.check(slots)
         used_blocks, heap_problems = self.h.check()
         problems += heap_problems
         entries = _U64.unpack_from(buf, L.ENTRIES_OFF)[0]
@@ -371,7 +453,11 @@ class Engine:
         self.j.write(self.t.off + i * L.SLOT_SIZE + L.SLOT_EXPIRES, _I64.pack(expires))
 
     def drop(self, i: int, slot: Slot) -> None:
-        """Remove entry ``i`` (whose unpacked slot is ``slot``) and free its value."""
+        """Remove entry ``i`` (whose unpacked slot is ``slot``) and free its value; an owned
+        entry leaves its owner's list (every removal comes here: the index stays exact)."""
+        pos = self.table_off + (i << L.SLOT_SHIFT)
+        if self.buf[pos + _OWNER_AT : pos + _OWNER_END] != _NO_OWNER:
+            self.o.unlink(i, False)
         self.h.free(slot[S_VALUE_OFF])
         self.t.remove(i)
         self.add_entries(-1)
@@ -431,9 +517,8 @@ class Engine:
         buf = self.buf
         geo = self.geo
         self.fault()
-        buf[geo.table_off : geo.table_off + geo.capacity * L.SLOT_SIZE] = bytes(
-            geo.capacity * L.SLOT_SIZE
-        )
+        # the table and the owner table after it
+        buf[geo.table_off : geo.heap_off] = bytes(geo.heap_off - geo.table_off)
         self.fault()
         self.h.format()
         self.fault()

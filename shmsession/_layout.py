@@ -17,7 +17,10 @@
     journal_off     +-------------------------------------------------------------+
                     | undo journal: ENTRY + old bytes (padded to 8), repeated     |
     table_off       +-------------------------------------------------------------+
-                    | table: capacity x SLOT (64 bytes), open addressing          |
+                    | table: capacity x slot (128 bytes), open addressing:        |
+                    |   SLOT (64 bytes) | SLOT_OWNER (the owner index's links)    |
+    owners_off      +-------------------------------------------------------------+
+                    | owners: capacity x OWNER_ENTRY (32 bytes), open addressing  |
     heap_off        +-------------------------------------------------------------+
                     | heap: blocks [header | payload ... | owner | footer],       |
                     |       16-aligned (owner: the digest of the entry, if used)  |
@@ -41,7 +44,9 @@ from typing import Any, Final
 from . import _rules
 
 MAGIC: Final = b"SHMSESS\x00"
-LAYOUT_VERSION: Final = 3  # 2: the read sequence word (SEQ_OFF); 3: block owners, room counters
+# 2: the read sequence word (SEQ_OFF); 3: block owners, room counters; 4: session owners
+# (128-byte slots, the owner table)
+LAYOUT_VERSION: Final = 4
 HEADER_SIZE: Final = 4096
 
 # --- identity: written once by the creator, then only read --------------------------------
@@ -127,11 +132,15 @@ COUNTER_W: Final = {name: off >> 3 for name, off in COUNTER_OFF.items()}
 ENTRY: Final = struct.Struct("<QII")
 ENTRY_CRC_INPUT: Final = struct.Struct("<QQI")
 
-# --- table slots: 64 bytes -----------------------------------------------------------------
+# --- table slots: 128 bytes ----------------------------------------------------------------
 #   digest 16s | state B | pad 3x | value length I | value offset Q |
 #   created q | expires q | last access q | version Q          (times: CLOCK_MONOTONIC ns)
+#   then, from SLOT_OWNER_OFF, the owner half (see SLOT_OWNER)
+# SLOT is the first half: what every operation reads and writes. The owner half is read and
+# written only by what changes an owner, so a write that keeps the owner logs none of it.
 SLOT: Final = struct.Struct("<16sB3xIQqqqQ")
-SLOT_SIZE: Final = 64
+SLOT_SIZE: Final = 128
+SLOT_ROW: Final = struct.Struct("<16sB3xIQqqqQ64x")  # a whole slot, as SLOT unpacks it
 SLOT_SHIFT: Final = SLOT_SIZE.bit_length() - 1  # slot i sits at table_off + (i << SLOT_SHIFT)
 DIGEST_SIZE: Final = _rules.DIGEST_SIZE  # the keyed digest of an id (see _rules)
 # The fields of a slot as SLOT unpacks it, by index: ``slot[S_EXPIRES]``. Indexes, not a
@@ -153,7 +162,40 @@ SLOT_PEEK: Final = struct.Struct("<16sB3xIQ8xq8xQ")
 EMPTY: Final = 0
 USED: Final = 1
 NEVER: Final = 0  # an expires of 0: the entry never expires
-assert SLOT.size == SLOT_SIZE == 1 << SLOT_SHIFT
+assert SLOT_ROW.size == SLOT_SIZE == 1 << SLOT_SHIFT and SLOT.size == 64
+
+# --- the owner index: a doubly linked list per owner through the slots ---------------------
+#   slot half:   owner digest 16s | prev I | next I | joined q | pad 32x
+#   owner entry: owner digest 16s | head I | tail I | count I | pad 4x
+# A slot's owner half links it into its owner's list, oldest (first joined) at the head;
+# prev and next are slot indexes (NONE: the end), joined the time (CLOCK_MONOTONIC ns) it
+# became the owner's. An owner digest of zeros means no owner (an unowned slot's links are
+# NONE). The owner table, after the session table, has as many entries as the table has
+# slots (an owner has a session, so it can never fill): open addressing and backward-shift
+# deletion as the session table does, home from the digest's first 8 bytes. An entry
+# exists while its owner has a session (count > 0).
+SLOT_OWNER: Final = struct.Struct("<16sIIq")
+SLOT_OWNER_OFF: Final = 64
+SLOT_PREV: Final = SLOT_OWNER_OFF + 16
+SLOT_NEXT: Final = SLOT_OWNER_OFF + 20
+SLOT_JOINED: Final = SLOT_OWNER_OFF + 24
+O_OWNER: Final = 0  # the fields of SLOT_OWNER, by index
+O_PREV: Final = 1
+O_NEXT: Final = 2
+O_JOINED: Final = 3
+NONE: Final = 0xFFFFFFFF
+NO_OWNER: Final = bytes(DIGEST_SIZE)
+UNOWNED: Final = SLOT_OWNER.pack(NO_OWNER, NONE, NONE, 0) + bytes(SLOT_SIZE - 64 - SLOT_OWNER.size)
+OWNER_ENTRY: Final = struct.Struct("<16sIII4x")
+OWNER_ENTRY_SIZE: Final = 32
+OWNER_SHIFT: Final = OWNER_ENTRY_SIZE.bit_length() - 1
+E_OWNER: Final = 0  # the fields of OWNER_ENTRY, by index
+E_HEAD: Final = 1
+E_TAIL: Final = 2
+E_COUNT: Final = 3
+LINK32: Final = struct.Struct("<I")
+assert OWNER_ENTRY.size == OWNER_ENTRY_SIZE == 1 << OWNER_SHIFT
+assert len(UNOWNED) == SLOT_SIZE - SLOT_OWNER_OFF
 
 # --- heap blocks -----------------------------------------------------------------------------
 #   used: header Q (size | USED_BIT) | payload ... | owner 16s | footer Q (same word as header)
@@ -220,6 +262,7 @@ class Geometry:
         "journal_off",
         "journal_size",
         "table_off",
+        "owners_off",
         "heap_off",
         "heap_size",
     )
@@ -234,7 +277,8 @@ class Geometry:
         # in-place overwrite, or a value written over space evicted in the same operation).
         self.journal_size = JOURNAL_METADATA + round_up(max_value + 16, 8)
         self.table_off = self.journal_off + self.journal_size
-        self.heap_off = round_up(self.table_off + self.capacity * SLOT_SIZE, 4096)
+        self.owners_off = self.table_off + self.capacity * SLOT_SIZE
+        self.heap_off = round_up(self.owners_off + self.capacity * OWNER_ENTRY_SIZE, 4096)
         self.heap_size = (total_size - self.heap_off) & ~(ALIGN - 1)
 
     def bounds(self) -> "tuple[int, int, int, int, int]":

@@ -4,7 +4,8 @@
 
     header   magic 8s "SHMSNAP\\0" | format I | reserved I | secret 32s | written_at d |
              size Q | max_entries I | max_value_size I          (format 1 ends at written_at)
-    record   digest 16s | ttl_left_ns q (-1: never expires) | version Q | length I | value
+    record   digest 16s | ttl_left_ns q (-1: never expires) | version Q | length I |
+             owner 16s | owned_for_ns q | value        (formats 1 and 2 have no owner fields)
     ...
     trailer  magic 8s "SNAPEND\\0" | records Q | sha256 32s of every byte before the trailer
 
@@ -14,7 +15,10 @@ file therefore is as sensitive as the sessions themselves; it is written with mo
 Expiry is kept as time left, so a session's lifetime does not grow or shrink while the
 store is down; the clock the store uses (CLOCK_MONOTONIC) does not survive a reboot. The
 header keeps the dumped store's geometry, so ``load`` can make the same store again; a
-snapshot of format 1 has none (``Snapshot.shape`` is None) and still loads.
+snapshot of format 1 has none (``Snapshot.shape`` is None) and still loads. Format 3 keeps
+each session's owner digest (zeros: none) and how long it has been the owner's; the records
+of one owner come oldest first, so loading them in order rebuilds the owner's list as it
+was. Formats 1 and 2 load as sessions without owners.
 """
 
 from __future__ import annotations
@@ -26,19 +30,24 @@ from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple, Optional,
 
 from ._errors import CorruptSnapshot
 
-__all__ = ["Record", "Shape", "Snapshot", "SnapshotWriter", "open_for_writing",
+__all__ = ["Live", "Record", "Shape", "Snapshot", "SnapshotWriter", "open_for_writing",
            "read_snapshot", "still_live", "write_file"]
 
 MAGIC = b"SHMSNAP\x00"
 END = b"SNAPEND\x00"
-FORMAT = 2  # 2: the header keeps the store's geometry
-HEADERS = {1: struct.Struct("<8sII32sd"), 2: struct.Struct("<8sII32sdQII")}
+FORMAT = 3  # 2: the header keeps the store's geometry; 3: records keep their owners
+HEADERS = {1: struct.Struct("<8sII32sd"), 2: struct.Struct("<8sII32sdQII"),
+           3: struct.Struct("<8sII32sdQII")}
 HEADER = HEADERS[FORMAT]
-RECORD = struct.Struct("<16sqQI")
+RECORDS = {1: struct.Struct("<16sqQI"), 2: struct.Struct("<16sqQI"),
+           3: struct.Struct("<16sqQI16sq")}
+RECORD = RECORDS[FORMAT]
 TRAILER = struct.Struct("<8sQ32s")
+NO_OWNER = bytes(16)
 
-Record = Tuple[bytes, int, int, bytes]
-"""digest, ttl left in ns (-1: never expires), version, value"""
+Record = Tuple[bytes, int, int, bytes, bytes, int]
+"""digest, ttl left in ns (-1: never expires), version, value, owner digest (``NO_OWNER``:
+none), ns it has been the owner's"""
 
 
 class Shape(NamedTuple):
@@ -71,8 +80,9 @@ class SnapshotWriter:
         self._hash.update(data)
         self._out.write(data)
 
-    def add(self, digest: bytes, ttl_left_ns: int, version: int, value: bytes) -> None:
-        self._put(RECORD.pack(digest, ttl_left_ns, version, len(value)))
+    def add(self, digest: bytes, ttl_left_ns: int, version: int, value: bytes,
+            owner: bytes = NO_OWNER, owned_for_ns: int = 0) -> None:
+        self._put(RECORD.pack(digest, ttl_left_ns, version, len(value), owner, owned_for_ns))
         self._put(value)
         self.records += 1
 
@@ -101,18 +111,21 @@ def write_file(path: str, fill: Callable[[BinaryIO], SnapshotWriter]) -> int:
     return writer.records
 
 
-def still_live(records: Iterable[Record], written_at: float,
-               now: float) -> Iterator[Tuple[bytes, bytes, int]]:
-    """``(digest, value, ttl_ns)`` of each record that has time left at wall-clock ``now``:
-    a session gets back the time it had left when dumped, less the time since, and one
-    that expired meanwhile is dropped (``ttl_ns`` 0: never expires)."""
+Live = Tuple[bytes, bytes, int, bytes, int]
+"""digest, value, ttl in ns (0: never expires), owner digest, ns it has been the owner's"""
+
+
+def still_live(records: Iterable[Record], written_at: float, now: float) -> Iterator[Live]:
+    """``(digest, value, ttl_ns, owner, owned_for_ns)`` of each record that has time left at
+    wall-clock ``now``: a session gets back the time it had left when dumped, less the time
+    since, and one that expired meanwhile is dropped (``ttl_ns`` 0: never expires)."""
     elapsed = max(0, int((now - written_at) * 1e9))
-    for digest, ttl_left, _, value in records:
+    for digest, ttl_left, _, value, owner, owned_for in records:
         if ttl_left >= 0:
             ttl_left -= elapsed
             if ttl_left <= 0:
                 continue  # expired while the store was down
-        yield digest, value, 0 if ttl_left < 0 else ttl_left
+        yield digest, value, 0 if ttl_left < 0 else ttl_left, owner, owned_for
 
 
 def open_for_writing(path: str) -> BinaryIO:
@@ -155,21 +168,25 @@ def read_snapshot(
         raise CorruptSnapshot(f"{name} fails its checksum (altered or damaged): refusing to load it")
 
     # Walk the records once before handing any out: a bad length is refused up front too.
+    record = RECORDS[fmt]
     starts = []
     pos = header.size
     for n in range(count):
-        if pos + RECORD.size > len(body):
+        if pos + record.size > len(body):
             raise CorruptSnapshot(f"{name}: record {n} runs past the end")
         starts.append(pos)
-        pos += RECORD.size + RECORD.unpack_from(body, pos)[3]
+        pos += record.size + record.unpack_from(body, pos)[3]
     if pos != len(body):
         raise CorruptSnapshot(f"{name}: the records do not fill the file exactly")
 
     def records() -> Iterator[Record]:
         for n, at in enumerate(starts):
-            dg, ttl, version, length = RECORD.unpack_from(body, at)
+            fields = record.unpack_from(body, at)
+            dg, ttl, version, length = fields[:4]
+            owner, owned_for = fields[4:] if fmt >= 3 else (NO_OWNER, 0)
             if progress is not None:
                 progress(n + 1, count)
-            yield dg, ttl, version, bytes(body[at + RECORD.size : at + RECORD.size + length])
+            value = bytes(body[at + record.size : at + record.size + length])
+            yield dg, ttl, version, value, owner, owned_for
 
     return Snapshot(secret, written_at, shape, records())

@@ -1,23 +1,29 @@
 """The hash table over a buffer: knows slots, not values.
 
-Open addressing with linear probing over ``capacity`` (a power of two) slots of 64 bytes.
+Open addressing with linear probing over ``capacity`` (a power of two) slots of 128 bytes.
 A slot's key is a keyed digest of the session id (see ``_digests``), its home is the
 digest's first 8 bytes modulo the capacity. Deletion shifts later members of the probe run
 back into the hole (Knuth's algorithm R), so there are no tombstones, runs never grow from
 deletions, and the table never needs rebuilding. The invariant :meth:`Table.check` verifies:
 every used slot is reachable from its home without crossing an empty slot.
 
+A slot that the deletion moves takes its owner half with it; an owned one's owner list is
+told (``Owners.moved``), so the owner index stays exact.
+
 Every change goes through the journal; the caller holds the store's lock.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Tuple
 
 from . import _layout as L
 from ._errors import CorruptSegment
 from ._journal import Buffer, Journal
 from ._layout import S_DIGEST, S_EXPIRES, S_STATE
+
+if TYPE_CHECKING:
+    from ._owners import Owners
 
 __all__ = ["Slot", "Table", "expired", "no_empty_slot"]
 
@@ -25,7 +31,11 @@ _SLOT = L.SLOT
 _SIZE = L.SLOT_SIZE
 _SHIFT = L.SLOT_SHIFT
 _HOME = L.U64
+_ROW = L.SLOT_ROW
 _EMPTY_SLOT = bytes(_SIZE)
+_OWNER_AT = L.SLOT_OWNER_OFF
+_OWNER_END = L.SLOT_OWNER_OFF + L.DIGEST_SIZE
+_NO_OWNER = L.NO_OWNER
 
 Slot = Tuple[bytes, int, int, int, int, int, int, int]
 """A slot as ``L.SLOT`` unpacks it; read its fields by name: ``slot[L.S_EXPIRES]``."""
@@ -48,7 +58,7 @@ def no_empty_slot() -> CorruptSegment:
 class Table:
     """``capacity`` slots at ``buf[off:]``; writes through ``journal``; caller holds the lock."""
 
-    __slots__ = ("buf", "j", "off", "capacity", "mask")
+    __slots__ = ("buf", "j", "off", "capacity", "mask", "owners")
 
     def __init__(self, buf: Buffer, journal: Journal, off: int, capacity: int) -> None:
         self.buf = buf
@@ -56,6 +66,7 @@ class Table:
         self.off = off
         self.capacity = capacity
         self.mask = capacity - 1
+        self.owners: "Optional[Owners]" = None  # told of moved owned slots (see remove)
 
     def home(self, digest: bytes) -> int:
         return int(_HOME.unpack_from(digest)[0]) & self.mask
@@ -92,7 +103,8 @@ class Table:
         return _SLOT.unpack_from(self.buf, self.off + (i << _SHIFT))
 
     def put(self, i: int, slot: bytes) -> None:
-        """Write a whole packed slot (``SLOT.pack(...)``) into slot ``i``."""
+        """Write a packed slot (``SLOT.pack(...)``, the owner half kept; or followed by an
+        owner half, ``L.UNOWNED`` for a new entry) into slot ``i``."""
         self.j.write(self.off + i * _SIZE, slot)
 
     def remove(self, i: int) -> None:
@@ -115,13 +127,16 @@ class Table:
             # hole is not on its probe path and moving it would make it unreachable.
             if (k - home) & mask >= (k - hole) & mask:
                 j.write(base + hole * _SIZE, bytes(buf[pos : pos + _SIZE]))
+                owners = self.owners
+                if owners is not None and buf[pos + _OWNER_AT : pos + _OWNER_END] != _NO_OWNER:
+                    owners.moved(k, hole)
                 hole = k
         j.write(base + hole * _SIZE, _EMPTY_SLOT)
 
     def used(self) -> Iterator[Tuple[int, Slot]]:
         """Every used slot as ``(index, slot)``; reads the table once."""
         raw = bytes(self.buf[self.off : self.off + self.capacity * _SIZE])
-        for i, slot in enumerate(_SLOT.iter_unpack(raw)):
+        for i, slot in enumerate(_ROW.iter_unpack(raw)):
             if slot[S_STATE]:
                 yield i, slot
 

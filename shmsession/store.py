@@ -23,7 +23,9 @@ from ._counts import GC_FLUSH_WAIT
 from ._digests import Digests
 from ._engine import Engine, engine_stats
 from ._errors import CorruptSegment, SessionNotFound, StoreClosed
-from ._rules import BytesLike, Provider, check_expect, check_name, check_value, new_id
+from ._rules import (
+    BytesLike, Provider, check_digest, check_expect, check_name, check_value, new_id,
+)
 from ._rules import ttl_ns as _ttl_ns  # "ttl_ns" names the nanoseconds in the methods
 from ._types import SessionInfo, Stats
 
@@ -187,14 +189,19 @@ class SessionStorage:
         ttl: Optional[float] = None,
         *,
         expect: Optional[int] = None,
+        owner: Optional[str] = None,
     ) -> int:
         """Store ``value`` for ``sid``, replacing what was there; returns the new version.
 
         ``value`` is bytes-like, or a callable given a writable binary stream: what it has
         written when it returns is stored (nothing is, if it raises). ``ttl`` in seconds
         (``None``: the store's default, ``math.inf``: never expires). With ``expect``, the
-        write happens only if the stored version is ``expect`` (compare-and-set). Arguments
-        are checked first: a bad one raises before anything is changed.
+        write happens only if the stored version is ``expect`` (compare-and-set). ``owner``
+        (a user id, typically) makes the session one of that owner's, its newest (see
+        :meth:`sessions_of`), moving it from another owner; ``None`` keeps the owner it
+        has (a new session: none). An owner with ``MAX_OWNER_SESSIONS`` sessions loses its
+        oldest to the new one. Arguments are checked first: a bad one raises before
+        anything is changed.
 
         :raises VersionConflict: ``expect`` was given and the session has another version,
             or is gone.
@@ -204,11 +211,14 @@ class SessionStorage:
             a callable.
         :raises InvalidSessionId: ``sid`` is empty or over ``MAX_ID_BYTES``.
         :raises InvalidTTL: ``ttl`` is not a positive number of seconds.
+        :raises InvalidOwner: ``owner`` is empty or over ``MAX_ID_BYTES`` (InvalidType:
+            not a ``str``).
         """
         digest = self._digests.of(sid)
         ttl_ns = self._default_ttl_ns if ttl is None else _ttl_ns(ttl)
         if expect is not None:  # the common case makes no call
             check_expect(expect)
+        odigest = None if owner is None else self._digests.owner(owner)
         if type(value) is bytes and len(value) <= self._max_value:
             data = value  # the common case, checked inline
         else:
@@ -219,29 +229,84 @@ class SessionStorage:
             data = self._value(value)
         self._access.acquire()
         try:
-            return self._engine.put(digest, data, ttl_ns, expect, False, False, _monotonic_ns())
+            return self._engine.put(digest, data, ttl_ns, expect, False, False, _monotonic_ns(),
+                                    odigest)
         finally:
             self._lock.release()
 
-    def add(self, sid: str, value: BytesLike, ttl: Optional[float] = None) -> bool:
-        """Store ``value`` only if ``sid`` has no live session; returns whether it did."""
-        return self._put_if(sid, value, ttl, True)
+    def add(self, sid: str, value: BytesLike, ttl: Optional[float] = None, *,
+            owner: Optional[str] = None) -> bool:
+        """Store ``value`` only if ``sid`` has no live session; returns whether it did.
+        ``owner``: as for :meth:`write`."""
+        return self._put_if(sid, value, ttl, True, owner)
 
-    def replace(self, sid: str, value: BytesLike, ttl: Optional[float] = None) -> bool:
+    def replace(self, sid: str, value: BytesLike, ttl: Optional[float] = None, *,
+                owner: Optional[str] = None) -> bool:
         """Store ``value`` only if ``sid`` has a live session; returns whether it did. The
         mirror of :meth:`add`: a save that must not bring back a session deleted (logout) or
-        expired meanwhile, nor adopt an id nobody issued."""
-        return self._put_if(sid, value, ttl, False)
+        expired meanwhile, nor adopt an id nobody issued. ``owner``: as for :meth:`write`."""
+        return self._put_if(sid, value, ttl, False, owner)
 
-    def _put_if(self, sid: str, value: BytesLike, ttl: Optional[float], absent: bool) -> bool:
+    def _put_if(self, sid: str, value: BytesLike, ttl: Optional[float], absent: bool,
+                owner: Optional[str]) -> bool:
         """``add`` (``absent``) or ``replace``: a write on a condition the engine checks."""
         digest = self._digests.of(sid)
         ttl_ns = self._ttl(ttl)
         data = self._value(value)
+        odigest = None if owner is None else self._digests.owner(owner)
         self._access.acquire()
         try:
             now = _monotonic_ns()
-            return self._engine.put(digest, data, ttl_ns, None, absent, not absent, now) >= 0
+            return self._engine.put(digest, data, ttl_ns, None, absent, not absent, now,
+                                    odigest) >= 0
+        finally:
+            self._lock.release()
+
+    def sessions_of(self, owner: str) -> List[SessionInfo]:
+        """The live sessions of ``owner`` (see ``write(..., owner=)``), oldest (the first to
+        become the owner's) first: digest, size, age, time left, version -- never the raw
+        ids, which the store does not keep. Costs in proportion to the owner's sessions,
+        not to the store's.
+
+        :raises InvalidOwner: ``owner`` is empty or over ``MAX_ID_BYTES``.
+        :raises InvalidType: ``owner`` is not a ``str``.
+        """
+        odigest = self._digests.owner(owner)
+        with self._access.locked() as engine:
+            now = _monotonic_ns()
+            return [_dump.info(s, now) for s in engine.owner_slots(odigest, now)]
+
+    def invalidate_owner(self, owner: str, *, keep: Optional[str] = None) -> int:
+        """Delete every session of ``owner`` except the session id ``keep`` (the current
+        one, for "log out my other devices"); returns how many live sessions it deleted.
+        Atomic against every other operation: it holds the lock throughout, so a session
+        written meanwhile is either deleted or written after it. Costs in proportion to the
+        owner's sessions.
+
+        :raises InvalidOwner: ``owner`` is empty or over ``MAX_ID_BYTES``.
+        :raises InvalidType: ``owner`` is not a ``str``.
+        :raises InvalidSessionId: ``keep`` is not a valid id.
+        """
+        odigest = self._digests.owner(owner)
+        kept = None if keep is None else self._digests.of(keep)
+        self._access.acquire()
+        try:
+            return self._engine.invalidate_owner(odigest, kept, _monotonic_ns())
+        finally:
+            self._lock.release()
+
+    def invalidate_digest(self, digest: str) -> bool:
+        """Delete the session named by ``digest`` as :class:`SessionInfo` gives it (from
+        :meth:`sessions_of` or :meth:`sessions`: a "your devices" page revokes one);
+        returns whether a live one was there.
+
+        :raises InvalidSessionId: ``digest`` is not 32 lowercase hex digits (InvalidType:
+            not a ``str``).
+        """
+        raw = check_digest(digest)
+        self._access.acquire()
+        try:
+            return self._engine.invalidate(raw, _monotonic_ns())
         finally:
             self._lock.release()
 
@@ -290,7 +355,8 @@ class SessionStorage:
             return engine_stats(engine)
 
     def check(self) -> None:
-        """Verify every structural invariant of the segment.
+        """Verify every structural invariant of the segment, the owner index's too (every
+        owner's list against the table).
 
         :raises CorruptSegment: listing every problem found.
         """

@@ -1,11 +1,12 @@
 """Hypothesis drives the store beside a dict; after every step the structures are sound and
-the store holds exactly what the model says."""
+the store holds exactly what the model says, owners included: each owner's sessions, oldest
+first."""
 
 from __future__ import annotations
 
 import os
 import uuid
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -20,6 +21,7 @@ VALUES = st.one_of(
     st.binary(max_size=64),
     st.builds(lambda n, b: bytes([b]) * n, st.integers(0, 40_000), st.integers(0, 255)),
 )
+OWNERS = st.sampled_from(["alice", "bob", "ø" * 300])
 
 
 class StoreModel(RuleBasedStateMachine):
@@ -31,6 +33,8 @@ class StoreModel(RuleBasedStateMachine):
         self.store = SessionStorage(self.name, size=1 << 20, max_entries=10, ttl=None,
                                     max_value_size=64 << 10, when_full="raise")
         self.model: Dict[str, Tuple[bytes, int]] = {}
+        self.owner: Dict[str, str] = {}  # sid -> its owner, for the owned ones
+        self.joined: List[str] = []  # owned sids, in the order they became their owner's
 
     def teardown(self) -> None:
         self.store.close()
@@ -51,6 +55,38 @@ class StoreModel(RuleBasedStateMachine):
             return
         assert all(version > v for _, v in self.model.values())
         self.model[sid] = (value, version)
+
+    def _disown(self, sid: str) -> None:
+        if self.owner.pop(sid, None) is not None:
+            self.joined.remove(sid)
+
+    @rule(sid=IDS, value=VALUES, owner=OWNERS)
+    def write_with_owner(self, sid: str, value: bytes, owner: str) -> None:
+        try:
+            version = self.store.write(sid, value, owner=owner)
+        except StoreFull:
+            return
+        self.model[sid] = (value, version)
+        if self.owner.get(sid) != owner:
+            self._disown(sid)
+            self.owner[sid] = owner
+            self.joined.append(sid)
+
+    @rule(owner=OWNERS, keep=st.one_of(st.none(), IDS))
+    def invalidate_owner(self, owner: str, keep: Optional[str]) -> None:
+        doomed = [sid for sid, o in self.owner.items() if o == owner and sid != keep]
+        assert self.store.invalidate_owner(owner, keep=keep) == len(doomed)
+        for sid in doomed:
+            self._disown(sid)
+            del self.model[sid]
+
+    @rule(owner=OWNERS)
+    def sessions_of(self, owner: str) -> None:
+        want = [sid for sid in self.joined if self.owner[sid] == owner]
+        infos = self.store.sessions_of(owner)
+        assert [i.digest for i in infos] == [self.store._digests.of(sid).hex() for sid in want]
+        assert [(i.size, i.version) for i in infos] == [
+            (len(self.model[sid][0]), self.model[sid][1]) for sid in want]
 
     @rule(sid=IDS, value=VALUES)
     def add(self, sid: str, value: bytes) -> None:
@@ -93,6 +129,7 @@ class StoreModel(RuleBasedStateMachine):
     def invalidate(self, sid: str) -> None:
         assert self.store.invalidate(sid) == (sid in self.model)
         self.model.pop(sid, None)
+        self._disown(sid)
 
     @rule(sid=IDS)
     def touch(self, sid: str) -> None:
@@ -103,6 +140,8 @@ class StoreModel(RuleBasedStateMachine):
     def clear(self) -> None:
         self.store.clear()
         self.model.clear()
+        self.owner.clear()
+        self.joined.clear()
 
     @invariant()
     def matches_the_model(self) -> None:

@@ -27,16 +27,22 @@ import pytest
 
 from shmsession import SessionStorage
 from shmsession import _layout as L
+from shmsession._rules import owner_digest
 
 from tests._stores import remove_store
 
-Contents = Dict[bytes, Tuple[bytes, int, int]]  # digest -> (value, version, expires)
+# digest -> (value, version, expires, owner digest, joined)
+Contents = Dict[bytes, Tuple[bytes, int, int, bytes, int]]
 
 
 def contents(store: SessionStorage) -> Contents:
-    """Everything the table references, read raw (no lock, no side effects)."""
+    """Everything the table references, read raw (no lock, no side effects), with each
+    session's owner and the time it became the owner's (the links between slots are
+    check()'s to verify: a backward shift may change them for any session)."""
     buf = store._engine.buf
-    return {s[0]: (bytes(buf[s[3] : s[3] + s[2]]), s[7], s[5]) for _, s in store._engine.t.used()}
+    owned = store._engine.o.owned
+    return {s[0]: (bytes(buf[s[3] : s[3] + s[2]]), s[7], s[5], owned(i)[0], owned(i)[3])
+            for i, s in store._engine.t.used()}
 
 
 @dataclass
@@ -52,6 +58,8 @@ class Scenario:
     # stopped (a run too large for one transaction, see SessionStorage._clear_room).
     early_evictions: bool = False
     options: Dict[str, object] = field(default_factory=dict)
+    # sid -> the owner it has after the operation (None: no owner)
+    owners: Dict[str, Optional[str]] = field(default_factory=dict)
 
 
 def _fill(n: int, size: int = 200, ttl: Optional[float] = None) -> Callable[[SessionStorage], None]:
@@ -88,6 +96,52 @@ def _grow_in_chunks(s: SessionStorage) -> None:
         _room._ROOM_TXN = saved
 
 
+def _fill_owned(n: int) -> Callable[[SessionStorage], None]:
+    """Sessions s0... of 200+ bytes, s{k} owned by u{k % 3}."""
+    def setup(s: SessionStorage) -> None:
+        for k in range(n):
+            s.write(f"s{k}", bytes([k]) * (200 + 37 * k), owner=f"u{k % 3}")
+    return setup
+
+
+def _capped_write(s: SessionStorage) -> None:
+    """u0 (s0, s3, s6, s9) is at a cap of 4: its newest session deletes its oldest, s0."""
+    from shmsession import _engine
+
+    saved = _engine.MAX_OWNER_SESSIONS
+    _engine.MAX_OWNER_SESSIONS = 4
+    try:
+        s.write("capped", b"c" * 300, owner="u0")
+    finally:
+        _engine.MAX_OWNER_SESSIONS = saved
+
+
+def _invalidate_owner_in_parts(s: SessionStorage) -> None:
+    """u1's four sessions deleted in transactions of two (as 128 are in a real store)."""
+    from shmsession import _engine
+
+    saved = _engine._OWNER_TXN
+    _engine._OWNER_TXN = 2
+    try:
+        s.invalidate_owner("u1")
+    finally:
+        _engine._OWNER_TXN = saved
+
+
+def _delete_before_a_displaced_owned_slot(s: SessionStorage) -> None:
+    """Invalidate a session whose slot is followed by an owned one away from its home: the
+    deletion shifts that one back, and its owner's list must follow."""
+    t = s._engine.t
+    slots = dict(t.used())
+    for i in sorted(slots):
+        k = (i + 1) & t.mask
+        if k in slots and t.home(slots[k][0]) != k and s._engine.o.owned(k)[0] != L.NO_OWNER:
+            victim = slots[i][0]
+            s.invalidate_digest(victim.hex())
+            return
+    raise AssertionError("no owned slot sits away from its home: fill the table more")
+
+
 def _sweep_write(s: SessionStorage) -> None:
     s._engine.writes = 31  # the next write runs a bounded sweep for expired entries
     s.write("fresh", b"f" * 300)
@@ -122,6 +176,31 @@ SCENARIOS = [
              evictions=64, early_evictions=True),
     Scenario("clear", _fill(10), lambda s: s.clear(), {f"s{k}": None for k in range(10)},
              redo=True),
+    Scenario("clear-owned", _fill_owned(10), lambda s: s.clear(),
+             {f"s{k}": None for k in range(10)}, redo=True),
+    Scenario("write-new-owned", _fill_owned(10), lambda s: s.write("new", b"n" * 500, owner="u1"),
+             {"new": b"n" * 500}, owners={"new": "u1"}),
+    Scenario("write-first-owner", _fill(10), lambda s: s.write("s2", b"o" * 90, owner="u9"),
+             {"s2": b"o" * 90}, owners={"s2": "u9"}),
+    Scenario("write-owner-change", _fill_owned(10),
+             lambda s: s.write("s3", b"m" * 4000, owner="u2"), {"s3": b"m" * 4000},
+             owners={"s3": "u2"}),
+    Scenario("replace-owner-change", _fill_owned(10),
+             lambda s: s.replace("s4", b"r" * 100, owner="u0"), {"s4": b"r" * 100},
+             owners={"s4": "u0"}),
+    Scenario("invalidate-owned", _fill_owned(10), lambda s: s.invalidate("s4"), {"s4": None}),
+    Scenario("invalidate-owner-keep", _fill_owned(12),
+             lambda s: s.invalidate_owner("u1", keep="s4"),
+             {"s1": None, "s4": b"\x04" * 348, "s7": None, "s10": None}, owners={"s4": "u1"}),
+    Scenario("invalidate-owner-in-parts", _fill_owned(12), _invalidate_owner_in_parts,
+             {"s1": None, "s4": None, "s7": None, "s10": None}, evictions=4,
+             early_evictions=True),
+    Scenario("invalidate-digest", _fill_owned(10),
+             lambda s: s.invalidate_digest(s._digests.of("s5").hex()), {"s5": None}),
+    Scenario("owner-cap", _fill_owned(10), _capped_write, {"capped": b"c" * 300, "s0": None},
+             owners={"capped": "u0"}),
+    Scenario("delete-shifts-owned", _fill_owned(24), _delete_before_a_displaced_owned_slot, {},
+             evictions=1, options=dict(max_entries=24)),  # 24 sessions in 32 slots
 ]
 
 
@@ -149,6 +228,9 @@ def _verify_after(store: SessionStorage, sc: Scenario, before: Contents, after: 
             assert digest not in after
         else:
             assert after[digest][0] == value
+    for sid, owner in sc.owners.items():
+        want = L.NO_OWNER if owner is None else owner_digest(store._secret, owner)
+        assert after[store._digests.of(sid)][3] == want
     untouched = {d: v for d, v in before.items() if d not in targets}
     removed = [d for d in untouched if d not in after]
     assert len(removed) <= sc.evictions

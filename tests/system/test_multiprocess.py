@@ -1036,3 +1036,45 @@ def test_a_forked_child_counts_only_its_own_operations(name: str, busy: bool) ->
         assert status == {pid: 0}
         stats = store.stats()
         assert (stats.entries, stats.writes, stats.hits) == (27, 27, 7), stats
+
+
+# ---------------------------------------------------------------------------- owners
+def _owned_writer_child(conn: Conn, name: str, device: str, n: int) -> int:
+    """Log "dave" in from one device: n sessions written with his owner, then wait."""
+    s = SessionStorage(name)
+    try:
+        for i in range(n):
+            s.write(f"{device}-{i}", f"{device}:{i}".encode(), owner="dave")
+        conn.send(("written", os.getpid()))
+        assert conn.poll(WAIT) and conn.recv() == ("look",)
+        return sum(f"{device}-{i}" in s for i in range(n))  # what this process still sees
+    finally:
+        s.close()
+
+
+def test_an_owners_sessions_from_two_processes_are_revoked_from_a_third(name: str) -> None:
+    """Two processes write sessions of one owner; the parent lists them all, oldest first,
+    and invalidate_owner deletes them for every process, keeping the one asked."""
+    parent = SessionStorage(name, size=SIZE)
+    try:
+        parent.write("other", b"o", owner="erin")
+        with Children("spawn") as kids:
+            a = kids.start(_owned_writer_child, name, "laptop", 30)
+            a.expect("written")
+            b = kids.start(_owned_writer_child, name, "phone", 30)
+            b.expect("written")
+            listed = [i.digest for i in parent.sessions_of("dave")]
+            assert listed == [parent._digests.of(f"{d}-{i}").hex()
+                              for d in ("laptop", "phone") for i in range(30)]
+            assert parent.invalidate_owner("dave", keep="phone-7") == 59
+            a.send("look")
+            b.send("look")
+            assert a.expect("done") == 0
+            assert b.expect("done") == 1
+            kids.join_all()
+        assert [i.digest for i in parent.sessions_of("dave")] == \
+            [parent._digests.of("phone-7").hex()]
+        assert "other" in parent
+        parent.check()
+    finally:
+        parent.close()

@@ -201,3 +201,22 @@ def test_a_snapshot_of_format_1_still_loads_with_the_default_geometry(name: str)
     with SessionStorage.load(name, str(FORMAT_1), size=1 << 20, max_entries=100) as t:
         assert _geometry(t)[:2] == (1 << 20, 100) and len(t) == 2
         t.unlink()
+
+
+FORMAT_2 = Path(__file__).parent / "data" / "format-2.snap"
+
+
+def test_a_snapshot_of_format_2_still_loads_its_geometry_without_owners(name: str) -> None:
+    """tests/system/data/format-2.snap was written by SessionStorage.dump at d26e263 (layout
+    3, before owners) from a store of size=2 MiB, max_entries=200: alice, bob (never
+    expiring) and carol (expired before the dump)."""
+    with SessionStorage.load(name, str(FORMAT_2)) as t:
+        assert _geometry(t)[:2] == (2 << 20, 200)
+        assert t.read("alice") == b"alice's session"
+        assert t.read("bob") == bytes(range(256)) * 4
+        assert "carol" not in t and len(t) == 2
+        assert t.sessions_of("alice") == []
+        t.write("alice", b"owned now", owner="alice")
+        assert [i.digest for i in t.sessions_of("alice")] == [t._digests.of("alice").hex()]
+        t.check()
+        t.unlink()

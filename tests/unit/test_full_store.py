@@ -89,7 +89,8 @@ def test_the_largest_value_fits_a_heap_full_of_tiny_sessions(name: str) -> None:
     """The worst case for one write: a max_value_size value in a heap of 64-byte sessions
     (~11,000 of them in the way). It takes more evictions than one transaction's journal
     holds, so the run is cleared in committed chunks first (``_clear_room``)."""
-    with SessionStorage(name, size=8 << 20, max_entries=32768, ttl=None,
+    # 14 MiB: 10 MiB of table and owner table (65536 slots), the journal, and ~2.75 MiB of heap
+    with SessionStorage(name, size=14 << 20, max_entries=32768, ttl=None,
                         max_value_size=1 << 20) as store:
         for k in range(40_000):
             store.write(f"t{k}", _value(f"t{k}", 64, 0))
@@ -109,7 +110,9 @@ def test_the_largest_value_fits_a_heap_full_of_tiny_sessions(name: str) -> None:
 def test_a_session_as_large_as_half_the_heap_grows_over_its_own_block(name: str) -> None:
     """Growing the one big session of a store: its old block lies in the only run large
     enough, so the run takes it in (its value goes anyway)."""
-    with SessionStorage(name, size=4 << 20, ttl=None, max_value_size=1 << 20) as store:
+    # 4.75 MiB: 1.25 MiB of table and owner table (8192 slots), the journal, ~2.25 MiB of heap
+    with SessionStorage(name, size=(4 << 20) + (768 << 10), ttl=None,
+                        max_value_size=1 << 20) as store:
         heap = store.stats().heap_size
         assert heap < 3 * L.block_size_for(1 << 20)
         rng = random.Random(3)

@@ -22,7 +22,9 @@ def test_struct_sizes_match_the_diagram() -> None:
     assert L.VERSION_OFF + 8 <= L.STATE_OFF
     assert L.STATE_OFF + L.STATE_SIZE <= L.COUNTERS_OFF
     assert L.COUNTERS_OFF + L.COUNTERS.size <= L.HEADER_SIZE
-    assert L.SLOT.size == L.SLOT_SIZE == 64
+    assert L.SLOT.size == 64 and L.SLOT_ROW.size == L.SLOT_SIZE == 128
+    assert L.SLOT_OWNER_OFF + L.SLOT_OWNER.size <= L.SLOT_SIZE
+    assert L.OWNER_ENTRY.size == L.OWNER_ENTRY_SIZE == 32
     assert L.ENTRY.size == 16
 
 
@@ -34,7 +36,8 @@ def test_geometry_regions_are_ordered_and_disjoint(size: int, entries: int, max_
     assert g.capacity * 3 >= entries * 4  # load factor <= 0.75
     assert L.HEADER_SIZE == g.journal_off
     assert g.journal_off + g.journal_size == g.table_off
-    assert g.table_off + g.capacity * L.SLOT_SIZE <= g.heap_off
+    assert g.table_off + g.capacity * L.SLOT_SIZE == g.owners_off
+    assert g.owners_off + g.capacity * L.OWNER_ENTRY_SIZE <= g.heap_off
     assert g.heap_off + g.heap_size <= size
     assert g.heap_off % L.ALIGN == 0 and g.heap_size % L.ALIGN == 0
     assert g.journal_size >= L.JOURNAL_METADATA + max_value + 16
