@@ -73,6 +73,8 @@ class Engine:
         self.evict = evict
         self.touch_on_read = touch_on_read
         self.default_ttl_ns = default_ttl_ns
+        #: Live sessions an owner keeps at most (the tests lower it, as on Redis).
+        self.max_owner_sessions = MAX_OWNER_SESSIONS
         self.j = Journal(buf, geo.journal_off, geo.journal_size)
         self.w = self.j.words  # control words and counters: see _layout.words
         self.t = Table(buf, self.j, geo.table_off, geo.capacity)
@@ -184,7 +186,7 @@ class Engine:
                 self.add_entries(1)
             if owner is not None:
                 # i: the slot in every branch above (a new entry's, as -1 - i)
-                self.own(i if i >= 0 else -1 - i, digest, owner, joined or now)
+                self.own(i if i >= 0 else -1 - i, digest, owner, joined or now, now)
             j.commit()
         except JournalFull:
             j.rollback()
@@ -208,11 +210,13 @@ class Engine:
         self.bump(_DELETES if live else _EXPIRATIONS)
         return live
 
-    def own(self, i: int, digest: bytes, owner: bytes, joined: int) -> None:
+    def own(self, i: int, digest: bytes, owner: bytes, joined: int, now: int) -> None:
         """Make the entry ``digest``, in slot ``i``, one of ``owner``'s sessions, its newest
         (joined at ``joined``), moving it from another owner; nothing changes if it is
-        ``owner``'s already. An owner at ``MAX_OWNER_SESSIONS`` loses its oldest session
-        (deleted, counted in ``deletes``). Caller holds the lock, inside a transaction."""
+        ``owner``'s already. Only live sessions count toward ``MAX_OWNER_SESSIONS``: an
+        owner at the cap loses its expired sessions first (counted in ``expirations``), then,
+        if still at the cap, its oldest (counted in ``deletes``). Caller holds the lock,
+        inside a transaction."""
         t = self.t
         o = self.o
         current = o.owner_of(i)
@@ -220,11 +224,22 @@ class Engine:
             return
         if current != _NO_OWNER:
             o.unlink(i, True)
-        if o.count(owner) >= MAX_OWNER_SESSIONS:
-            oldest = o.members(owner)[0]
-            self.drop(oldest, t.get(oldest))
-            self.bump(_DELETES)
-            i = t.lookup(digest)  # the drop may have shifted this entry back
+        if o.count(owner) >= self.max_owner_sessions:
+            # By digest (each drop may shift later slots of a probe run back), and only as
+            # many as bring the owner under the cap: one transaction's journal is bounded.
+            for d in [s[S_DIGEST] for s in map(t.get, o.members(owner)) if expired(s, now)]:
+                k, slot = t.probe(d)
+                if slot is None:
+                    raise self.damaged("an owner's list names a session the table lacks")
+                self.drop(k, slot)
+                self.bump(_EXPIRATIONS)
+                if o.count(owner) < self.max_owner_sessions:
+                    break
+            if o.count(owner) >= self.max_owner_sessions:
+                oldest = o.members(owner)[0]
+                self.drop(oldest, t.get(oldest))
+                self.bump(_DELETES)
+            i = t.lookup(digest)  # the drops may have shifted this entry back
         o.link(i, owner, joined)
 
     def owner_slots(self, owner: bytes, now: int) -> List[Slot]:

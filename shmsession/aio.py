@@ -67,12 +67,6 @@ class AsyncSessionStorage:
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
     @property
-    def _owned(self) -> Any:
-        # The owner methods are not in the Store protocol yet (issue 14 adds them to every
-        # store): the store is called by name, and raises AttributeError without them.
-        return self.sync
-
-    @property
     def name(self) -> str:
         """The store's name."""
         return self.sync.name
@@ -110,7 +104,7 @@ class AsyncSessionStorage:
         """See ``SessionStorage.write``; a provider callable runs in the worker thread."""
         if owner is None:  # a store without owners (the Protocol's) is called as before
             return await self._run(self.sync.write, sid, value, ttl, expect=expect)
-        version: int = await self._run(self._owned.write, sid, value, ttl, expect=expect,
+        version: int = await self._run(self.sync.write, sid, value, ttl, expect=expect,
                                        owner=owner)
         return version
 
@@ -119,7 +113,7 @@ class AsyncSessionStorage:
         """:meth:`SessionStorage.add`, run in a worker thread."""
         if owner is None:
             return await self._run(self.sync.add, sid, value, ttl)
-        added: bool = await self._run(self._owned.add, sid, value, ttl, owner=owner)
+        added: bool = await self._run(self.sync.add, sid, value, ttl, owner=owner)
         return added
 
     async def replace(self, sid: str, value: BytesLike, ttl: Optional[float] = None, *,
@@ -127,23 +121,23 @@ class AsyncSessionStorage:
         """:meth:`SessionStorage.replace`, run in a worker thread."""
         if owner is None:
             return await self._run(self.sync.replace, sid, value, ttl)
-        replaced: bool = await self._run(self._owned.replace, sid, value, ttl, owner=owner)
+        replaced: bool = await self._run(self.sync.replace, sid, value, ttl, owner=owner)
         return replaced
 
     async def sessions_of(self, owner: str) -> List[SessionInfo]:
         """:meth:`SessionStorage.sessions_of`, run in a worker thread."""
-        infos: List[SessionInfo] = await self._run(self._owned.sessions_of, owner)
+        infos: List[SessionInfo] = await self._run(self.sync.sessions_of, owner)
         return infos
 
     async def invalidate_owner(self, owner: str, *, keep: Optional[str] = None) -> int:
         """:meth:`SessionStorage.invalidate_owner`, run in a worker thread (one hop: the
         whole deletion holds the store's lock there)."""
-        deleted: int = await self._run(self._owned.invalidate_owner, owner, keep=keep)
+        deleted: int = await self._run(self.sync.invalidate_owner, owner, keep=keep)
         return deleted
 
     async def invalidate_digest(self, digest: str) -> bool:
         """:meth:`SessionStorage.invalidate_digest`, run in a worker thread."""
-        found: bool = await self._run(self._owned.invalidate_digest, digest)
+        found: bool = await self._run(self.sync.invalidate_digest, digest)
         return found
 
     async def invalidate(self, sid: str) -> bool:
