@@ -2,8 +2,8 @@
 
 ``Engine`` holds the journal, table, owner index and heap over one buffer and composes them
 into the store's operations -- read, write, delete, touch, sweep, clear, repair, check, and
-the owners' (``own``, ``owner_slots``, ``invalidate_owner``) -- each one journaled
-transaction (``_journal``). Making room in a full store is ``_room``'s. The
+each one journaled transaction (``_journal``). Making room in a full store is ``_room``'s,
+and the owners' operations (an owner's sessions, listed or deleted) are ``_ownership``'s. The
 caller (``SessionStorage``) holds the store's lock around every call and passes ``now``
 (CLOCK_MONOTONIC nanoseconds): nothing here locks, sleeps, reads the clock or opens
 anything, so a ``bytearray`` is enough to test it.
@@ -26,6 +26,7 @@ from ._layout import (
     S_VERSION, SEQ_W, USED, VERSION_W,
 )
 from ._owners import Owners
+from ._ownership import Ownership
 from ._room import Room
 from ._rules import MAX_OWNER_SESSIONS
 from ._table import Slot, Table, expired
@@ -52,7 +53,6 @@ _UNOWNED = L.UNOWNED
 _OWNER_AT = L.SLOT_OWNER_OFF
 _OWNER_END = L.SLOT_OWNER_OFF + L.DIGEST_SIZE
 _NO_OWNER = L.NO_OWNER
-_OWNER_TXN = 128  # sessions one transaction of invalidate_owner deletes (see there)
 
 _SWEEP_EVERY = 32  # writes of this handle between two bounded sweeps for expired entries
 _SWEEP_SLOTS = 64  # slots one sweep examines
@@ -82,6 +82,7 @@ class Engine:
         self.o = Owners(buf, self.j, geo.owners_off, geo.table_off, geo.capacity)
         self.t.owners = self.o
         self.room = Room(self)
+        self.ownership = Ownership(self)
         self.max_entries = geo.max_entries
         self.table_off, self.mask, self.heap_off, self.heap_end, self.max_value = geo.bounds()
         self.hits = self.misses = self.writes_done = 0  # since the last add_counts
@@ -186,7 +187,7 @@ class Engine:
                 self.add_entries(1)
             if owner is not None:
                 # i: the slot in every branch above (a new entry's, as -1 - i)
-                self.own(i if i >= 0 else -1 - i, digest, owner, joined or now, now)
+                self.ownership.own(i if i >= 0 else -1 - i, digest, owner, joined or now, now)
             j.commit()
         except JournalFull:
             j.rollback()
@@ -209,83 +210,6 @@ class Engine:
         self.transact(self.drop, i, slot)
         self.bump(_DELETES if live else _EXPIRATIONS)
         return live
-
-    def own(self, i: int, digest: bytes, owner: bytes, joined: int, now: int) -> None:
-        """Make the entry ``digest``, in slot ``i``, one of ``owner``'s sessions, its newest
-        (joined at ``joined``), moving it from another owner; nothing changes if it is
-        ``owner``'s already. Only live sessions count toward ``MAX_OWNER_SESSIONS``: an
-        owner at the cap loses its expired sessions first (counted in ``expirations``), then,
-        if still at the cap, its oldest (counted in ``deletes``). Caller holds the lock,
-        inside a transaction."""
-        t = self.t
-        o = self.o
-        current = o.owner_of(i)
-        if current == owner:
-            return
-        if current != _NO_OWNER:
-            o.unlink(i, True)
-        if o.count(owner) >= self.max_owner_sessions:
-            # By digest (each drop may shift later slots of a probe run back), and only as
-            # many as bring the owner under the cap: one transaction's journal is bounded.
-            for d in [s[S_DIGEST] for s in map(t.get, o.members(owner)) if expired(s, now)]:
-                k, slot = t.probe(d)
-                if slot is None:
-                    raise self.damaged("an owner's list names a session the table lacks")
-                self.drop(k, slot)
-                self.bump(_EXPIRATIONS)
-                if o.count(owner) < self.max_owner_sessions:
-                    break
-            if o.count(owner) >= self.max_owner_sessions:
-                oldest = o.members(owner)[0]
-                self.drop(oldest, t.get(oldest))
-                self.bump(_DELETES)
-            i = t.lookup(digest)  # the drops may have shifted this entry back
-        o.link(i, owner, joined)
-
-    def owner_slots(self, owner: bytes, now: int) -> List[Slot]:
-        """The live entries of ``owner``, oldest (first joined) first. Reads only."""
-        t = self.t
-        members = [t.get(i) for i in self.o.members(owner)]
-        if not all(s[S_STATE] for s in members):
-            raise self.damaged("an owner's list holds an empty slot")
-        live = [s for s in members if not expired(s, now)]
-        for s in live:
-            self.check_range(s)
-        return live
-
-    def invalidate_owner(self, owner: bytes, keep: Optional[bytes], now: int) -> int:
-        """Delete every entry of ``owner`` but ``keep`` (a digest, or None); returns how
-        many live ones went (expired ones go too, counted as expirations).
-
-        The entries go in transactions of ``_OWNER_TXN`` (the journal holds the undo
-        records of one operation's metadata, and an owner may have ``MAX_OWNER_SESSIONS``);
-        the caller holds the lock across all of them, so no other operation sees a part
-        done. A writer killed in between leaves the sessions of the committed part deleted
-        and the index exact.
-        """
-        t = self.t
-        doomed = [t.get(i)[S_DIGEST] for i in self.o.members(owner)]
-        doomed = [d for d in doomed if d != keep]
-        deleted = 0
-        for k in range(0, len(doomed), _OWNER_TXN):
-            part = doomed[k : k + _OWNER_TXN]
-            self.j.begin()
-            try:
-                for d in part:
-                    i, slot = t.probe(d)
-                    if slot is None:
-                        raise self.damaged("a session of an owner's list vanished")
-                    self.drop(i, slot)
-                    if expired(slot, now):
-                        self.bump(_EXPIRATIONS)
-                    else:
-                        self.bump(_DELETES)
-                        deleted += 1
-            except BaseException:
-                self.j.rollback()
-                raise
-            self.j.commit()
-        return deleted
 
     def touch(self, digest: bytes, ttl_ns: int, now: int) -> bool:
         """Renew the entry's expiry to ``ttl_ns`` from ``now``; whether a live one was there."""

@@ -284,7 +284,7 @@ class SessionStorage:
         odigest = self._digests.owner(owner)
         with self._access.locked() as engine:
             now = _monotonic_ns()
-            return [_dump.info(s, now) for s in engine.owner_slots(odigest, now)]
+            return [_dump.info(s, now) for s in engine.ownership.slots_of(odigest, now)]
 
     def invalidate_owner(self, owner: str, *, keep: Optional[str] = None) -> int:
         """Delete every session of ``owner`` except the session id ``keep`` (the current
@@ -301,7 +301,7 @@ class SessionStorage:
         kept = None if keep is None else self._digests.of(keep)
         self._access.acquire()
         try:
-            return self._engine.invalidate_owner(odigest, kept, _monotonic_ns())
+            return self._engine.ownership.invalidate_owner(odigest, kept, _monotonic_ns())
         finally:
             self._lock.release()
 

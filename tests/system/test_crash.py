@@ -106,26 +106,24 @@ def _fill_owned(n: int) -> Callable[[SessionStorage], None]:
 
 def _capped_write(s: SessionStorage) -> None:
     """u0 (s0, s3, s6, s9) is at a cap of 4: its newest session deletes its oldest, s0."""
-    from shmsession import _engine
-
-    saved = _engine.MAX_OWNER_SESSIONS
-    _engine.MAX_OWNER_SESSIONS = 4
+    saved = s._max_owner_sessions
+    s._max_owner_sessions = 4
     try:
         s.write("capped", b"c" * 300, owner="u0")
     finally:
-        _engine.MAX_OWNER_SESSIONS = saved
+        s._max_owner_sessions = saved
 
 
 def _invalidate_owner_in_parts(s: SessionStorage) -> None:
     """u1's four sessions deleted in transactions of two (as 128 are in a real store)."""
-    from shmsession import _engine
+    from shmsession import _ownership
 
-    saved = _engine._OWNER_TXN
-    _engine._OWNER_TXN = 2
+    saved = _ownership._OWNER_TXN
+    _ownership._OWNER_TXN = 2
     try:
         s.invalidate_owner("u1")
     finally:
-        _engine._OWNER_TXN = saved
+        _ownership._OWNER_TXN = saved
 
 
 def _delete_before_a_displaced_owned_slot(s: SessionStorage) -> None:

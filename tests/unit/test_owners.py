@@ -19,7 +19,7 @@ import pytest
 from shmsession import (
     CorruptSegment, InvalidOwner, InvalidSessionId, InvalidType, SessionStorage,
 )
-from shmsession import _engine
+from shmsession import _ownership
 from shmsession import _layout as L
 from shmsession._rules import MAX_OWNER_SESSIONS, owner_digest
 from shmsession.aio import AsyncSessionStorage
@@ -132,7 +132,7 @@ def test_invalidate_owner_counts_only_live_sessions(small: SessionStorage) -> No
 def test_invalidate_owner_of_more_than_one_transaction(name: str) -> None:
     """More sessions than one transaction of invalidate_owner carries (_OWNER_TXN)."""
     with SessionStorage(name, size=4 << 20, max_entries=2000, ttl=None) as s:
-        n = 3 * _engine._OWNER_TXN + 5
+        n = 3 * _ownership._OWNER_TXN + 5
         for k in range(n):
             s.write(f"a{k}", b"v" * 100, owner="alice")
             if k % 4 == 0:
