@@ -289,8 +289,9 @@ class SessionStorage:
     def invalidate_owner(self, owner: str, *, keep: Optional[str] = None) -> int:
         """Delete every session of ``owner`` except the session id ``keep`` (the current
         one, for "log out my other devices"); returns how many live sessions it deleted.
-        Atomic against every other operation: it holds the lock throughout, so a session
-        written meanwhile is either deleted or written after it. Costs in proportion to the
+        Atomic against every write: it holds the lock throughout, so a session written
+        meanwhile is either deleted or written after it (a read that takes no lock may see
+        some of the owner's sessions gone before the others). Costs in proportion to the
         owner's sessions.
 
         :raises InvalidOwner: ``owner`` is empty or over ``MAX_ID_BYTES``.
