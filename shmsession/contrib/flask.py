@@ -42,8 +42,13 @@
   session is; a save that fails leaves the store as it was (see
   :meth:`ShmSessionInterface.save_session`).
 
+* **Owners**: with ``owner_key="user_id"``, each save records ``str(session["user_id"])`` as
+  the session's owner, and :meth:`ShmSessionInterface.logout_everywhere` ends every session
+  of a user (but the current one, if asked).
+
 The interface holds no storage logic: it maps Flask's open/save onto ``get``, ``add``,
-``replace``, ``touch`` and ``invalidate``.
+``replace``, ``touch`` and ``invalidate``, and owners onto ``sessions_of`` and
+``invalidate_owner``.
 """
 
 from __future__ import annotations
@@ -51,9 +56,10 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Dict, Iterator, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from .._errors import missing_extra
+from .._types import SessionInfo
 from ..store import SessionStorage
 from ._store import Store
 
@@ -207,6 +213,11 @@ class ShmSessionInterface(SessionInterface):
         :class:`~shmsession.SessionStorage`. Give either ``name`` or ``store``.
     :param store: an open store (anything with ``SessionStorage``'s methods) to use instead
         of opening ``name``; it stays the caller's to close.
+    :param owner_key: the session key whose value names the session's owner (a user id):
+        each save of a session that holds it (and not ``None``) makes the session one of
+        ``str(value)``'s, for :meth:`sessions_of` and :meth:`logout_everywhere`. A session
+        without it keeps the owner it has: it stays its owner's until it is deleted
+        (``session.clear()``, logging out), also when the key alone is removed.
     """
 
     #: The class of ``flask.session``; a subclass of :class:`ShmSession` may replace it.
@@ -226,6 +237,7 @@ class ShmSessionInterface(SessionInterface):
         name: Optional[str] = None,
         *,
         store: Optional[Store] = None,
+        owner_key: Optional[str] = None,
         **options: Any,
     ) -> None:
         if (name is None) == (store is None):
@@ -238,6 +250,7 @@ class ShmSessionInterface(SessionInterface):
             assert name is not None
             store = SessionStorage(name, **options)
         self.store: Store = store
+        self.owner_key = owner_key
         self._signers: Dict[Tuple[Any, ...], TimestampSigner] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -292,6 +305,32 @@ class ShmSessionInterface(SessionInterface):
         record (call it when the user's privileges change, e.g. at login)."""
         session.rotate = True
         session.modified = True
+
+    def sessions_of(self, owner: object) -> List[SessionInfo]:
+        """The live sessions of ``owner`` (the value under ``owner_key``; compared as
+        ``str(owner)``), oldest first: digests, sizes, ages, never ids (the store's
+        ``sessions_of``)."""
+        return self.store.sessions_of(self._owner(owner))
+
+    def logout_everywhere(self, owner: object, *, keep: Optional[ShmSession] = None) -> int:
+        """Delete every session of ``owner`` (the value under ``owner_key``; compared as
+        ``str(owner)``) but ``keep`` (``flask.session``, to log out the user's other
+        devices), and return how many were deleted. Their cookies open empty sessions from
+        then on; a request of one of them that is running saves nothing back."""
+        return self.store.invalidate_owner(self._owner(owner),
+                                           keep=None if keep is None else keep.sid)
+
+    def _owner(self, owner: object) -> str:
+        if self.owner_key is None:
+            raise TypeError("sessions have owners only with ShmSessionInterface(owner_key=...)")
+        return str(owner)
+
+    def _owner_of(self, session: ShmSession) -> Optional[str]:
+        """The owner ``session`` is saved with: ``None`` keeps the one it has."""
+        if self.owner_key is None:
+            return None
+        value = dict.get(session, self.owner_key)  # not the app's access: no Vary
+        return None if value is None else str(value)
 
     def _encode(self, app: Flask, session: ShmSession) -> bytes:
         data = dict.copy(session)
@@ -401,7 +440,7 @@ class ShmSessionInterface(SessionInterface):
         ttl = self.lifetime(app)
         if session.modified:  # clear() and regenerate() mark it modified too
             if session.sid is None or session.rotate:
-                sid = self._create(self._encode(app, session), ttl)
+                sid = self._create(self._encode(app, session), ttl, self._owner_of(session))
                 try:
                     self._set_cookie(app, signer, sid, session, response, name, options)
                 except BaseException:
@@ -412,7 +451,8 @@ class ShmSessionInterface(SessionInterface):
                     self.store.invalidate(session.sid)
                 session.sid = sid
                 return
-            if not self.store.replace(session.sid, self._encode(app, session), ttl):
+            if not self.store.replace(session.sid, self._encode(app, session), ttl,
+                                      owner=self._owner_of(session)):
                 # Deleted meanwhile by another request (a logout): it stays deleted.
                 response.delete_cookie(name, **options)
                 response.vary.add("Cookie")
@@ -428,10 +468,10 @@ class ShmSessionInterface(SessionInterface):
         self._set_cookie(app, signer, session.sid, session, response, name, options)
 
     # ------------------------------------------------------------------ store calls
-    def _create(self, data: bytes, ttl: float) -> str:
+    def _create(self, data: bytes, ttl: float, owner: Optional[str]) -> str:
         for _ in range(_MAX_NEW_IDS):
             sid = self.store.new_id()
-            if self.store.add(sid, data, ttl):
+            if self.store.add(sid, data, ttl, owner=owner):
                 return sid
         raise RuntimeError(f"{_MAX_NEW_IDS} fresh session ids were all taken: is the store sane?")
 

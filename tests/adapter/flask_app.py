@@ -15,7 +15,7 @@ from typing import Any, Dict
 
 from flask import Flask, Response, jsonify, request, session
 
-from shmsession.contrib.flask import ShmSessionInterface
+from shmsession.contrib.flask import ShmSession, ShmSessionInterface
 from tests._stores import store_from_env
 
 _NAME, _REDIS_URL, _SECRET = store_from_env()
@@ -25,9 +25,10 @@ if _REDIS_URL is not None:
     from shmsession.redis import RedisSessionStorage
 
     _redis = RedisSessionStorage(_NAME, _REDIS_URL, secret=_SECRET, ttl=600)
-    app.session_interface = ShmSessionInterface(store=_redis)
+    _iface = ShmSessionInterface(store=_redis, owner_key="user")
 else:
-    app.session_interface = ShmSessionInterface(_NAME, create=False)
+    _iface = ShmSessionInterface(_NAME, create=False, owner_key="user")
+app.session_interface = _iface
 
 
 def _seconds(arg: str) -> float:
@@ -79,6 +80,14 @@ def put() -> Response:
     session["b"] = tag
     session["blob"] = tag * 100
     return _answer(session=_view())
+
+
+@app.post("/logout-everywhere")
+def logout_everywhere() -> Response:
+    """Logs the session's user out of every session; ``?keep=1``: but this one."""
+    assert isinstance(session, ShmSession)
+    keep = session if request.args.get("keep") else None
+    return _answer(revoked=_iface.logout_everywhere(session["user"], keep=keep))
 
 
 @app.post("/logout")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 import pytest
-from flask import Flask, session
+from flask import Flask, request, session
 from flask.sessions import SecureCookieSessionInterface, SessionInterface
 from flask.testing import FlaskClient
 from itsdangerous import TimestampSigner
@@ -34,13 +34,13 @@ COOKIE = "session"
 
 
 # --------------------------------------------------------------------------- the test app
-def make_app(store: Store, **config: Any) -> Flask:
+def make_app(store: Store, owner_key: Optional[str] = None, **config: Any) -> Flask:
     """An app on ``store``; two of them on one store stand for two workers."""
     app = Flask(__name__)
     app.testing = True
     app.secret_key = SECRET
     app.config.update(config)
-    app.session_interface = ShmSessionInterface(store=store)
+    app.session_interface = ShmSessionInterface(store=store, owner_key=owner_key)
     hold: Dict[str, threading.Event] = app.config.setdefault("HOLD", {})
 
     @app.post("/login/<user>")
@@ -124,6 +124,19 @@ def make_app(store: Store, **config: Any) -> Flask:
         session.clear()
         session["big"] = "x" * (2 << 20)
         return {}
+
+    @app.post("/pop/<key>")
+    def pop(key: str) -> Dict[str, Any]:
+        session.pop(key, None)
+        return {}
+
+    @app.post("/logout-everywhere")
+    def logout_everywhere() -> Dict[str, Any]:
+        """Logs ``session["user"]`` out everywhere; ``?keep=1``: but for this session."""
+        iface = app.session_interface
+        assert isinstance(iface, ShmSessionInterface) and isinstance(session, ShmSession)
+        keep = session if request.args.get("keep") else None
+        return {"revoked": iface.logout_everywhere(session["user"], keep=keep)}
 
     @app.post("/held/<key>/<value>")
     def held(key: str, value: str) -> Dict[str, Any]:
@@ -594,6 +607,84 @@ def test_concurrent_writes_last_whole_version_wins(store: Store, client: FlaskCl
     assert stored(store, sid) == {"user": "alice", "n": 0, "k": "slow", "k2": "slow"}
 
 
+# --------------------------------------------------------------------------- owners
+def logged_in(app: Flask, user: str) -> FlaskClient:
+    client = app.test_client()
+    assert client.post(f"/login/{user}").status_code == 200
+    return client
+
+
+def anonymous(client: FlaskClient) -> bool:
+    return client.get("/me").json == {"session": {}}
+
+
+def test_logout_everywhere_from_a_third_request(store: Store) -> None:
+    app = make_app(store, owner_key="user")
+    iface = app.session_interface
+    assert isinstance(iface, ShmSessionInterface)
+    first, second, third = (logged_in(app, "alice") for _ in range(3))
+    bob = logged_in(app, "bob")
+    assert len(iface.sessions_of("alice")) == 3
+    assert len(iface.sessions_of("bob")) == 1
+
+    # "Log out my other devices": the current session stays.
+    assert third.post("/logout-everywhere?keep=1").json == {"revoked": 2}
+    assert anonymous(first) and anonymous(second)
+    assert third.get("/me").json == {"session": {"user": "alice", "n": 0}}
+    assert len(iface.sessions_of("alice")) == 1
+    assert bob.get("/me").json == {"session": {"user": "bob", "n": 0}}
+
+    # Without keep, the current session goes too, and its next save does not bring it back.
+    assert third.post("/inc").json == {"n": 1}
+    assert third.post("/logout-everywhere").json == {"revoked": 1}
+    assert third.post("/inc").json == {"n": 1}  # an anonymous session: a fresh one
+    assert iface.sessions_of("alice") == [] and len(iface.sessions_of("bob")) == 1
+
+
+def test_the_owner_is_str_of_the_owner_keys_value(store: Store) -> None:
+    app = make_app(store, owner_key="uid")
+    iface = app.session_interface
+    assert isinstance(iface, ShmSessionInterface)
+
+    @app.post("/uid/<int:uid>")
+    def set_uid(uid: int) -> Dict[str, Any]:
+        session["uid"] = uid
+        return {}
+
+    client = app.test_client()
+    client.post("/set/x/1")  # no owner key: the session is nobody's
+    assert iface.sessions_of("42") == [] and iface.sessions_of("None") == []
+    client.post("/uid/42")  # an int: the owner is "42"
+    assert [info.size for info in iface.sessions_of("42")] == [len(store.read(sid_of(app, client)))]
+    assert iface.logout_everywhere(42) == 1 and anonymous(client)
+
+
+def test_without_owner_key_sessions_have_no_owner(store: Store) -> None:
+    app = make_app(store)
+    client = logged_in(app, "alice")
+    assert store.sessions_of("alice") == []
+    iface = app.session_interface
+    assert isinstance(iface, ShmSessionInterface)
+    with pytest.raises(TypeError, match="owner_key"):
+        iface.logout_everywhere("alice")
+    assert not anonymous(client)
+
+
+def test_a_session_keeps_its_owner_until_it_ends(store: Store) -> None:
+    """Removing the owner key without clearing the session leaves it its owner's (the store
+    drops an owner only with the session), so logging the owner out everywhere still ends
+    it; logout (``session.clear()``) deletes it."""
+    app = make_app(store, owner_key="user")
+    iface = app.session_interface
+    assert isinstance(iface, ShmSessionInterface)
+    popped, cleared = logged_in(app, "alice"), logged_in(app, "alice")
+    popped.post("/pop/user")
+    assert popped.get("/me").json == {"session": {"n": 0}}
+    cleared.post("/logout")
+    assert len(iface.sessions_of("alice")) == 1
+    assert iface.logout_everywhere("alice") == 1 and anonymous(popped)
+
+
 # --------------------------------------------------------------------------- real gunicorn
 @pytest.fixture
 def gunicorn(backend: str, any_store: Store, name: str, request: pytest.FixtureRequest
@@ -672,6 +763,47 @@ def test_gunicorn_workers_share_sessions(gunicorn: Server, store: Store) -> None
     replays = in_threads([lambda: call(port, "POST", "/inc", jar)] * 16, threads=12)
     assert all(r.status == 200 and r.json()["session"] is None for r in replays), replays
     assert len(store) == 0
+
+
+@pytest.mark.timeout(110)
+def test_gunicorn_logout_everywhere(gunicorn: Server, store: Store) -> None:
+    port = gunicorn.port
+
+    def login() -> Dict[str, str]:
+        reply = call(port, "POST", "/login?user=alice")
+        found = reply.cookie(COOKIE)
+        assert reply.status == 200 and found is not None and found[0], reply
+        return {COOKIE: found[0]}
+
+    first, second, third = login(), login(), login()
+    bob = call(port, "POST", "/login?user=bob").cookie(COOKIE)
+    assert bob is not None
+    assert len(store.sessions_of("alice")) == 3 and len(store.sessions_of("bob")) == 1
+
+    reply = call(port, "POST", "/logout-everywhere?keep=1", third)
+    assert reply.status == 200 and reply.json()["revoked"] == 2, reply
+    # The old cookies, on every worker that answers (until two have): anonymous; the kept
+    # one and bob's are not.
+    jars = [first, second, third, {COOKIE: bob[0]}]
+    users = [None, None, "alice", "bob"]
+    pids: Set[int] = set()
+    for _ in range(SPREAD_ROUNDS):
+        jobs = [lambda j=j: call(port, "GET", "/me?sleep=0.03", j) for j in jars] * 6
+        seen = in_threads(jobs, threads=12)
+        for k, r in enumerate(seen):
+            assert r.status == 200 and r.json()["session"]["user"] == users[k % 4], (k, r)
+        pids.update(r.json()["pid"] for r in seen)
+        if len(pids) >= 2:
+            break
+    assert len(pids) >= 2, pids
+    assert len(store.sessions_of("alice")) == 1
+
+    # Without keep, the current session goes too.
+    reply = call(port, "POST", "/logout-everywhere", third)
+    assert reply.status == 200 and reply.json()["revoked"] == 1, reply
+    replays = in_threads([lambda: call(port, "POST", "/inc", third)] * 12, threads=12)
+    assert all(r.status == 200 and r.json()["session"] is None for r in replays), replays
+    assert store.sessions_of("alice") == [] and len(store) == 1  # bob's
 
 
 def _sid(cookie: str) -> str:
