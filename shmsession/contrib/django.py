@@ -26,9 +26,15 @@ its life: threads share it, and a handle opened before a fork (gunicorn ``--prel
 the child too. The session engine's async methods (Django 5.0+) run each store operation in
 a worker thread; the cache's are Django's own, which do the same with its sync methods.
 
+Owners: each save of a session records the user ``django.contrib.auth`` logged in to it
+(the id under ``SESSION_KEY``, ``"_auth_user_id"``) as its owner, with no setting;
+:func:`sessions_of_user` lists a user's sessions and :func:`logout_everywhere` ends them
+(after a password change, or from a "log out my other devices" button).
+
 The adapters hold no storage logic: they translate Django's vocabulary into the store's
-``get``/``write``/``add``/``replace``/``invalidate``/``touch``/``clear`` (and the adapters'
-shared compare-and-set loop for ``incr``).
+``get``/``write``/``add``/``replace``/``invalidate``/``touch``/``clear`` and
+``sessions_of``/``invalidate_owner`` (and the adapters' shared compare-and-set loop for
+``incr``).
 """
 
 from __future__ import annotations
@@ -40,21 +46,23 @@ import math
 import os
 import pickle
 import threading
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, TypeVar, Union, cast
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar, Union, cast
 
 from .._errors import InvalidSessionId, missing_extra
+from .._types import SessionInfo
 from ..store import SessionStorage
 from ._store import Store, read_modify_write
 
 try:
     from django.conf import settings
+    from django.contrib.auth import SESSION_KEY
     from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
     from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, InvalidCacheKey
     from django.core.exceptions import ImproperlyConfigured
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
     raise missing_extra("django", "django") from exc
 
-__all__ = ["SessionStore", "ShmCache", "close_stores"]
+__all__ = ["SessionStore", "ShmCache", "close_stores", "logout_everywhere", "sessions_of_user"]
 
 T = TypeVar("T")
 
@@ -165,16 +173,23 @@ def _load(store: Store, key: Optional[str]) -> Optional[bytes]:
         return None
 
 
-def _create(store: Store, key: str, data: bytes, ttl: float) -> None:
+def _owner(session: Mapping[str, Any]) -> Optional[str]:
+    """The owner a save records: the id of the user ``django.contrib.auth`` logged in to
+    ``session``; ``None`` (no user) keeps the owner the session has."""
+    user_id = session.get(SESSION_KEY)
+    return None if user_id is None else str(user_id)
+
+
+def _create(store: Store, key: str, data: bytes, ttl: float, owner: Optional[str]) -> None:
     """Store a new session; :class:`CreateError` when ``key`` is taken."""
     if ttl:
-        if not store.add(key, data, ttl):
+        if not store.add(key, data, ttl, owner=owner):
             raise CreateError
     elif key in store:  # an already expired session: nothing to store, but the key is taken
         raise CreateError
 
 
-def _replace(store: Store, key: str, data: bytes, ttl: float) -> None:
+def _replace(store: Store, key: str, data: bytes, ttl: float, owner: Optional[str]) -> None:
     """Overwrite the live session ``key`` (the last save wins, as Django expects).
 
     :raises UpdateError: the session is gone (deleted or expired): it is not resurrected.
@@ -183,7 +198,7 @@ def _replace(store: Store, key: str, data: bytes, ttl: float) -> None:
         if ttl:
             # One atomic step: a logout that lands while this request runs makes the save
             # fail instead of being undone by it.
-            saved = store.replace(key, data, ttl)
+            saved = store.replace(key, data, ttl, owner=owner)
         else:  # the session expires now: saving it removes it
             saved = store.invalidate(key)
     except InvalidSessionId:  # a key no store takes names no session
@@ -250,16 +265,17 @@ class SessionStore(SessionBase):
     def save(self, must_create: bool = False) -> None:
         if self.session_key is None:
             return self.create()
-        data = self._encoded(cast(Any, self)._get_session(no_load=must_create))
+        session = cast(Any, self)._get_session(no_load=must_create)
+        data = self._encoded(session)
         key = self.session_key  # loading above clears a key whose session is gone
         if key is None:
             raise UpdateError
         ttl = _ttl_of_age(self.get_expiry_age())
         store = _session_store()
         if must_create:
-            _create(store, key, data, ttl)
+            _create(store, key, data, ttl, _owner(session))
         else:
-            _replace(store, key, data, ttl)
+            _replace(store, key, data, ttl, _owner(session))
 
     def delete(self, session_key: Optional[str] = None) -> None:
         if session_key is None:
@@ -302,9 +318,9 @@ class SessionStore(SessionBase):
         ttl = _ttl_of_age(await self.aget_expiry_age())
         store = _session_store()
         if must_create:
-            await _offload(_create, store, key, data, ttl)
+            await _offload(_create, store, key, data, ttl, _owner(session))
         else:
-            await _offload(_replace, store, key, data, ttl)
+            await _offload(_replace, store, key, data, ttl, _owner(session))
 
     async def adelete(self, session_key: Optional[str] = None) -> None:
         if session_key is None:
@@ -316,6 +332,44 @@ class SessionStore(SessionBase):
     @classmethod
     async def aclear_expired(cls) -> None:
         """Nothing to do: the store drops expired sessions by itself."""
+
+
+def _owner_of_user(user: Any) -> Optional[str]:
+    """The owner of ``user``'s sessions: the id ``django.contrib.auth.login`` stores under
+    ``SESSION_KEY`` for a user object, ``str(user)`` for a primary key; ``None`` for an
+    anonymous or unsaved user, who has no sessions."""
+    if getattr(user, "is_anonymous", False) is True:
+        return None
+    meta = getattr(user, "_meta", None)
+    if meta is None:
+        return str(user)
+    if user.pk is None:
+        return None
+    return str(meta.pk.value_to_string(user))
+
+
+def sessions_of_user(user: Any) -> List[SessionInfo]:
+    """The live sessions of ``user`` (a user object, or its primary key) in the engine's
+    store, oldest first: digest, size, age, time left, version -- never session keys.
+
+    Only sessions of this engine (``SESSION_ENGINE = "shmsession.contrib.django"``) have
+    owners; an anonymous user has none.
+    """
+    owner = _owner_of_user(user)
+    return [] if owner is None else _session_store().sessions_of(owner)
+
+
+def logout_everywhere(user: Any, *, keep: Union[SessionBase, str, None] = None) -> int:
+    """Delete every session of ``user`` (a user object, or its primary key) but ``keep``
+    (``request.session``, or a session key: the one to stay logged in), and return how many
+    were deleted. Their cookies are anonymous from then on; a request of one of them that is
+    running does not save it back.
+    """
+    owner = _owner_of_user(user)
+    if owner is None:
+        return 0
+    kept = keep.session_key if isinstance(keep, SessionBase) else keep
+    return _session_store().invalidate_owner(owner, keep=kept)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,6 +50,9 @@ if not settings.configured:
                     "NAME": os.path.join(_DB_DIR, "db.sqlite3"),
                 }
             },
+            # Real users for the owner tests (the gunicorn workers have no database).
+            INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth",
+                            "django.contrib.sessions"],
         )
     )
     django.setup()
@@ -69,7 +72,8 @@ from django.db import connections  # noqa: E402
 from django.test import Client, override_settings  # noqa: E402
 
 from shmsession import SessionStorage, Store, StoreFull, ValueTooLarge  # noqa: E402
-from shmsession.contrib.django import SessionStore, ShmCache, close_stores  # noqa: E402
+from shmsession.contrib.django import (  # noqa: E402
+    SessionStore, ShmCache, close_stores, logout_everywhere, sessions_of_user)
 
 ENGINES = {
     "shmsession": "shmsession.contrib.django",
@@ -110,10 +114,11 @@ class Stores(NamedTuple):
 
 @pytest.fixture(scope="module", autouse=True)
 def _database() -> Iterator[None]:
-    """The sessions table, for the cached_db engine; the database is removed afterwards."""
+    """The sessions table, for the cached_db engine, and the users'; the database is removed
+    afterwards."""
     os.mkdir(_DB_DIR, 0o700)
     try:
-        call_command("migrate", "sessions", verbosity=0, interactive=False)
+        call_command("migrate", verbosity=0, interactive=False)
         yield
     finally:
         connections.close_all()
@@ -633,6 +638,88 @@ def test_client_login_cycles_the_key_and_bad_cookies_are_anonymous(on_backend: S
         stranger = Client()
         stranger.cookies["sessionid"] = bad
         assert stranger.get("/whoami/").status_code == 401
+
+
+# -- owners: log a user out everywhere ---------------------------------------------------------
+
+
+def _signed_in(user: str) -> Client:
+    client = Client()
+    assert client.post(f"/signin/?user={user}").status_code == 200
+    return client
+
+
+def test_client_logout_everywhere_from_a_third_request(on_backend: Stores) -> None:
+    other = on_backend.sessions
+    first, second, third = (_signed_in("7") for _ in range(3))
+    bob = _signed_in("8")
+    old = [c.cookies["sessionid"].value for c in (first, second)]
+    assert len(sessions_of_user("7")) == 3 and len(other.sessions_of("7")) == 3
+    assert len(sessions_of_user(8)) == 1  # a primary key, as well as a user
+
+    # "Log out my other devices": the current session stays.
+    assert third.post("/logout-everywhere/?keep=1").json()["revoked"] == 2
+    assert all(key not in other for key in old)
+    for client in (first, second):
+        assert client.get("/whoami/").status_code == 401
+    assert third.get("/whoami/").json()["session"]["user"] == "7"
+    assert bob.get("/whoami/").json()["session"]["user"] == "8"
+    assert len(sessions_of_user("7")) == 1
+
+    # Without keep, the current session goes too; its next request is anonymous.
+    assert third.post("/incr/").json()["n"] == 1
+    assert third.post("/logout-everywhere/").json()["revoked"] == 1
+    assert third.post("/incr/").status_code == 401
+    assert sessions_of_user("7") == [] and len(sessions_of_user("8")) == 1
+
+
+def test_the_engine_records_the_user_that_auth_logs_in(on_backend: Stores) -> None:
+    """``django.contrib.auth.login`` (through the test client's ``force_login``) puts the
+    user's id under ``SESSION_KEY``; each save records it as the session's owner."""
+    from django.contrib.auth import SESSION_KEY
+    from django.contrib.auth.models import AnonymousUser, User
+
+    alice = User.objects.create_user(f"alice-{uuid.uuid4().hex}")
+    bob = User.objects.create_user(f"bob-{uuid.uuid4().hex}")
+    phone, laptop, desk, bobs = Client(), Client(), Client(), Client()
+    for client, user in ((phone, alice), (laptop, alice), (desk, alice), (bobs, bob)):
+        client.force_login(user)
+    keys = [c.cookies["sessionid"].value for c in (phone, laptop, desk)]
+    anonymous = SessionStore()
+    anonymous["cart"] = ["x"]
+    anonymous.save()  # no user: nobody's session
+    late = SessionStore()
+    late[SESSION_KEY] = str(alice.pk)
+    run(late.asave())  # the async save records the owner too
+    assert len(sessions_of_user(alice)) == 4
+    assert len(on_backend.sessions.sessions_of(str(alice.pk))) == 4
+    assert sessions_of_user(AnonymousUser()) == [] and logout_everywhere(AnonymousUser()) == 0
+
+    assert logout_everywhere(alice, keep=SessionStore(keys[2])) == 3  # keep: a session
+    assert [key in on_backend.sessions for key in keys] == [False, False, True]
+    assert not SessionStore().exists(late.session_key)
+    assert SessionStore(keys[2])[SESSION_KEY] == str(alice.pk)
+    assert logout_everywhere(alice.pk, keep=keys[2]) == 0  # keep: a session key
+    assert logout_everywhere(alice) == 1 and keys[2] not in on_backend.sessions
+    assert len(sessions_of_user(bob)) == 1 and SessionStore().exists(anonymous.session_key)
+
+
+def test_a_session_keeps_its_owner_until_it_is_deleted(on_backend: Stores) -> None:
+    """A save without ``SESSION_KEY`` keeps the owner the session has: removing the key
+    alone leaves it the user's (``logout_everywhere`` still ends it); ``flush()``, which
+    ``django.contrib.auth.logout`` calls, deletes it."""
+    from django.contrib.auth import SESSION_KEY
+
+    popped, flushed = SessionStore(), SessionStore()
+    for session in (popped, flushed):
+        session[SESSION_KEY] = "7"
+        session.save()
+    del popped[SESSION_KEY]
+    popped["cart"] = ["x"]
+    popped.save()
+    flushed.flush()
+    assert len(sessions_of_user("7")) == 1
+    assert logout_everywhere("7") == 1 and not SessionStore().exists(popped.session_key)
 
 
 # =============================================================================================
@@ -1203,6 +1290,49 @@ def test_gunicorn_workers_share_sessions_and_cache(gunicorn: Server) -> None:
     assert cookie not in store
     replays = in_threads([lambda: call(port, "GET", "/whoami/", jar(cookie))] * 12, 12)
     assert all(r.status == 401 and r.json()["anonymous"] is True for r in replays), replays
+    assert gunicorn.proc.poll() is None, f"gunicorn died\n{gunicorn.output()[-3000:]}"
+
+
+@pytest.mark.timeout(150)
+def test_gunicorn_logout_everywhere(gunicorn: Server) -> None:
+    port, store = gunicorn.port, gunicorn.store
+    assert store is not None
+
+    def signin(user: str) -> Dict[str, str]:
+        reply = call(port, "POST", f"/signin/?user={user}")
+        found = reply.cookie("sessionid")
+        assert reply.status == 200 and found is not None and found[0], reply
+        return {"sessionid": found[0]}
+
+    first, second, third, bob = signin("7"), signin("7"), signin("7"), signin("8")
+    assert len(store.sessions_of("7")) == 3 and len(store.sessions_of("8")) == 1
+
+    reply = call(port, "POST", "/logout-everywhere/?keep=1", third)
+    assert reply.status == 200 and reply.json()["revoked"] == 2, reply
+    # The old cookies, on every worker that answers (until two have): anonymous; the kept
+    # one and bob's are not.
+    jars, users = [first, second, third, bob], [None, None, "7", "8"]
+    pids: set = set()
+    for _ in range(SPREAD_ROUNDS):
+        answers = in_threads([lambda j=j: call(port, "GET", "/whoami/", j) for j in jars] * 5,
+                             20)
+        for k, r in enumerate(answers):
+            if users[k % 4] is None:
+                assert r.status == 401 and r.json()["anonymous"] is True, (k, r)
+            else:
+                assert r.status == 200 and r.json()["session"]["user"] == users[k % 4], (k, r)
+        pids.update(r.json()["pid"] for r in answers)
+        if len(pids) >= 2:
+            break
+    assert len(pids) >= 2, f"only worker(s) {pids} answered"
+    assert len(store.sessions_of("7")) == 1
+
+    # Without keep, the current session goes too.
+    reply = call(port, "POST", "/logout-everywhere/", third)
+    assert reply.status == 200 and reply.json()["revoked"] == 1, reply
+    replays = in_threads([lambda: call(port, "GET", "/whoami/", third)] * 12, 12)
+    assert all(r.status == 401 and r.json()["anonymous"] is True for r in replays), replays
+    assert store.sessions_of("7") == [] and len(store.sessions_of("8")) == 1
     assert gunicorn.proc.poll() is None, f"gunicorn died\n{gunicorn.output()[-3000:]}"
 
 

@@ -8,5 +8,7 @@ urlpatterns = [
     path("incr/", views.incr),
     path("put/", views.put),
     path("logout/", views.logout),
+    path("signin/", views.signin),
+    path("logout-everywhere/", views.logout_everywhere),
     path("cache/incr/", views.cache_incr),
 ]

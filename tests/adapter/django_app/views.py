@@ -7,9 +7,12 @@ import json
 import os
 from typing import Any
 
+from django.contrib.auth import SESSION_KEY
 from django.core.cache import cache
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
+
+from shmsession.contrib import django as shm_django
 
 
 def _answer(status: int = 200, **fields: Any) -> JsonResponse:
@@ -62,6 +65,27 @@ def logout(request: HttpRequest) -> JsonResponse:
     """``POST /logout/``: ``session.flush()`` deletes the session from the store."""
     request.session.flush()
     return _answer(logged_out=True)
+
+
+@require_POST
+def signin(request: HttpRequest) -> JsonResponse:
+    """``POST /signin/?user=ID``: what ``django.contrib.auth.login`` does to the session,
+    without a database of users: a new key, and the user's id under ``SESSION_KEY``."""
+    request.session.cycle_key()
+    request.session[SESSION_KEY] = request.session["user"] = request.GET["user"]
+    request.session["n"] = 0
+    return _answer(user=request.session["user"])
+
+
+@require_POST
+def logout_everywhere(request: HttpRequest) -> JsonResponse:
+    """``POST /logout-everywhere/``: ends every session of the signed-in user;
+    ``?keep=1``: but this one."""
+    if SESSION_KEY not in request.session:
+        return _answer(401, anonymous=True)
+    keep = request.session if request.GET.get("keep") else None
+    return _answer(revoked=shm_django.logout_everywhere(request.session[SESSION_KEY],
+                                                        keep=keep))
 
 
 @require_POST
