@@ -651,11 +651,19 @@ def test_the_owner_is_str_of_the_owner_keys_value(store: Store) -> None:
         session["uid"] = uid
         return {}
 
+    @app.post("/no-uid")
+    def no_uid() -> Dict[str, Any]:
+        session["uid"] = None
+        return {}
+
     client = app.test_client()
     client.post("/set/x/1")  # no owner key: the session is nobody's
     assert iface.sessions_of("42") == [] and iface.sessions_of("None") == []
     client.post("/uid/42")  # an int: the owner is "42"
-    assert [info.size for info in iface.sessions_of("42")] == [len(store.read(sid_of(app, client)))]
+    size = len(store.read(sid_of(app, client)))
+    assert [info.size for info in iface.sessions_of("42")] == [size]
+    client.post("/no-uid")  # None is no owner: the session stays 42's
+    assert len(iface.sessions_of("42")) == 1 and iface.sessions_of("None") == []
     assert iface.logout_everywhere(42) == 1 and anonymous(client)
 
 
