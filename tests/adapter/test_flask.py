@@ -174,10 +174,14 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-def signer(app: Flask) -> TimestampSigner:
+def interface(app: Flask) -> ShmSessionInterface:
     iface = app.session_interface
     assert isinstance(iface, ShmSessionInterface)
-    found = iface.get_signer(app)
+    return iface
+
+
+def signer(app: Flask) -> TimestampSigner:
+    found = interface(app).get_signer(app)
     assert found is not None
     return found
 
@@ -620,8 +624,7 @@ def anonymous(client: FlaskClient) -> bool:
 
 def test_logout_everywhere_from_a_third_request(store: Store) -> None:
     app = make_app(store, owner_key="user")
-    iface = app.session_interface
-    assert isinstance(iface, ShmSessionInterface)
+    iface = interface(app)
     first, second, third = (logged_in(app, "alice") for _ in range(3))
     bob = logged_in(app, "bob")
     assert len(iface.sessions_of("alice")) == 3
@@ -643,8 +646,7 @@ def test_logout_everywhere_from_a_third_request(store: Store) -> None:
 
 def test_the_owner_is_str_of_the_owner_keys_value(store: Store) -> None:
     app = make_app(store, owner_key="uid")
-    iface = app.session_interface
-    assert isinstance(iface, ShmSessionInterface)
+    iface = interface(app)
 
     @app.post("/uid/<int:uid>")
     def set_uid(uid: int) -> Dict[str, Any]:
@@ -671,10 +673,8 @@ def test_without_owner_key_sessions_have_no_owner(store: Store) -> None:
     app = make_app(store)
     client = logged_in(app, "alice")
     assert store.sessions_of("alice") == []
-    iface = app.session_interface
-    assert isinstance(iface, ShmSessionInterface)
     with pytest.raises(TypeError, match="owner_key"):
-        iface.logout_everywhere("alice")
+        interface(app).logout_everywhere("alice")
     assert not anonymous(client)
 
 
@@ -683,8 +683,7 @@ def test_a_session_keeps_its_owner_until_it_ends(store: Store) -> None:
     drops an owner only with the session), so logging the owner out everywhere still ends
     it; logout (``session.clear()``) deletes it."""
     app = make_app(store, owner_key="user")
-    iface = app.session_interface
-    assert isinstance(iface, ShmSessionInterface)
+    iface = interface(app)
     popped, cleared = logged_in(app, "alice"), logged_in(app, "alice")
     popped.post("/pop/user")
     assert popped.get("/me").json == {"session": {"n": 0}}
