@@ -159,15 +159,21 @@ def _ls_stores(args: argparse.Namespace) -> int:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     if args.name is None:
+        if args.owner is not None:
+            raise Exit(EXIT_USAGE, "--owner lists one owner's sessions in one store: give "
+                                   "its NAME")
         return _ls_stores(args)
     with _open(args) as store:
-        rows = store.sessions()
-    key: Callable[[SessionInfo], Any] = {
-        "age": lambda r: r.age,  # oldest first
-        "size": lambda r: r.size,  # largest first
-        "ttl": lambda r: -math.inf if r.ttl is None else -r.ttl,  # soonest to expire first
-    }[args.sort or "age"]
-    rows.sort(key=key, reverse=not args.reverse)
+        rows = store.sessions() if args.owner is None else store.sessions_of(args.owner)
+    if args.owner is None or args.sort is not None:
+        key: Callable[[SessionInfo], Any] = {
+            "age": lambda r: r.age,  # oldest first
+            "size": lambda r: r.size,  # largest first
+            "ttl": lambda r: -math.inf if r.ttl is None else -r.ttl,  # soonest to expire first
+        }[args.sort or "age"]
+        rows.sort(key=key, reverse=not args.reverse)
+    elif args.reverse:  # an owner's sessions come in the order they became the owner's
+        rows.reverse()
     shown = rows if args.limit is None else rows[: args.limit]
     if args.json:
         print(json_text([
@@ -176,13 +182,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
             for r in shown
         ]))
         return EXIT_OK
+    of = "" if args.owner is None else f" of owner {args.owner!r}"
     if not rows:
-        print(f"no live sessions in store {args.name!r}")
+        print(f"no live sessions{of} in store {args.name!r}")
         return EXIT_OK
     print("\n".join(session_lines(shown)))
     total = sum(r.size for r in rows)
     more = f"; showing {len(shown):,} (--limit)" if len(shown) < len(rows) else ""
-    print(f"{len(rows):,} live session(s), {format_bytes(total)} of values{more}")
+    print(f"{len(rows):,} live session(s){of}, {format_bytes(total)} of values{more}")
     return EXIT_OK
 
 
@@ -218,6 +225,30 @@ def cmd_clear(args: argparse.Namespace) -> int:
                  "logged out.", args.yes, "clear the store")
         store.clear()
     print(f"cleared store {args.name!r}: {n:,} session(s) deleted")
+    return EXIT_OK
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    owner: str = args.owner
+    keep: Optional[str] = args.keep_digest
+    with _open(args) as store:
+        mine = [r.digest for r in store.sessions_of(owner)]
+        if keep is not None and keep not in mine:
+            raise Exit(EXIT_PROBLEM, f"owner {owner!r} has no live session of digest {keep} "
+                                     f"in store {args.name!r} (see `shmsession ls "
+                                     f"{args.name} --owner ID`); nothing was deleted")
+        doomed = [d for d in mine if d != keep]
+        but = "" if keep is None else f" (all but {keep})"
+        _confirm(f"Delete {len(doomed):,} session(s) of owner {owner!r}{but} in store "
+                 f"{args.name!r}? They are logged out.", args.yes, "revoke the sessions")
+        if keep is None:
+            n = store.invalidate_owner(owner)  # one step: also what was written since
+        else:
+            # The store keeps by session id, which the command does not know: delete the
+            # others one by one (not one step against the owner's concurrent writes).
+            n = sum(store.invalidate_digest(d) for d in doomed)
+    kept = "" if keep is None else f"; kept {keep}"
+    print(f"revoked {n:,} session(s) of owner {owner!r} in store {args.name!r}{kept}")
     return EXIT_OK
 
 

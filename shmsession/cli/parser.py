@@ -12,7 +12,8 @@ import signal
 import sys
 from typing import Any, Callable, Optional, Sequence
 
-from .. import InvalidName, ShmSessionError
+from .. import InvalidName, InvalidOwner, ShmSessionError
+from .._rules import check_digest
 from .commands import (
     EXIT_INTERRUPTED,
     EXIT_PROBLEM,
@@ -24,6 +25,7 @@ from .commands import (
     cmd_dump,
     cmd_load,
     cmd_ls,
+    cmd_revoke,
     cmd_stats,
     cmd_top,
     cmd_unlink,
@@ -37,7 +39,7 @@ exit status:
   0    success (check: the store is sound)
   1    a problem: check found damage, a snapshot is truncated or altered, the store
        refused (permission, layout version, lock timeout...), or you answered "no"
-  2    usage error, or clear/unlink without --yes when stdin is not a terminal
+  2    usage error, or clear/unlink/revoke without --yes when stdin is not a terminal
   3    no store of that name exists
   130  interrupted (Ctrl-C); `top` exits 0 on Ctrl-C or q
 
@@ -76,6 +78,13 @@ def _positive_float(text: str) -> float:
     if not 0 < x < math.inf:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
     return x
+
+
+def _digest(text: str) -> str:
+    try:
+        return check_digest(text).hex()
+    except ShmSessionError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,9 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
         "List the live sessions: the keyed digest each is filed under (the store never holds\n"
         "raw session ids), the size of its value, its age, its time left and its version.\n"
         "Without NAME, list the stores on this host, like ipcs -m: name, size, heap fill,\n"
-        "entries, owner and mode (a store that cannot be opened shows ? and why, in --json).",
+        "entries, owner and mode (a store that cannot be opened shows ? and why, in --json).\n"
+        "With --owner ID, list only the sessions of that owner (written with owner=ID), in\n"
+        "the order they became the owner's unless --sort says otherwise.",
         parents=(optional_name,),
     )
+    p.add_argument("--owner", metavar="ID",
+                   help="only the sessions of this owner (a user id), as sessions_of(ID)")
     p.add_argument("--sort", choices=("age", "size", "ttl"), default=None,
                    help="age: oldest first (default); size: largest first; ttl: soonest to "
                         "expire first")
@@ -166,6 +179,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("clear", "delete every session of the store (asks first)", cmd_clear,
                 "Delete every session; the store stays. Asks on the terminal unless --yes.")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask")
+
+    p = command(
+        "revoke", "delete every session of one owner: log a user out everywhere (asks first)",
+        cmd_revoke,
+        "Delete every live session of owner ID (those written with owner=ID), in one step\n"
+        "against concurrent writes, as invalidate_owner(ID) does. With --keep-digest D, keep\n"
+        "the owner's session of digest D (as `ls NAME --owner ID` shows it) and delete the\n"
+        "others one by one: not one step, so a session the owner gains meanwhile may stay.\n"
+        "A D that is not one of the owner's live sessions deletes nothing. Asks on the\n"
+        "terminal unless --yes.",
+    )
+    p.add_argument("--owner", metavar="ID", required=True,
+                   help="the owner (a user id) whose sessions to delete")
+    p.add_argument("--keep-digest", type=_digest, metavar="D",
+                   help="keep the owner's session of this digest (32 hex digits)")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask")
 
     p = command(
@@ -225,7 +254,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if exc.message:
             print(f"{PROG} {args.command}: {exc.message}", file=sys.stderr)
         return exc.code
-    except InvalidName as exc:
+    except (InvalidName, InvalidOwner) as exc:
         print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ShmSessionError as exc:

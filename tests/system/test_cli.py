@@ -35,7 +35,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMAND = [sys.executable, "-m", "shmsession"]
 RUN_TIMEOUT = 60.0  # one command, on a loaded machine
 T = TypeVar("T")
-SUBCOMMANDS = ("stats", "top", "ls", "check", "clear", "unlink", "dump", "load", "demo")
+SUBCOMMANDS = ("stats", "top", "ls", "check", "clear", "revoke", "unlink", "dump", "load",
+               "demo")
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -207,6 +208,8 @@ def test_help_lists_every_command_and_the_exit_codes() -> None:
     ("stats", "x", "--json", "--prometheus"),
     ("top", "x", "--interval", "0"),
     ("ls", "x", "--sort", "colour"),
+    ("revoke", "x", "--yes"),  # no --owner
+    ("revoke", "x", "--owner", "alice", "--keep-digest", "not-a-digest"),
     ("load", "x", "f", "--size", "lots"),
 ])
 def test_usage_errors_exit_2(args: Tuple[str, ...]) -> None:
@@ -222,7 +225,8 @@ def test_an_invalid_store_name_is_a_usage_error() -> None:
 
 @pytest.mark.parametrize("args", [
     ("stats", "{}"), ("stats", "{}", "--prometheus"), ("top", "{}", "--iterations", "1"),
-    ("ls", "{}"), ("check", "{}"), ("clear", "{}", "--yes"), ("unlink", "{}", "--yes"),
+    ("ls", "{}"), ("ls", "{}", "--owner", "alice"), ("check", "{}"), ("clear", "{}", "--yes"),
+    ("revoke", "{}", "--owner", "alice", "--yes"), ("unlink", "{}", "--yes"),
     ("dump", "{}", "/nonexistent-dir/snap"),
 ])
 def test_no_such_store_exits_3_and_creates_nothing(name: str, args: Tuple[str, ...]) -> None:
@@ -588,6 +592,124 @@ def test_unlink_asks_on_a_terminal(name: str, pty_run: List[Pty]) -> None:
     assert yes.wait() == 0
     assert b"removed store" in yes.output
     assert not SessionStorage.exists(name)
+
+
+# --------------------------------------------------------------------------------------------
+# Owners: ls --owner and revoke
+# --------------------------------------------------------------------------------------------
+
+
+def fill_owners(name: str) -> Dict[str, List[str]]:
+    """Store ``name`` with 3 sessions of alice (growing sizes), 2 of bob and 2 of nobody;
+    returns each owner's digests in the order they became the owner's ("" for nobody's)."""
+    with SessionStorage(name, size=4 << 20) as store:
+        for k in range(3):
+            store.write(f"alice-{k}-{SessionStorage.new_id()}", b"a" * (100 * (3 - k)),
+                        owner="alice")
+            time.sleep(0.002)  # distinct ages, so that sorting by age is not a tie
+        for k in range(2):
+            store.write(f"bob-{k}-{SessionStorage.new_id()}", b"b", owner="bob")
+            store.write(f"anon-{k}-{SessionStorage.new_id()}", b"n")
+        of = {o: [r.digest for r in store.sessions_of(o)] for o in ("alice", "bob")}
+        owned = set(of["alice"]) | set(of["bob"])
+        of[""] = [r.digest for r in store.sessions() if r.digest not in owned]
+    return of
+
+
+def _owned(name: str, owner: str) -> List[str]:
+    with SessionStorage(name, create=False) as store:
+        return [r.digest for r in store.sessions_of(owner)]
+
+
+def test_ls_owner_lists_that_owners_sessions_in_the_order_they_became_its(name: str) -> None:
+    of = fill_owners(name)
+    result = run("ls", name, "--owner", "alice")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["DIGEST", "SIZE", "AGE", "TIME", "LEFT", "VERSION"]
+    assert [row.split()[0] for row in lines[1:-1]] == of["alice"]
+    assert re.fullmatch(r"3 live session\(s\) of owner 'alice', 600 B of values", lines[-1])
+
+    listed = json.loads(run("ls", name, "--owner", "alice", "--json").stdout)
+    assert [r["digest"] for r in listed] == of["alice"]
+    assert set(listed[0]) == {"digest", "size", "age", "ttl", "version"}
+    newest = json.loads(run("ls", name, "--owner", "alice", "-r", "--limit", "2",
+                            "--json").stdout)
+    assert [r["digest"] for r in newest] == of["alice"][::-1][:2]
+    smallest = json.loads(run("ls", name, "--owner", "alice", "--sort", "size", "-r",
+                              "--json").stdout)
+    assert [r["size"] for r in smallest] == [100, 200, 300]
+    assert [r["digest"] for r in json.loads(
+        run("ls", name, "--owner", "bob", "--json").stdout)] == of["bob"]
+    nobody = run("ls", name, "--owner", "carol")
+    assert nobody.returncode == 0
+    assert nobody.stdout == f"no live sessions of owner 'carol' in store {name!r}\n"
+
+
+def test_ls_owner_needs_a_store_name_and_a_valid_owner(name: str) -> None:
+    line = assert_one_line_error(run("ls", "--owner", "alice"), 2)
+    assert "NAME" in line
+    fill_owners(name)
+    line = assert_one_line_error(run("ls", name, "--owner", ""), 2)
+    assert "owner" in line
+
+
+def test_revoke_deletes_every_session_of_the_owner_only(name: str) -> None:
+    of = fill_owners(name)
+    result = run("revoke", name, "--owner", "alice", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"revoked 3 session(s) of owner 'alice' in store {name!r}\n"
+    assert _owned(name, "alice") == [] and _owned(name, "bob") == of["bob"]
+    assert _live(name) == 4  # bob's 2 and nobody's 2
+    again = run("revoke", name, "--owner", "alice", "--yes")
+    assert again.returncode == 0 and "revoked 0 session(s)" in again.stdout
+
+
+def test_revoke_keep_digest_keeps_that_session(name: str) -> None:
+    of = fill_owners(name)
+    keep = of["alice"][1]
+    result = run("revoke", name, "--owner", "alice", "--keep-digest", keep, "--yes")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (f"revoked 2 session(s) of owner 'alice' in store {name!r}; "
+                             f"kept {keep}\n")
+    assert _owned(name, "alice") == [keep] and _owned(name, "bob") == of["bob"]
+    assert _live(name) == 5
+
+
+@pytest.mark.parametrize("whose", ["bob", "", "none"])
+def test_revoke_keep_digest_not_the_owners_deletes_nothing(name: str, whose: str) -> None:
+    """A digest of another owner's session, of one with no owner, or of none at all: a
+    mistyped D must not log the user out of the session they meant to keep."""
+    of = fill_owners(name)
+    keep = of[whose][0] if whose != "none" else "0" * 32
+    line = assert_one_line_error(
+        run("revoke", name, "--owner", "alice", "--keep-digest", keep, "--yes"), 1)
+    assert "nothing was deleted" in line and keep in line
+    assert _owned(name, "alice") == of["alice"] and _live(name) == 7
+
+
+def test_revoke_refuses_without_yes_when_stdin_is_not_a_terminal(name: str) -> None:
+    of = fill_owners(name)
+    line = assert_one_line_error(run("revoke", name, "--owner", "alice", stdin="y\n"), 2)
+    assert "--yes" in line
+    assert _owned(name, "alice") == of["alice"]
+
+
+def test_revoke_asks_on_a_terminal(name: str, pty_run: List[Pty]) -> None:
+    of = fill_owners(name)
+    no = start(pty_run, "revoke", name, "--owner", "alice", "--keep-digest", of["alice"][0])
+    no.read_until(rf"Delete 2 session\(s\) of owner 'alice' \(all but {of['alice'][0]}\) "
+                  r"in store '[^']+'\?.*\[y/N\] ")
+    no.type(b"n\r")
+    assert no.wait() == 1
+    assert b"nothing was changed" in no.output
+    assert _owned(name, "alice") == of["alice"]
+    yes = start(pty_run, "revoke", name, "--owner", "alice")
+    yes.read_until(r"Delete 3 session\(s\) of owner 'alice' in store '[^']+'\?.*\[y/N\] ")
+    yes.type(b"y\r")
+    assert yes.wait() == 0
+    assert b"revoked 3 session(s)" in yes.output
+    assert _owned(name, "alice") == [] and _live(name) == 4
 
 
 # --------------------------------------------------------------------------------------------
