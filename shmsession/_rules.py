@@ -17,8 +17,8 @@ from ._errors import (InvalidName, InvalidOption, InvalidOwner, InvalidSessionId
 
 __all__ = [
     "BytesLike", "DIGEST_SIZE", "MAX_ID_BYTES", "MAX_OWNER_SESSIONS", "MAX_TTL", "Provider",
-    "check_digest", "check_expect", "check_id", "check_name", "check_option", "check_owner",
-    "check_value", "is_int", "is_number", "new_id", "owner_digest", "ttl_ns",
+    "check_digest", "check_expect", "check_id", "check_keep", "check_name", "check_option",
+    "check_owner", "check_value", "is_int", "is_number", "new_id", "owner_digest", "ttl_ns",
 ]
 
 BytesLike = Union[bytes, bytearray, memoryview]
@@ -119,6 +119,21 @@ def check_digest(digest: object) -> bytes:
             f"gives it, got {digest[:80]!r}"
         )
     return bytes.fromhex(digest)
+
+
+def check_keep(keep: object, keep_digest: object) -> Optional[bytes]:
+    """What ``invalidate_owner`` keeps: None when it keeps a session id (``keep``, which the
+    store digests itself) or nothing, else the bytes of ``keep_digest``.
+
+    :raises InvalidOption: both are given. :raises InvalidType, InvalidSessionId:
+        ``keep_digest`` is not a digest (see :func:`check_digest`).
+    """
+    if keep_digest is None:
+        return None
+    if keep is not None:
+        raise InvalidOption("invalidate_owner keeps one session: give keep (its id) or "
+                            "keep_digest (its digest), not both")
+    return check_digest(keep_digest)
 
 
 def check_value(value: object, max_value: int) -> bytes:

@@ -129,10 +129,12 @@ class AsyncSessionStorage:
         infos: List[SessionInfo] = await self._run(self.sync.sessions_of, owner)
         return infos
 
-    async def invalidate_owner(self, owner: str, *, keep: Optional[str] = None) -> int:
+    async def invalidate_owner(self, owner: str, *, keep: Optional[str] = None,
+                               keep_digest: Optional[str] = None) -> int:
         """:meth:`SessionStorage.invalidate_owner`, run in a worker thread (one hop: the
         whole deletion holds the store's lock there)."""
-        deleted: int = await self._run(self.sync.invalidate_owner, owner, keep=keep)
+        deleted: int = await self._run(self.sync.invalidate_owner, owner, keep=keep,
+                                       keep_digest=keep_digest)
         return deleted
 
     async def invalidate_digest(self, digest: str) -> bool:

@@ -24,7 +24,8 @@ from ._digests import Digests
 from ._engine import Engine, engine_stats
 from ._errors import CorruptSegment, SessionNotFound, StoreClosed
 from ._rules import (
-    BytesLike, Provider, check_digest, check_expect, check_name, check_value, new_id,
+    BytesLike, Provider, check_digest, check_expect, check_keep, check_name, check_value,
+    new_id,
 )
 from ._rules import ttl_ns as _ttl_ns  # "ttl_ns" names the nanoseconds in the methods
 from ._types import SessionInfo, Stats
@@ -286,9 +287,11 @@ class SessionStorage:
             now = _monotonic_ns()
             return [_dump.info(s, now) for s in engine.ownership.slots_of(odigest, now)]
 
-    def invalidate_owner(self, owner: str, *, keep: Optional[str] = None) -> int:
+    def invalidate_owner(self, owner: str, *, keep: Optional[str] = None,
+                         keep_digest: Optional[str] = None) -> int:
         """Delete every session of ``owner`` except the session id ``keep`` (the current
-        one, for "log out my other devices"); returns how many live sessions it deleted.
+        one, for "log out my other devices"), or the one named by ``keep_digest`` as
+        :class:`SessionInfo` gives it; returns how many live sessions it deleted.
         Atomic against every write: it holds the lock throughout, so a session written
         meanwhile is either deleted or written after it (a read that takes no lock may see
         some of the owner's sessions gone before the others). Costs in proportion to the
@@ -296,10 +299,14 @@ class SessionStorage:
 
         :raises InvalidOwner: ``owner`` is empty or over ``MAX_ID_BYTES``.
         :raises InvalidType: ``owner`` is not a ``str``.
-        :raises InvalidSessionId: ``keep`` is not a valid id.
+        :raises InvalidSessionId: ``keep`` is not a valid id, or ``keep_digest`` not 32
+            lowercase hex digits.
+        :raises InvalidOption: both ``keep`` and ``keep_digest`` are given.
         """
         odigest = self._digests.owner(owner)
-        kept = None if keep is None else self._digests.of(keep)
+        kept = check_keep(keep, keep_digest)
+        if keep is not None:
+            kept = self._digests.of(keep)
         self._access.acquire()
         try:
             return self._engine.ownership.invalidate_owner(odigest, kept, _monotonic_ns())

@@ -9,7 +9,8 @@ from typing import Any, BinaryIO, Callable, List, Optional, Tuple, TypeVar, Unio
 import redis.asyncio as _aioredis
 
 from .._errors import StoreClosed
-from .._rules import MAX_OWNER_SESSIONS, BytesLike, Provider, check_digest, new_id
+from .._rules import (MAX_OWNER_SESSIONS, BytesLike, Provider, check_digest, check_keep,
+                      new_id)
 from .._types import SessionInfo, Stats
 from ._core import (
     _INVALIDATE,
@@ -203,19 +204,24 @@ class AsyncRedisSessionStorage:
                                         args=[owner_hex, c.prefix], client=self._r)
         return c.sessions(reply)
 
-    async def invalidate_owner(self, owner: str, *, keep: Optional[str] = None) -> int:
+    async def invalidate_owner(self, owner: str, *, keep: Optional[str] = None,
+                               keep_digest: Optional[str] = None) -> int:
         """Delete every live session of ``owner`` but the one of session id ``keep`` (the
-        current one, to "log out my other devices"); returns how many were deleted. One step
+        current one, to "log out my other devices"), or the one named by ``keep_digest`` as
+        ``sessions_of`` gives it; returns how many were deleted. One step
         against every write: a session of the owner written before the call is gone after
         it, and one written after it (with ``owner=None``) is a new session with no owner.
 
         :raises InvalidOwner: ``owner`` is empty or too long (nothing is deleted).
         :raises InvalidType: ``owner`` is not a ``str``, or ``keep`` not a session id.
-        :raises InvalidSessionId: ``keep`` is not a valid session id.
+        :raises InvalidSessionId: ``keep`` is not a valid session id, or ``keep_digest``
+            not 32 lowercase hex digits.
+        :raises InvalidOption: both ``keep`` and ``keep_digest`` are given.
         """
         c = self._c
         owner_hex = c.owner(owner)
-        keep_hex = "" if keep is None else c.digest(keep)
+        kept = check_keep(keep, keep_digest)
+        keep_hex = c.digest(keep) if keep is not None else "" if kept is None else kept.hex()
         return int(await self._revoke(keys=[c.owner_index(owner_hex), c.meta],
                                       args=[owner_hex, c.prefix, keep_hex], client=self._r))
 
