@@ -184,12 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "revoke", "delete every session of one owner: log a user out everywhere (asks first)",
         cmd_revoke,
-        "Delete every live session of owner ID (those written with owner=ID), in one step\n"
-        "against concurrent writes, as invalidate_owner(ID) does. With --keep-digest D, keep\n"
-        "the owner's session of digest D (as `ls NAME --owner ID` shows it) and delete the\n"
-        "others one by one: not one step, so a session the owner gains meanwhile may stay.\n"
-        "A D that is not one of the owner's live sessions deletes nothing. Asks on the\n"
-        "terminal unless --yes.",
+        "Delete every live session of owner ID (those written with owner=ID) in one step\n"
+        "against concurrent writes, as invalidate_owner(ID) does; with --keep-digest D, all\n"
+        "but the owner's session of digest D (as `ls NAME --owner ID` shows it). A D that is\n"
+        "not one of the owner's live sessions deletes nothing (exit 1). Asks on the terminal\n"
+        "unless --yes.",
     )
     p.add_argument("--owner", metavar="ID", required=True,
                    help="the owner (a user id) whose sessions to delete")

@@ -695,21 +695,27 @@ def test_revoke_refuses_without_yes_when_stdin_is_not_a_terminal(name: str) -> N
     assert _owned(name, "alice") == of["alice"]
 
 
-def test_revoke_asks_on_a_terminal(name: str, pty_run: List[Pty]) -> None:
+def test_revoke_asks_on_a_terminal_and_takes_what_came_meanwhile(name: str,
+                                                                  pty_run: List[Pty]) -> None:
+    """The deletion is one step when the answer comes: a session the owner gained while the
+    question was on the screen goes too (but the kept one stays)."""
     of = fill_owners(name)
-    no = start(pty_run, "revoke", name, "--owner", "alice", "--keep-digest", of["alice"][0])
-    no.read_until(rf"Delete 2 session\(s\) of owner 'alice' \(all but {of['alice'][0]}\) "
-                  r"in store '[^']+'\?.*\[y/N\] ")
+    no = start(pty_run, "revoke", name, "--owner", "alice")
+    no.read_until(r"Delete 3 session\(s\) of owner 'alice' in store '[^']+'\?.*\[y/N\] ")
     no.type(b"n\r")
     assert no.wait() == 1
     assert b"nothing was changed" in no.output
     assert _owned(name, "alice") == of["alice"]
-    yes = start(pty_run, "revoke", name, "--owner", "alice")
-    yes.read_until(r"Delete 3 session\(s\) of owner 'alice' in store '[^']+'\?.*\[y/N\] ")
+    keep = of["alice"][0]
+    yes = start(pty_run, "revoke", name, "--owner", "alice", "--keep-digest", keep)
+    yes.read_until(rf"Delete 2 session\(s\) of owner 'alice' \(all but {keep}\) in store "
+                   r"'[^']+'\?.*\[y/N\] ")
+    with SessionStorage(name, create=False) as store:
+        store.write("late-" + SessionStorage.new_id(), b"v", owner="alice")
     yes.type(b"y\r")
     assert yes.wait() == 0
     assert b"revoked 3 session(s)" in yes.output
-    assert _owned(name, "alice") == [] and _live(name) == 4
+    assert _owned(name, "alice") == [keep] and _live(name) == 5
 
 
 # --------------------------------------------------------------------------------------------
