@@ -25,28 +25,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import importlib.metadata
 import json
 import os
 import platform
 import secrets
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from bench_store import (publish, redis_server, redis_server_version, redis_unavailable,
+                         remove_leftovers, version)
 
 HERE = Path(__file__).resolve().parent
 TARGET_SESSIONS = 10  # the user's sessions that each revoke deletes
 SESSIONS_PER_OTHER_OWNER = 5  # the store's other sessions belong to sessions / 5 owners
 PAD = 200  # characters of padding in each value: about 240 bytes of JSON a session
 SCAN_BATCH = 1000
-REDIS_START_TIMEOUT = 10.0
 WRITES = ("no owner", "the owner it has", "another owner")
 
 
@@ -73,59 +71,6 @@ def shm_store(tag: str, sessions: int) -> Iterator[Any]:
             store.unlink()
         finally:
             store.close()
-
-
-def redis_unavailable() -> str | None:
-    """Why Redis cannot be measured here, or None when it can."""
-    if shutil.which("redis-server") is None:
-        return "redis-server is not on PATH"
-    try:
-        import redis  # noqa: F401
-    except ImportError:
-        return "the redis package does not import"
-    return None
-
-
-@contextlib.contextmanager
-def redis_server(tag: str) -> Iterator[str]:
-    """A private redis-server on a unix socket in a temp dir; yields the socket path."""
-    import redis
-
-    tmp = tempfile.mkdtemp(prefix=f"{tag}redis-")
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        sock = os.path.join(tmp, "redis.sock")
-        log = os.path.join(tmp, "redis.log")
-        proc = subprocess.Popen(
-            ["redis-server", "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700",
-             "--save", "", "--appendonly", "no", "--dir", tmp, "--logfile", log],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C goes to us; we stop the server in order
-        )
-        deadline = time.monotonic() + REDIS_START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {proc.returncode}: "
-                                   f"{Path(log).read_text(errors='replace')[-2000:]}")
-            try:
-                with redis.Redis(unix_socket_path=sock) as probe:
-                    probe.ping()
-                break
-            except (redis.ConnectionError, FileNotFoundError):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not answer within "
-                                       f"{REDIS_START_TIMEOUT:.0f} s") from None
-                time.sleep(0.05)
-        yield sock
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -239,22 +184,6 @@ def write_ops(store: Any, ops: int, keys: int) -> dict[str, list[int]]:
 
 
 # --- report -----------------------------------------------------------------------------------
-
-def version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def redis_server_version() -> str:
-    try:
-        out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True,
-                             timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-    return next((w[2:] for w in out.split() if w.startswith("v=")), out.strip() or "?")
-
 
 def us(ns: float) -> str:
     return f"{ns / 1e3:,.1f}"
@@ -378,35 +307,6 @@ def run(args: argparse.Namespace, tag: str) -> str:
             results["Redis"] = measure("Redis", store,
                                        lambda st, user, _: redis_scan(sock, st, user), args)
     return render(args, results, notes, redis)
-
-
-def leftovers(tag: str) -> list[str]:
-    """Anything of this run's still in /dev/shm or the temp dir."""
-    found = []
-    for folder in ("/dev/shm", tempfile.gettempdir()):
-        with contextlib.suppress(OSError):
-            found += [os.path.join(folder, n) for n in os.listdir(folder) if tag in n]
-    return sorted(found)
-
-
-def remove_leftovers(tag: str) -> None:
-    """Remove anything of this run's still in /dev/shm or the temp dir, with a warning each:
-    something that should have cleaned up after itself did not."""
-    for path in leftovers(tag):
-        print(f"warning: left behind {path}; removing it", file=sys.stderr)
-        with contextlib.suppress(OSError):
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            else:
-                os.unlink(path)
-
-
-def publish(table: str, output: Path) -> None:
-    """The table to stdout and to ``output``; where it went to stderr."""
-    print(table, end="")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(table)
-    print(f"written to {output}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
