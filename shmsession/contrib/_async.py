@@ -7,14 +7,14 @@ No storage logic: every function here is a store call or two.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 from .._errors import InvalidSessionId
 from .._types import AsyncStore
 from ..aio import AsyncSessionStorage
 from ..store import SessionStorage
 
-__all__ = ["AsyncStore", "open_async_store", "replace_live"]
+__all__ = ["AsyncStore", "open_async_store", "invalidate_owner", "owner_of", "replace_live"]
 
 
 def open_async_store(
@@ -42,8 +42,10 @@ def open_async_store(
     return store
 
 
-async def replace_live(store: AsyncStore, sid: str, data: bytes, ttl: Optional[float]) -> bool:
-    """Write ``data`` over ``sid``'s session only if one is live; returns whether it did.
+async def replace_live(store: AsyncStore, sid: str, data: bytes, ttl: Optional[float],
+                       owner: Optional[str] = None) -> bool:
+    """Write ``data`` over ``sid``'s session only if one is live, as one of ``owner``'s
+    sessions (``None``: it keeps the owner it has); returns whether it did.
 
     A save must never bring back an id that was deleted (logout) or has expired, nor adopt an
     id the client made up, so "is it live" and "write" are one atomic step: the store's
@@ -51,6 +53,28 @@ async def replace_live(store: AsyncStore, sid: str, data: bytes, ttl: Optional[f
     the frameworks expect. An id the store cannot hold (a forged cookie) is no session.
     """
     try:
-        return await store.replace(sid, data, ttl)
+        return await store.replace(sid, data, ttl, owner=owner)
     except InvalidSessionId:
         return False
+
+
+def owner_of(session: Mapping[str, Any], owner_key: Optional[str]) -> Optional[str]:
+    """The owner a session is saved with: ``str`` of its ``owner_key`` value; ``None`` (the
+    store keeps the owner the session has) without an ``owner_key``, or when the session has
+    no such key or holds ``None`` there."""
+    if owner_key is None:
+        return None
+    value = session.get(owner_key)
+    return None if value is None else str(value)
+
+
+async def invalidate_owner(store: AsyncStore, owner: str, keep: Optional[str]) -> int:
+    """Delete every live session of ``owner`` but the session id ``keep``; returns how many.
+    A ``keep`` the store cannot hold (a forged cookie) names no session, so nothing is kept.
+    """
+    try:
+        return await store.invalidate_owner(owner, keep=keep)
+    except InvalidSessionId:
+        if keep is None:
+            raise
+        return await store.invalidate_owner(owner)

@@ -27,20 +27,26 @@ own server-side storages do. Every call is one whole operation of
   session deleted by another request between this one's load and save is written back under
   its old id by ``RedisStorage``, under a fresh one here. A session seeded under a chosen id
   (its record written to the store, its id sent as the cookie) is live, so it keeps that id.
+* Owners (log out everywhere): ``ShmStorage(..., owner_key="user_id")`` saves every session
+  that holds ``"user_id"`` as one of the owner ``str(session["user_id"])``'s sessions; a
+  session without the key (or with ``None`` there) keeps the owner it has. ``await
+  storage.sessions_of(owner)`` lists the owner's sessions and ``await
+  storage.logout_everywhere(owner, keep=request)`` deletes them but the current one.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, List, Optional, Union
 
 from .._errors import InvalidSessionId, missing_extra
+from .._types import SessionInfo
 from ..store import SessionStorage
-from ._async import AsyncStore, open_async_store, replace_live
+from ._async import AsyncStore, invalidate_owner, open_async_store, owner_of, replace_live
 
 try:
     from aiohttp import web
-    from aiohttp_session import AbstractStorage, Session
+    from aiohttp_session import AbstractStorage, Session, get_session
 except ImportError as exc:  # pragma: no cover - depends on what is installed
     raise missing_extra("aiohttp", "aiohttp-session") from exc
 
@@ -55,6 +61,11 @@ class ShmStorage(AbstractStorage):
     uses an open store: a :class:`SessionStorage`, an ``AsyncSessionStorage``, or any object
     with ``AsyncSessionStorage``'s coroutine methods. The cookie parameters, ``encoder`` and
     ``decoder`` are aiohttp-session's.
+
+    :param owner_key: the session key whose value names the session's owner (a user id):
+        a session holding it is saved as one of the owner ``str(value)``'s sessions, for
+        :meth:`sessions_of` and :meth:`logout_everywhere`; ``None`` (the default): sessions
+        get no owner from this storage.
     """
 
     def __init__(
@@ -71,6 +82,7 @@ class ShmStorage(AbstractStorage):
         samesite: Optional[str] = None,
         encoder: Callable[[object], str] = json.dumps,
         decoder: Callable[[str], Any] = json.loads,
+        owner_key: Optional[str] = None,
         **options: Any,
     ) -> None:
         super().__init__(
@@ -85,6 +97,7 @@ class ShmStorage(AbstractStorage):
             decoder=decoder,
         )
         self.store = open_async_store(name, store, options)
+        self.owner_key = owner_key
 
     async def load_session(self, request: web.Request) -> Session:
         """The session the request's cookie names; a new, empty one when there is no cookie
@@ -123,7 +136,32 @@ class ShmStorage(AbstractStorage):
         # A max_age of 0 or less expires the cookie at once; the record then lives 1 s
         # rather than being refused (the store's ttl must be positive).
         ttl = None if session.max_age is None else max(1, session.max_age)
-        if key is None or not await replace_live(self.store, key, data, ttl):
+        owner = owner_of(session, self.owner_key)
+        if key is None or not await replace_live(self.store, key, data, ttl, owner):
             key = self.store.new_id()
-            await self.store.write(key, data, ttl)
+            await self.store.write(key, data, ttl, owner=owner)
         self.save_cookie(response, key, max_age=session.max_age)
+
+    async def sessions_of(self, owner: str) -> List[SessionInfo]:
+        """The live sessions of ``owner`` (a value of ``owner_key``, as ``str``), oldest
+        first: the store's :meth:`~shmsession.SessionStorage.sessions_of` (digests, sizes,
+        ages; never ids)."""
+        return await self.store.sessions_of(owner)
+
+    async def logout_everywhere(
+        self, owner: str, *, keep: Union[str, Session, web.Request, None] = None
+    ) -> int:
+        """Delete every live session of ``owner`` but ``keep``: a session id, a
+        :class:`Session`, or a request whose session to keep (the current one: "log out my
+        other devices"). Returns how many were deleted. The old cookies are anonymous from
+        then on, in every worker.
+
+        Without ``keep``, a request logged in as ``owner`` deletes its own session too:
+        ``session.invalidate()`` it as well, or a change the request makes to it saves it
+        again under a fresh id.
+        """
+        if isinstance(keep, web.Request):
+            keep = await get_session(keep)
+        if isinstance(keep, Session):
+            keep = None if keep.identity is None else str(keep.identity)
+        return await invalidate_owner(self.store, owner, keep)

@@ -32,17 +32,28 @@ regenerate the id at login (``starsessions.regenerate_session_id``) against fixa
 way, an id the store cannot hold (empty, over ``SessionStorage.MAX_ID_BYTES``: a forged
 cookie) reads as no session and is written under a fresh id, never an error the client could
 cause.
+
+Owners (log out everywhere): ``ShmStore(..., owner_key="user_id")`` saves every session that
+holds ``"user_id"`` as one of the owner ``str(session["user_id"])``'s sessions; a session
+without the key (or with ``None`` there) keeps the owner it has. To read that key the store
+decodes what it is given with ``serializer``, which must be the ``SessionMiddleware``'s
+(``JsonSerializer()`` by default, as there). ``await store.sessions_of(owner)`` lists the
+owner's sessions and ``await store.logout_everywhere(owner, keep=request)`` deletes them but
+the current one.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, List, Optional, Union
 
 from .._errors import InvalidSessionId, missing_extra
+from .._types import SessionInfo
 from ..store import SessionStorage
-from ._async import AsyncStore, open_async_store, replace_live
+from ._async import AsyncStore, invalidate_owner, open_async_store, owner_of, replace_live
 
 try:
+    from starlette.requests import HTTPConnection
+    from starsessions import JsonSerializer, Serializer, get_session_id
     from starsessions.stores.base import SessionStore
 except ImportError as exc:  # pragma: no cover - depends on what is installed
     raise missing_extra("starlette", "starsessions") from exc
@@ -66,6 +77,13 @@ class ShmStore(SessionStore):
         session (``SessionMiddleware(lifetime=0)``, starsessions' default), since the store
         cannot know when that ends: starsessions' ``RedisStore`` has the same parameter.
         ``None``: the store's default ttl.
+    :param owner_key: the session key whose value names the session's owner (a user id):
+        a session holding it is saved as one of the owner ``str(value)``'s sessions, for
+        :meth:`sessions_of` and :meth:`logout_everywhere`; ``None`` (the default): sessions
+        get no owner from this store.
+    :param serializer: the ``SessionMiddleware``'s serializer, which the store uses to read
+        ``owner_key`` from the bytes it is given; ``None``: starsessions' default,
+        ``JsonSerializer()``.
     """
 
     def __init__(
@@ -75,11 +93,15 @@ class ShmStore(SessionStore):
         store: Union[AsyncStore, SessionStorage, None] = None,
         rotate_unknown_ids: bool = True,
         gc_ttl: Optional[float] = None,
+        owner_key: Optional[str] = None,
+        serializer: Optional[Serializer] = None,
         **options: Any,
     ) -> None:
         self.store = open_async_store(name, store, options)
         self.rotate_unknown_ids = rotate_unknown_ids
         self.gc_ttl = gc_ttl
+        self.owner_key = owner_key
+        self.serializer = JsonSerializer() if serializer is None else serializer
 
     async def read(self, session_id: str, lifetime: int) -> bytes:
         """The session's bytes; ``b""`` when it is absent, expired or not a valid id."""
@@ -97,19 +119,24 @@ class ShmStore(SessionStore):
         As in starsessions' ``RedisStore``: ``lifetime == 0`` (a browser-session cookie)
         keeps the data ``gc_ttl`` seconds, and a ``ttl`` below 1 (a session at the end of
         its lifetime) counts as 1.
+
+        With an ``owner_key``, the session is saved as one of its owner's (see the class).
         """
         seconds: Optional[float] = self.gc_ttl if lifetime == 0 else max(1, ttl)
+        owner = None
+        if self.owner_key is not None:
+            owner = owner_of(self.serializer.deserialize(data), self.owner_key)
         if self.rotate_unknown_ids:
-            if await replace_live(self.store, session_id, data, seconds):
+            if await replace_live(self.store, session_id, data, seconds, owner):
                 return session_id
         else:
             try:
-                await self.store.write(session_id, data, seconds)
+                await self.store.write(session_id, data, seconds, owner=owner)
                 return session_id
             except InvalidSessionId:
                 pass
         fresh = self.store.new_id()
-        await self.store.write(fresh, data, seconds)
+        await self.store.write(fresh, data, seconds, owner=owner)
         return fresh
 
     async def remove(self, session_id: str) -> None:
@@ -125,3 +152,24 @@ class ShmStore(SessionStore):
             return await self.store.contains(session_id)
         except InvalidSessionId:
             return False
+
+    async def sessions_of(self, owner: str) -> List[SessionInfo]:
+        """The live sessions of ``owner`` (a value of ``owner_key``, as ``str``), oldest
+        first: the store's :meth:`~shmsession.SessionStorage.sessions_of` (digests, sizes,
+        ages; never ids)."""
+        return await self.store.sessions_of(owner)
+
+    async def logout_everywhere(
+        self, owner: str, *, keep: Union[str, HTTPConnection, None] = None
+    ) -> int:
+        """Delete every live session of ``owner`` but ``keep``: a session id, or a request
+        whose session to keep (the current one: "log out my other devices"). Returns how
+        many were deleted. The old cookies are anonymous from then on, in every worker.
+
+        Without ``keep``, a request logged in as ``owner`` deletes its own session too:
+        clear it as well (``request.session.clear()``), or its response saves it again
+        under a fresh id.
+        """
+        if isinstance(keep, HTTPConnection):
+            keep = get_session_id(keep)
+        return await invalidate_owner(self.store, owner, keep)

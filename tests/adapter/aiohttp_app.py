@@ -17,6 +17,7 @@ from shmsession.contrib.aiohttp import ShmStorage
 from tests._stores import store_from_env
 
 routes = web.RouteTableDef()
+STORAGE = web.AppKey("storage", ShmStorage)
 
 
 def _answer(session: Any, **extra: Any) -> web.Response:
@@ -68,8 +69,27 @@ async def logout(request: web.Request) -> web.Response:
     return _answer(session)
 
 
+@routes.get("/devices")
+async def devices(request: web.Request) -> web.Response:
+    """How many sessions the session's user has (the storage's ``owner_key`` is ``"user"``)."""
+    session = await get_session(request)
+    return _answer(session, devices=len(await request.app[STORAGE].sessions_of(session["user"])))
+
+
+@routes.post("/logout-everywhere")
+async def logout_everywhere(request: web.Request) -> web.Response:
+    """Log the session's user out of all their sessions; ``?keep=1``: but this one."""
+    session = await get_session(request)
+    keep = request if request.query.get("keep") else None
+    deleted = await request.app[STORAGE].logout_everywhere(session["user"], keep=keep)
+    if keep is None:
+        session.invalidate()  # its record is gone already; this deletes the cookie
+    return _answer(session, deleted=deleted)
+
+
 def make_app(storage: ShmStorage) -> web.Application:
     app = web.Application()
+    app[STORAGE] = storage
     setup(app, storage)
     app.add_routes(routes)
     return app
@@ -87,4 +107,4 @@ async def create_app() -> web.Application:
         from shmsession.redis import AsyncRedisSessionStorage
 
         store = AsyncRedisSessionStorage(name, redis_url, secret=secret)
-    return make_app(ShmStorage(store=store, max_age=600))
+    return make_app(ShmStorage(store=store, max_age=600, owner_key="user"))

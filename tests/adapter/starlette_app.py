@@ -59,6 +59,22 @@ async def logout(request: Request) -> JSONResponse:
     return _answer(request)
 
 
+async def devices(request: Request) -> JSONResponse:
+    """How many sessions the session's user has (the store's ``owner_key`` is ``"user"``)."""
+    store: ShmStore = request.app.state.store
+    return _answer(request, devices=len(await store.sessions_of(request.session["user"])))
+
+
+async def logout_everywhere(request: Request) -> JSONResponse:
+    """Log the session's user out of all their sessions; ``?keep=1``: but this one."""
+    store: ShmStore = request.app.state.store
+    keep = request if request.query_params.get("keep") else None
+    deleted = await store.logout_everywhere(request.session["user"], keep=keep)
+    if keep is None:
+        request.session.clear()  # else the response would save it under a fresh id
+    return _answer(request, deleted=deleted)
+
+
 ROUTES = [
     Route("/login", login, methods=["POST"]),
     Route("/whoami", whoami),
@@ -66,6 +82,8 @@ ROUTES = [
     Route("/put", put, methods=["POST"]),
     Route("/blob", blob),
     Route("/logout", logout, methods=["POST"]),
+    Route("/devices", devices),
+    Route("/logout-everywhere", logout_everywhere, methods=["POST"]),
 ]
 
 
@@ -78,7 +96,9 @@ def middleware(store: ShmStore, lifetime: int = 0) -> list[Middleware]:
 
 
 def make_app(store: ShmStore, lifetime: int = 0) -> Starlette:
-    return Starlette(routes=ROUTES, middleware=middleware(store, lifetime))
+    app = Starlette(routes=ROUTES, middleware=middleware(store, lifetime))
+    app.state.store = store
+    return app
 
 
 def create_app() -> Starlette:
@@ -86,8 +106,8 @@ def create_app() -> Starlette:
     memory; in Redis, the async store, whose connections belong to the worker's loop)."""
     name, redis_url, secret = store_from_env()
     if redis_url is None:
-        return make_app(ShmStore(name, create=False), lifetime=600)
+        return make_app(ShmStore(name, create=False, owner_key="user"), lifetime=600)
     from shmsession.redis import AsyncRedisSessionStorage
 
-    return make_app(ShmStore(store=AsyncRedisSessionStorage(name, redis_url, secret=secret)),
-                    lifetime=600)
+    return make_app(ShmStore(store=AsyncRedisSessionStorage(name, redis_url, secret=secret),
+                             owner_key="user"), lifetime=600)

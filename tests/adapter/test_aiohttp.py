@@ -12,12 +12,12 @@ import asyncio
 import json
 import secrets
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Optional, TypeVar, Union
 
 import pytest
-from aiohttp import web
+from aiohttp import DummyCookieJar, web
 from aiohttp.test_utils import TestClient, TestServer
-from aiohttp_session import AbstractStorage, get_session, setup
+from aiohttp_session import AbstractStorage, Session, get_session, setup
 
 from shmsession import Store
 from shmsession.aio import AsyncSessionStorage
@@ -253,3 +253,140 @@ def test_a_storage_is_aiohttp_sessions_with_its_options(name: str) -> None:
     finally:
         assert isinstance(by_name.store, AsyncSessionStorage)
         by_name.store.sync.close()
+
+
+# --- owners: log out everywhere -----------------------------------------------------------
+
+
+def owners_app(any_store: Store) -> web.Application:
+    """The test app on a storage whose owner key is ``"user"``."""
+    aio = AsyncSessionStorage(any_store)  # the adapter's view of the test's store
+    return aiohttp_app.make_app(ShmStorage(store=aio, max_age=600, owner_key="user"))
+
+
+async def call(client: Client, method: str, path: str, sid: Optional[str] = None) -> Any:
+    """``path``'s JSON, with ``sid`` as the session cookie (the client keeps no cookies)."""
+    headers = {} if sid is None else {"Cookie": f"{COOKIE}={sid}"}
+    resp = await client.request(method, path, headers=headers)
+    assert resp.status == 200, resp
+    return await resp.json(), resp
+
+
+async def login(client: Client, user: str) -> str:
+    body, resp = await call(client, "POST", f"/login?user={user}")
+    assert body["user"] == user
+    return str(resp.cookies[COOKIE].value)
+
+
+def with_cookieless_client(app: web.Application, test: Callable[[Client], Awaitable[T]]) -> T:
+    """``with_client``, for a client that keeps no cookies: each call names its session."""
+
+    async def main() -> T:
+        async with TestClient(TestServer(app), cookie_jar=DummyCookieJar()) as client:
+            return await test(client)
+
+    return asyncio.run(main())
+
+
+def test_logout_everywhere_keeps_only_the_current_session(any_store: Store) -> None:
+    """alice logged in from two clients; a third, also alice, logs her out everywhere else:
+    both old cookies are anonymous, the third stays logged in, and bob is untouched."""
+
+    async def test(client: Client) -> None:
+        a, b, c = [await login(client, "alice") for _ in range(3)]
+        bob = await login(client, "bob")
+        assert (await call(client, "GET", "/devices", c))[0]["devices"] == 3
+
+        body, _ = await call(client, "POST", "/logout-everywhere?keep=1", c)
+        assert (body["deleted"], body["user"]) == (2, "alice")
+        for sid in (a, b):
+            assert (await call(client, "GET", "/whoami", sid))[0]["user"] is None
+            assert any_store.get(sid) is None
+        assert (await call(client, "GET", "/whoami", c))[0]["user"] == "alice"
+        assert (await call(client, "GET", "/devices", c))[0]["devices"] == 1
+        body, _ = await call(client, "GET", "/devices", bob)
+        assert (body["user"], body["devices"]) == ("bob", 1)
+
+    with_cookieless_client(owners_app(any_store), test)
+
+
+def test_logout_everywhere_without_keep_logs_out_the_current_session_too(
+        any_store: Store) -> None:
+
+    async def test(client: Client) -> None:
+        sids = [await login(client, "alice") for _ in range(3)]
+        body, resp = await call(client, "POST", "/logout-everywhere", sids[2])
+        assert (body["deleted"], body["user"]) == (3, None)
+        assert resp.cookies[COOKIE].value == ""  # the current cookie is deleted too
+        for sid in sids:
+            assert any_store.get(sid) is None
+            assert (await call(client, "GET", "/whoami", sid))[0]["user"] is None
+
+    with_cookieless_client(owners_app(any_store), test)
+
+
+def test_owner_key_on_save(any_store: Store) -> None:
+    """A session holding the owner key is its value's (as ``str``); one without it, or with
+    ``None`` there, keeps the owner it has; a storage without ``owner_key`` records none;
+    ``keep=`` takes a session id, a ``Session`` or a request."""
+    aio = AsyncSessionStorage(any_store)  # the adapter's view of the test's store
+    storage = ShmStorage(store=aio, owner_key="user")
+    plain = ShmStorage(store=aio)
+    app = aiohttp_app.make_app(storage)
+
+    async def drop_user(request: web.Request) -> web.Response:  # the key, not the session
+        session = await get_session(request)
+        del session["user"]
+        return web.json_response({})
+
+    async def set_user(request: web.Request) -> web.Response:
+        session = await get_session(request)
+        session["user"] = json.loads(request.query["value"])
+        return web.json_response({})
+
+    async def plain_save(request: web.Request) -> web.Response:
+        """Save the session, with user alice, as an app without owners would (the request's
+        own session is unchanged: the middleware does not save it again)."""
+        session = await get_session(request)
+        changed = Session(session.identity, data={"session": {"user": "alice"}}, new=False)
+        changed.changed()
+        resp = web.json_response({})
+        await plain.save_session(request, resp, changed)
+        return resp
+
+    async def keep_me(request: web.Request) -> web.Response:
+        kind = request.query["as"]
+        keep: Union[web.Request, Session, str] = (
+            request if kind == "request" else await get_session(request) if kind == "session"
+            else "x" * 2000)  # a forged cookie's id
+        return web.json_response(await storage.logout_everywhere("7", keep=keep))
+
+    app.router.add_post("/drop-user", drop_user)
+    app.router.add_post("/set-user", set_user)
+    app.router.add_post("/plain-save", plain_save)
+    app.router.add_post("/keep", keep_me)
+
+    async def owned(owner: str) -> int:
+        return len(await storage.sessions_of(owner))
+
+    async def test(client: Client) -> None:
+        sid = await login(client, "alice")
+        assert await owned("alice") == 1
+        await call(client, "POST", "/drop-user", sid)  # removed without clearing: still hers
+        assert stored(any_store, sid)["session"] == {"n": 0}  # type: ignore[index]
+        await call(client, "POST", "/set-user?value=null", sid)
+        assert await owned("alice") == 1
+        await call(client, "POST", "/set-user?value=7", sid)  # another value: a str owner
+        assert (await owned("alice"), await owned("7")) == (0, 1)
+        await call(client, "POST", "/plain-save", sid)  # no owner_key: the owner stays
+        assert stored(any_store, sid)["session"] == {"user": "alice"}  # type: ignore[index]
+        assert (await owned("alice"), await owned("7")) == (0, 1)
+        other = await login(client, "7")
+        for kind in ("request", "session"):
+            assert (await call(client, "POST", f"/keep?as={kind}", sid))[0] == 1  # other
+            assert any_store.get(sid) is not None
+            other = await login(client, "7")
+        assert (await call(client, "POST", "/keep?as=forged", sid))[0] == 2
+        assert any_store.get(sid) is None and any_store.get(other) is None
+
+    with_cookieless_client(app, test)

@@ -19,9 +19,16 @@ from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 from fastapi import FastAPI, Request
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection
 from starlette.testclient import TestClient
-from starsessions import JsonSerializer, SessionStore
+from starsessions import (
+    JsonSerializer,
+    SessionAutoloadMiddleware,
+    SessionMiddleware,
+    SessionStore,
+)
 from starsessions.session import (
     SessionHandler,
     is_loaded,
@@ -459,3 +466,106 @@ def test_a_save_never_revives_a_session_logged_out_while_it_runs(
             await other.close()
 
     asyncio.run(main())
+
+
+# --- owners: log out everywhere -----------------------------------------------------------
+
+
+def test_logout_everywhere_keeps_only_the_current_session(any_store: Store) -> None:
+    """alice logged in from two clients; a third, also alice, logs her out everywhere else:
+    both old cookies are anonymous, the third stays logged in, and bob is untouched."""
+    aio = AsyncSessionStorage(any_store)  # the adapter's view of the test's store
+    app = starlette_app.make_app(ShmStore(store=aio, owner_key="user"), lifetime=600)
+    with TestClient(app) as a, TestClient(app) as b, TestClient(app) as c, \
+            TestClient(app) as bob:
+        for client, user in ((a, "alice"), (b, "alice"), (c, "alice"), (bob, "bob")):
+            assert client.post(f"/login?user={user}").json()["user"] == user
+        old = [a.cookies[COOKIE], b.cookies[COOKIE]]
+        assert c.get("/devices").json()["devices"] == 3
+
+        reply = c.post("/logout-everywhere?keep=1")
+        assert reply.json()["deleted"] == 2 and reply.json()["user"] == "alice"
+        for client, sid in zip((a, b), old):
+            assert client.get("/whoami").json()["user"] is None
+            assert any_store.get(sid) is None
+        assert c.get("/whoami").json()["user"] == "alice"
+        assert c.get("/devices").json()["devices"] == 1
+        body = bob.get("/devices").json()
+        assert (body["user"], body["devices"]) == ("bob", 1)
+
+
+def test_logout_everywhere_without_keep_logs_out_the_current_session_too(
+        any_store: Store) -> None:
+    aio = AsyncSessionStorage(any_store)  # the adapter's view of the test's store
+    app = starlette_app.make_app(ShmStore(store=aio, owner_key="user"), lifetime=600)
+    with TestClient(app) as a, TestClient(app) as b, TestClient(app) as c:
+        for client in (a, b, c):
+            client.post("/login?user=alice")
+        sids = [client.cookies[COOKIE] for client in (a, b, c)]
+        reply = c.post("/logout-everywhere")
+        assert reply.json()["deleted"] == 3 and reply.json()["user"] is None
+        assert "1970" in reply.headers["set-cookie"]  # the current cookie is deleted too
+        for sid in sids:
+            assert any_store.get(sid) is None
+            c.cookies.clear()
+            assert c.get("/whoami", headers={"cookie": f"{COOKIE}={sid}"}).json()["user"] is None
+        assert run(ShmStore(store=aio).sessions_of("alice")) == []
+
+
+def test_owner_key_on_save(any_store: Store) -> None:
+    """A session holding the owner key is its value's (as ``str``); one without it, or with
+    ``None`` there, keeps the owner it has; a store without ``owner_key`` records none."""
+    aio = AsyncSessionStorage(any_store)  # the adapter's view of the test's store
+    store = ShmStore(store=aio, owner_key="user")
+    ser = JsonSerializer().serialize
+
+    async def owned(owner: str) -> int:
+        return len(await store.sessions_of(owner))
+
+    async def main() -> None:
+        sid = await store.write("new", ser({"user": "alice", "n": 0}), lifetime=60, ttl=60)
+        assert await owned("alice") == 1
+        # The key removed without clearing the session: it stays alice's.
+        assert await store.write(sid, ser({"n": 1}), lifetime=60, ttl=60) == sid
+        assert await store.write(sid, ser({"user": None}), lifetime=60, ttl=60) == sid
+        assert await owned("alice") == 1
+        # Another value moves it to that owner, as a str.
+        assert await store.write(sid, ser({"user": 7}), lifetime=60, ttl=60) == sid
+        assert (await owned("alice"), await owned("7")) == (0, 1)
+        # Without owner_key, sessions get no owner (and keep the one they have).
+        plain = ShmStore(store=aio)
+        other = await plain.write("new", ser({"user": "alice"}), lifetime=60, ttl=60)
+        assert await owned("alice") == 0
+        assert await plain.write(sid, ser({"user": "alice"}), lifetime=60, ttl=60) == sid
+        assert await owned("7") == 1
+        # A keep= the store cannot hold (a forged cookie) keeps nothing.
+        assert await store.logout_everywhere("7", keep="x" * 2000) == 1
+        assert await aio.get(sid) is None and await aio.get(other) is not None
+
+    run(main())
+
+
+def test_owner_key_with_given_ids_and_another_serializer(any_store: Store) -> None:
+    """``rotate_unknown_ids=False`` records the owner too, and the owner key is read with
+    the middleware's serializer."""
+
+    class Reversed(JsonSerializer):
+        def serialize(self, data: Any) -> bytes:
+            return super().serialize(data)[::-1]
+
+        def deserialize(self, data: bytes) -> Dict[str, Any]:
+            return super().deserialize(data[::-1])
+
+    aio = AsyncSessionStorage(any_store)  # the adapter's view of the test's store
+    store = ShmStore(store=aio, owner_key="user", serializer=Reversed(),
+                     rotate_unknown_ids=False)
+    app = Starlette(routes=starlette_app.ROUTES, middleware=[
+        Middleware(SessionMiddleware, store=store, cookie_https_only=False,
+                   serializer=Reversed()),
+        Middleware(SessionAutoloadMiddleware)])
+    with TestClient(app) as client:
+        client.post("/login?user=carol", headers={"cookie": f"{COOKIE}=chosen"})
+        assert client.cookies[COOKIE] == "chosen"
+        assert client.get("/whoami").json()["user"] == "carol"
+    assert run(store.logout_everywhere("carol")) == 1
+    assert any_store.get("chosen") is None
