@@ -1,9 +1,10 @@
 """The async adapters under real multi-worker servers: starsessions (Starlette under
 ``uvicorn --workers 4``) and aiohttp-session (``gunicorn -k aiohttp.GunicornWebWorker -w 4``),
-each on a store in shared memory and on one in Redis, and the same four checks for each:
+each on a store in shared memory and on one in Redis, and the same five checks for each:
 workers share a session, a sequential counter loses no update, concurrent writes end in one
-whole version, and a logged-out cookie replayed is anonymous. Both apps have the same routes
-(tests/adapter/starlette_app.py, tests/adapter/aiohttp_app.py)."""
+whole version, a logged-out cookie replayed is anonymous, and "log out everywhere" reaches
+every worker. Both apps have the same routes (tests/adapter/starlette_app.py,
+tests/adapter/aiohttp_app.py)."""
 
 from __future__ import annotations
 
@@ -153,3 +154,38 @@ def test_logout_then_replayed_cookie_is_anonymous(server: Server, app: App) -> N
     replays = in_threads([lambda: call(server.port, "GET", "/whoami", jar)] * 16, threads=8)
     assert all(r.status == 200 and r.json()["user"] is None for r in replays), replays
     assert server.store is not None and server.store.get(jar[app.cookie]) is None
+
+
+def test_logout_everywhere_reaches_every_worker(server: Server, app: App) -> None:
+    """frank logged in from two clients; a third, also frank, logs him out everywhere but
+    there (``keep=``): both old cookies are anonymous on every worker that answers, and the
+    third stays logged in; then, without ``keep=``, the third is logged out too."""
+    old = [login(server, app, "frank") for _ in range(2)]
+    current = login(server, app, "frank")
+    assert call(server.port, "GET", "/devices", current).json()["devices"] == 3
+    reply = call(server.port, "POST", "/logout-everywhere?keep=1", current)
+    assert reply.status == 200 and reply.json()["deleted"] == 2, reply
+
+    def whoami(jar: Dict[str, str]) -> Callable[[], Any]:
+        return lambda: call(server.port, "GET", "/whoami", jar)
+
+    pids: Set[int] = set()
+    # Bursts until two workers have answered, as in test_workers_share_one_session.
+    for _ in range(SPREAD_ROUNDS):
+        replies = in_threads([whoami(jar) for jar in (*old, current)] * 16, threads=12)
+        assert all(r.status == 200 for r in replies), replies
+        users = [r.json()["user"] for r in replies]
+        assert users == [None, None, "frank"] * 16, replies
+        pids.update(r.json()["pid"] for r in replies)
+        if len(pids) >= 2:
+            break
+    assert len(pids) >= 2, pids
+    assert all(stored(server, app, jar[app.cookie]) is None for jar in old)
+    assert stored(server, app, current[app.cookie]) is not None
+
+    reply = call(server.port, "POST", "/logout-everywhere", current)
+    assert reply.status == 200 and reply.json()["deleted"] == 1, reply
+    assert reply.cookie(app.cookie)[1], reply  # type: ignore[index]  # deleted
+    replays = in_threads([whoami(current)] * 16, threads=8)
+    assert all(r.status == 200 and r.json()["user"] is None for r in replays), replays
+    assert stored(server, app, current[app.cookie]) is None
