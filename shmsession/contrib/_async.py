@@ -14,7 +14,7 @@ from .._types import AsyncStore
 from ..aio import AsyncSessionStorage
 from ..store import SessionStorage
 
-__all__ = ["AsyncStore", "open_async_store", "invalidate_owner", "owner_of", "replace_live"]
+__all__ = ["AsyncStore", "invalidate_owner", "open_async_store", "owner_of", "replace_live"]
 
 
 def open_async_store(

@@ -65,7 +65,8 @@ class ShmStorage(AbstractStorage):
     :param owner_key: the session key whose value names the session's owner (a user id):
         a session holding it is saved as one of the owner ``str(value)``'s sessions, for
         :meth:`sessions_of` and :meth:`logout_everywhere`; ``None`` (the default): sessions
-        get no owner from this storage.
+        get no owner from this storage. A save whose ``str(value)`` is empty or over
+        ``MAX_ID_BYTES`` bytes of UTF-8 raises ``InvalidOwner``.
     """
 
     def __init__(
@@ -145,7 +146,10 @@ class ShmStorage(AbstractStorage):
     async def sessions_of(self, owner: str) -> List[SessionInfo]:
         """The live sessions of ``owner`` (a value of ``owner_key``, as ``str``), oldest
         first: the store's :meth:`~shmsession.SessionStorage.sessions_of` (digests, sizes,
-        ages; never ids)."""
+        ages; never ids).
+
+        :raises InvalidOwner: ``owner`` is empty or over ``MAX_ID_BYTES`` bytes of UTF-8.
+        """
         return await self.store.sessions_of(owner)
 
     async def logout_everywhere(
@@ -159,6 +163,8 @@ class ShmStorage(AbstractStorage):
         Without ``keep``, a request logged in as ``owner`` deletes its own session too:
         ``session.invalidate()`` it as well, or a change the request makes to it saves it
         again under a fresh id.
+
+        :raises InvalidOwner: ``owner`` is empty or over ``MAX_ID_BYTES`` bytes of UTF-8.
         """
         if isinstance(keep, web.Request):
             keep = await get_session(keep)

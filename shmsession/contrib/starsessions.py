@@ -80,7 +80,8 @@ class ShmStore(SessionStore):
     :param owner_key: the session key whose value names the session's owner (a user id):
         a session holding it is saved as one of the owner ``str(value)``'s sessions, for
         :meth:`sessions_of` and :meth:`logout_everywhere`; ``None`` (the default): sessions
-        get no owner from this store.
+        get no owner from this store. A save whose ``str(value)`` is empty or over
+        ``MAX_ID_BYTES`` bytes of UTF-8 raises ``InvalidOwner``.
     :param serializer: the ``SessionMiddleware``'s serializer, which the store uses to read
         ``owner_key`` from the bytes it is given; ``None``: starsessions' default,
         ``JsonSerializer()``.
@@ -156,7 +157,10 @@ class ShmStore(SessionStore):
     async def sessions_of(self, owner: str) -> List[SessionInfo]:
         """The live sessions of ``owner`` (a value of ``owner_key``, as ``str``), oldest
         first: the store's :meth:`~shmsession.SessionStorage.sessions_of` (digests, sizes,
-        ages; never ids)."""
+        ages; never ids).
+
+        :raises InvalidOwner: ``owner`` is empty or over ``MAX_ID_BYTES`` bytes of UTF-8.
+        """
         return await self.store.sessions_of(owner)
 
     async def logout_everywhere(
@@ -169,6 +173,8 @@ class ShmStore(SessionStore):
         Without ``keep``, a request logged in as ``owner`` deletes its own session too:
         clear it as well (``request.session.clear()``), or its response saves it again
         under a fresh id.
+
+        :raises InvalidOwner: ``owner`` is empty or over ``MAX_ID_BYTES`` bytes of UTF-8.
         """
         if isinstance(keep, HTTPConnection):
             keep = get_session_id(keep)

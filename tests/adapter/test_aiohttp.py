@@ -378,6 +378,9 @@ def test_owner_key_on_save(any_store: Store) -> None:
         assert await owned("alice") == 1
         await call(client, "POST", "/set-user?value=7", sid)  # another value: a str owner
         assert (await owned("alice"), await owned("7")) == (0, 1)
+        resp = await client.post("/set-user?value=%22%22", headers={"Cookie": f"{COOKIE}={sid}"})
+        assert resp.status == 500  # InvalidOwner: "" is no owner; the save changed nothing
+        assert stored(any_store, sid)["session"] == {"n": 0, "user": 7}  # type: ignore[index]
         await call(client, "POST", "/plain-save", sid)  # no owner_key: the owner stays
         assert stored(any_store, sid)["session"] == {"user": "alice"}  # type: ignore[index]
         assert (await owned("alice"), await owned("7")) == (0, 1)

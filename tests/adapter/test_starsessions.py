@@ -37,6 +37,7 @@ from starsessions.session import (
 )
 
 from shmsession import AsyncStore, SessionStorage, Store
+from shmsession._errors import InvalidOwner
 from shmsession.aio import AsyncSessionStorage
 from shmsession.contrib.starsessions import ShmStore
 
@@ -538,6 +539,10 @@ def test_owner_key_on_save(any_store: Store) -> None:
         assert await owned("alice") == 0
         assert await plain.write(sid, ser({"user": "alice"}), lifetime=60, ttl=60) == sid
         assert await owned("7") == 1
+        # An owner the store cannot hold is refused before anything changes.
+        with pytest.raises(InvalidOwner):
+            await store.write(sid, ser({"user": ""}), lifetime=60, ttl=60)
+        assert await aio.get(sid) == ser({"user": "alice"})
         # A keep= the store cannot hold (a forged cookie) keeps nothing.
         assert await store.logout_everywhere("7", keep="x" * 2000) == 1
         assert await aio.get(sid) is None and await aio.get(other) is not None
