@@ -7,14 +7,17 @@ No storage logic: every function here is a store call or two.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Mapping, Optional, Union
+from typing import Any, List, Mapping, Optional, Union
 
 from .._errors import InvalidSessionId
-from .._types import AsyncStore
+from .._types import AsyncStore, SessionInfo
 from ..aio import AsyncSessionStorage
 from ..store import SessionStorage
 
-__all__ = ["AsyncStore", "invalidate_owner", "open_async_store", "owner_of", "replace_live"]
+__all__ = [
+    "AsyncStore", "OwnersOfStore", "invalidate_owner", "open_async_store", "owner_of",
+    "replace_live",
+]
 
 
 def open_async_store(
@@ -78,3 +81,18 @@ async def invalidate_owner(store: AsyncStore, owner: str, keep: Optional[str]) -
         if keep is None:
             raise
         return await store.invalidate_owner(owner)
+
+
+class OwnersOfStore:
+    """An adapter's ``sessions_of``, over its ``store``."""
+
+    store: AsyncStore
+
+    async def sessions_of(self, owner: str) -> List[SessionInfo]:
+        """The live sessions of ``owner`` (a value of ``owner_key``, as ``str``), oldest
+        first: the store's :meth:`~shmsession.SessionStorage.sessions_of` (digests, sizes,
+        ages; never ids).
+
+        :raises InvalidOwner: ``owner`` is empty or over ``MAX_ID_BYTES`` bytes of UTF-8.
+        """
+        return await self.store.sessions_of(owner)

@@ -37,12 +37,12 @@ own server-side storages do. Every call is one whole operation of
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, List, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from .._errors import InvalidSessionId, missing_extra
-from .._types import SessionInfo
 from ..store import SessionStorage
-from ._async import AsyncStore, invalidate_owner, open_async_store, owner_of, replace_live
+from ._async import (AsyncStore, OwnersOfStore, invalidate_owner, open_async_store, owner_of,
+                     replace_live)
 
 try:
     from aiohttp import web
@@ -53,7 +53,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
 __all__ = ["ShmStorage"]
 
 
-class ShmStorage(AbstractStorage):
+class ShmStorage(OwnersOfStore, AbstractStorage):
     """aiohttp-session's ``AbstractStorage`` on the shared-memory store.
 
     ``ShmStorage(name, **options)`` opens (creates or attaches to) the store ``name`` with
@@ -142,15 +142,6 @@ class ShmStorage(AbstractStorage):
             key = self.store.new_id()
             await self.store.write(key, data, ttl, owner=owner)
         self.save_cookie(response, key, max_age=session.max_age)
-
-    async def sessions_of(self, owner: str) -> List[SessionInfo]:
-        """The live sessions of ``owner`` (a value of ``owner_key``, as ``str``), oldest
-        first: the store's :meth:`~shmsession.SessionStorage.sessions_of` (digests, sizes,
-        ages; never ids).
-
-        :raises InvalidOwner: ``owner`` is empty or over ``MAX_ID_BYTES`` bytes of UTF-8.
-        """
-        return await self.store.sessions_of(owner)
 
     async def logout_everywhere(
         self, owner: str, *, keep: Union[str, Session, web.Request, None] = None

@@ -44,12 +44,12 @@ the current one.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Union
+from typing import Any, Optional, Union
 
 from .._errors import InvalidSessionId, missing_extra
-from .._types import SessionInfo
 from ..store import SessionStorage
-from ._async import AsyncStore, invalidate_owner, open_async_store, owner_of, replace_live
+from ._async import (AsyncStore, OwnersOfStore, invalidate_owner, open_async_store, owner_of,
+                     replace_live)
 
 try:
     from starlette.requests import HTTPConnection
@@ -61,7 +61,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
 __all__ = ["ShmStore"]
 
 
-class ShmStore(SessionStore):
+class ShmStore(OwnersOfStore, SessionStore):
     """starsessions' ``SessionStore`` on the shared-memory store.
 
     ``ShmStore(name, **options)`` opens (creates or attaches to) the store ``name`` with
@@ -153,15 +153,6 @@ class ShmStore(SessionStore):
             return await self.store.contains(session_id)
         except InvalidSessionId:
             return False
-
-    async def sessions_of(self, owner: str) -> List[SessionInfo]:
-        """The live sessions of ``owner`` (a value of ``owner_key``, as ``str``), oldest
-        first: the store's :meth:`~shmsession.SessionStorage.sessions_of` (digests, sizes,
-        ages; never ids).
-
-        :raises InvalidOwner: ``owner`` is empty or over ``MAX_ID_BYTES`` bytes of UTF-8.
-        """
-        return await self.store.sessions_of(owner)
 
     async def logout_everywhere(
         self, owner: str, *, keep: Union[str, HTTPConnection, None] = None
