@@ -24,8 +24,9 @@ own server-side storages do. Every call is one whole operation of
   ``ShmStore(rotate_unknown_ids=False)`` for starsessions), because aiohttp-session's own
   storages adopt no id either: a cookie whose id has no data loads as a new session, which
   ``save_session`` gives a fresh key. They differ from this storage in one case only: a
-  session deleted by another request between this one's load and save is written back under
-  its old id by ``RedisStorage``, under a fresh one here. A session seeded under a chosen id
+  session deleted by another request between this one's load and save (a logout) is written
+  back under its old id by ``RedisStorage``; here it stays deleted, under no id, and its
+  cookie is deleted. A session seeded under a chosen id
   (its record written to the store, its id sent as the cookie) is live, so it keeps that id.
 * Owners (log out everywhere): ``ShmStorage(..., owner_key="user_id")`` saves every session
   that holds ``"user_id"`` as one of the owner ``str(session["user_id"])``'s sessions; a
@@ -139,6 +140,11 @@ class ShmStorage(OwnersOfStore, AbstractStorage):
         ttl = None if session.max_age is None else max(1, session.max_age)
         owner = owner_of(session, self.owner_key)
         if key is None or not await replace_live(self.store, key, data, ttl, owner):
+            if key is not None and not session.new:
+                # Loaded live, deleted while the request ran (a logout, here or in another
+                # worker): it stays deleted, under no id, and so does its cookie.
+                self.save_cookie(response, "", max_age=session.max_age)
+                return
             key = self.store.new_id()
             await self.store.write(key, data, ttl, owner=owner)
         self.save_cookie(response, key, max_age=session.max_age)
@@ -151,9 +157,8 @@ class ShmStorage(OwnersOfStore, AbstractStorage):
         other devices"). Returns how many were deleted. The old cookies are anonymous from
         then on, in every worker.
 
-        Without ``keep``, a request logged in as ``owner`` deletes its own session too:
-        ``session.invalidate()`` it as well, or a change the request makes to it saves it
-        again under a fresh id.
+        Without ``keep``, a request logged in as ``owner`` deletes its own session too; a
+        change the request then makes to it is not saved, and its cookie is deleted.
 
         :raises InvalidOwner: ``owner`` is empty or over ``MAX_ID_BYTES`` bytes of UTF-8.
         """

@@ -22,7 +22,9 @@ while that id has a live record. Any other id -- the one starsessions just made 
 session, one whose session was removed (logout) or has expired, one the client made up -- is
 replaced by a fresh ``store.new_id()``, which ``write`` returns and starsessions puts in the
 cookie. So an old cookie replayed after logout stays anonymous even once the app writes to its
-session, and an id planted in a browser is never adopted (session fixation).
+session, and an id planted in a browser is never adopted (session fixation). A session this
+process loaded live and that was deleted before its save (a logout, or ``logout_everywhere``,
+in another request or worker) is not written again at all, under no id: the logout holds.
 
 ``ShmStore(..., rotate_unknown_ids=False)`` stores every session under the id it is given and
 returns that id, as starsessions' ``InMemoryStore`` and ``RedisStore`` do: for code written
@@ -44,7 +46,7 @@ the current one.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 from .._errors import InvalidSessionId, missing_extra
 from ..store import SessionStorage
@@ -59,6 +61,10 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
     raise missing_extra("starlette", "starsessions") from exc
 
 __all__ = ["ShmStore"]
+
+#: Loaded, not yet saved ids a store remembers (see ShmStore._loaded): far more requests than
+#: one process runs at once.
+_MAX_LOADED = 10_000
 
 
 class ShmStore(OwnersOfStore, SessionStore):
@@ -103,6 +109,10 @@ class ShmStore(OwnersOfStore, SessionStore):
         self.gc_ttl = gc_ttl
         self.owner_key = owner_key
         self.serializer = JsonSerializer() if serializer is None else serializer
+        # Ids whose live session a request of this process loaded and has not saved yet,
+        # with how many such requests: a save that finds its session gone then knows it was
+        # deleted while the request ran, not new. Bounded: the oldest go first.
+        self._loaded: Dict[str, int] = {}
 
     async def read(self, session_id: str, lifetime: int) -> bytes:
         """The session's bytes; ``b""`` when it is absent, expired or not a valid id."""
@@ -110,7 +120,13 @@ class ShmStore(OwnersOfStore, SessionStore):
             data = await self.store.get(session_id)
         except InvalidSessionId:
             return b""
-        return b"" if data is None else data
+        if data is None:
+            return b""
+        loaded = self._loaded
+        if len(loaded) >= _MAX_LOADED and session_id not in loaded:
+            del loaded[next(iter(loaded))]
+        loaded[session_id] = loaded.get(session_id, 0) + 1
+        return data
 
     async def write(self, session_id: str, data: bytes, lifetime: int, ttl: int) -> str:
         """Store ``data`` for ``ttl`` seconds; returns the id it is stored under (see the
@@ -127,8 +143,11 @@ class ShmStore(OwnersOfStore, SessionStore):
         owner = None
         if self.owner_key is not None:
             owner = owner_of(self.serializer.deserialize(data), self.owner_key)
+        loaded = self._unload(session_id)
         if self.rotate_unknown_ids:
             if await replace_live(self.store, session_id, data, seconds, owner):
+                return session_id
+            if loaded:  # deleted while the request ran: it stays deleted
                 return session_id
         else:
             try:
@@ -140,8 +159,18 @@ class ShmStore(OwnersOfStore, SessionStore):
         await self.store.write(fresh, data, seconds, owner=owner)
         return fresh
 
+    def _unload(self, session_id: str) -> bool:
+        """Whether a request of this process loaded ``session_id`` live and has not saved or
+        removed it; counts this save (or removal) as that request's."""
+        n = self._loaded.pop(session_id, 0)
+        if n > 1:
+            self._loaded[session_id] = n - 1
+        return n > 0
+
     async def remove(self, session_id: str) -> None:
-        """Delete the session (idempotent)."""
+        """Delete the session (idempotent). starsessions removes only a session its request
+        loaded, and then saves nothing: the removal ends that request's load."""
+        self._unload(session_id)
         try:
             await self.store.invalidate(session_id)
         except InvalidSessionId:
@@ -161,9 +190,9 @@ class ShmStore(OwnersOfStore, SessionStore):
         whose session to keep (the current one: "log out my other devices"). Returns how
         many were deleted. The old cookies are anonymous from then on, in every worker.
 
-        Without ``keep``, a request logged in as ``owner`` deletes its own session too:
-        clear it as well (``request.session.clear()``), or its response saves it again
-        under a fresh id.
+        Without ``keep``, a request logged in as ``owner`` deletes its own session too, and
+        its response does not save it again (a session loaded live and deleted before its
+        save stays deleted).
 
         :raises InvalidOwner: ``owner`` is empty or over ``MAX_ID_BYTES`` bytes of UTF-8.
         """
