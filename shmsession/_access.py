@@ -1,4 +1,5 @@
-"""One handle's way in to the engine: under the lock, or lock-free through the reader.
+"""One handle's way in to the engine: under the lock, or lock-free through the reader; and
+its way out (close, unlink, and the collector's path for a handle dropped without close).
 
 Whoever takes the lock first repairs what a dead writer left (an open transaction, a clear
 half done, the read sequence left odd) and, every ``HOUSEKEEPING_EVERY``-th time, does the
@@ -14,8 +15,10 @@ from contextlib import contextmanager
 from typing import Iterator, Optional, Tuple
 
 from . import _layout as L
-from ._counts import PendingCounts
+from . import _segment
+from ._counts import GC_FLUSH_WAIT, PendingCounts
 from ._engine import Engine
+from ._errors import CorruptSegment, StoreClosed
 from ._lock import StoreLock
 from ._reader import HOUSEKEEPING_EVERY, Reader
 from ._segment import Segment
@@ -99,3 +102,70 @@ class Access:
         """
         self.engine.repair(self.seg.unlinked())
         self.counts.flush()
+
+    # ------------------------------------------------------------------ the way out
+    def close(self) -> None:
+        """Detach the handle (see ``SessionStorage.close``). Idempotent."""
+        lock = self.lock
+        try:
+            # Wait out a critical section of another thread before unmapping under it.
+            lock.acquire()
+        except StoreClosed:
+            return  # closed already (by this thread or another)
+        try:
+            self.reader.lock_free = False  # reads from now on take the lock, and learn
+            self.counts.flush()
+        finally:
+            try:
+                lock.close()  # under the thread lock: no thread uses the mapping after this
+            finally:
+                self.detach()
+
+    def detach(self) -> None:
+        self.engine.close()  # the journal's views pin the mapping
+        self.seg.close()
+
+    def unlink(self, name: str) -> None:
+        """Remove store ``name`` (this handle's) and close the handle (see
+        ``SessionStorage.unlink``)."""
+        try:
+            self.acquire()
+        except StoreClosed:
+            # A closed handle (here, or by another thread) still removes the store.
+            _segment.unlink(name)
+            return
+        except CorruptSegment:
+            # Unlinking is the remedy for damage: the name goes all the same, and handles
+            # attached elsewhere learn from the unlinked segment (st_nlink == 0).
+            _segment.unlink(name)
+            self.close()
+            return
+        try:
+            engine = self.engine
+            engine.mark_unlinked()
+            # The name goes before the lock does: whoever takes the lock next finds the
+            # flag and an unlinked segment together (see Engine.repair).
+            try:
+                _segment.unlink(name)
+            except BaseException:
+                engine.unmark_unlinked()
+                raise
+        finally:
+            self.lock.release()
+        self.close()
+
+    def collect(self) -> None:
+        """A handle dropped without close(), from ``SessionStorage.__del__``: what it counted
+        since its last flush is not lost, and its descriptor and mapping go. The collector
+        may run this in any thread, even one in the middle of an operation on another
+        handle, so the wait for the lock is short and bounded."""
+        self.counts.flush_within(GC_FLUSH_WAIT)  # never raises
+        # No thread can be using a handle the collector found, so its descriptor and mapping
+        # go without the lock (close() would wait for it).
+        try:
+            lock = self.lock
+            if not lock.closed:
+                lock.closed = True
+                self.detach()
+        except Exception:  # noqa: BLE001 - at interpreter shutdown
+            pass

@@ -19,10 +19,9 @@ from . import _layout as L
 from . import _segment
 from ._access import Access
 from ._attach import check_options, open_segment
-from ._counts import GC_FLUSH_WAIT
 from ._digests import Digests
 from ._engine import Engine, engine_stats
-from ._errors import CorruptSegment, SessionNotFound, StoreClosed
+from ._errors import CorruptSegment, SessionNotFound
 from ._rules import (
     BytesLike, Provider, check_digest, check_expect, check_keep, check_name, check_value,
     new_id,
@@ -137,22 +136,12 @@ class SessionStorage:
         return self._default_ttl_ns if ttl is None else _ttl_ns(ttl)
 
     def __del__(self) -> None:
-        # Dropped without close(): what it counted since its last flush is not lost. The
-        # collector may run this in any thread, even one in the middle of an operation on
-        # another handle, so the wait for the lock is short and bounded.
+        # Dropped without close(): see Access.collect.
         try:
-            self._access.counts.flush_within(GC_FLUSH_WAIT)  # never raises
-        except AttributeError:  # half-made: __init__ raised
-            pass
-        # No thread can be using a handle the collector found, so its descriptor and mapping
-        # go without the lock (close() would wait for it).
-        try:
-            lock = self._lock
-            if not lock.closed:
-                lock.closed = True
-                self._detach()
-        except Exception:  # noqa: BLE001 - half-made (__init__ raised), or at shutdown
-            pass
+            access = self._access
+        except AttributeError:  # half-made: __init__ raised before the access existed
+            return
+        access.collect()
 
     # ------------------------------------------------------------------ the public API
     #: A fresh session id: 256 random bits from ``secrets``, URL-safe, 43 characters
@@ -395,53 +384,12 @@ class SessionStorage:
         later call, raise :class:`StoreClosed`; a read that takes no lock returns what it
         had copied, or raises :class:`StoreClosed`.
         """
-        lock = self._lock
-        try:
-            # Wait out a critical section of another thread before unmapping under it.
-            lock.acquire()
-        except StoreClosed:
-            return  # closed already (by this thread or another)
-        try:
-            self._reader.lock_free = False  # reads from now on take the lock, and learn
-            self._access.counts.flush()
-        finally:
-            try:
-                lock.close()  # under the thread lock: no thread uses the mapping after this
-            finally:
-                self._detach()
-
-    def _detach(self) -> None:
-        self._engine.close()  # the journal's views pin the mapping
-        self._seg.close()
+        self._access.close()
 
     def unlink(self) -> None:
         """Remove the store from the system and close this handle. Other handles still
         attached raise :class:`SegmentUnlinked` on their next operation."""
-        try:
-            self._access.acquire()
-        except StoreClosed:
-            # A closed handle (here, or by another thread) still removes the store.
-            _segment.unlink(self.name)
-            return
-        except CorruptSegment:
-            # Unlinking is the remedy for damage: the name goes all the same, and handles
-            # attached elsewhere learn from the unlinked segment (st_nlink == 0).
-            _segment.unlink(self.name)
-            self.close()
-            return
-        try:
-            engine = self._engine
-            engine.mark_unlinked()
-            # The name goes before the lock does: whoever takes the lock next finds the
-            # flag and an unlinked segment together (see Engine.repair).
-            try:
-                _segment.unlink(self.name)
-            except BaseException:
-                engine.unmark_unlinked()
-                raise
-        finally:
-            self._lock.release()
-        self.close()
+        self._access.unlink(self.name)
 
     def sessions(self) -> List[SessionInfo]:
         """One :class:`SessionInfo` per live session (digest, size, age, time left); never
