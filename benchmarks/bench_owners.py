@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import secrets
-import signal
 import statistics
 import sys
 import time
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_store import (publish, redis_server, redis_server_version, redis_unavailable,
-                         remove_leftovers, version)
+                         remove_leftovers, sigterm_exits, version)
 
 HERE = Path(__file__).resolve().parent
 TARGET_SESSIONS = 10  # the user's sessions that each revoke deletes
@@ -311,14 +310,7 @@ def run(args: argparse.Namespace, tag: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-
-    # SIGTERM becomes SystemExit so the finally blocks unlink the store and stop the server;
-    # a second one is ignored rather than cutting that clean-up short.
-    def on_sigterm(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        sys.exit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    sigterm_exits()  # the finally blocks unlink the store and stop the server
     tag = f"bench-owners-{os.getpid()}-"
     try:
         table = run(args, tag)

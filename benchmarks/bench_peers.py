@@ -38,7 +38,7 @@ from multiprocessing.context import ForkContext
 from pathlib import Path
 from typing import Any
 
-from bench_store import (WorkerFailed, collect, fmt_size, remove_leftovers,
+from bench_store import (WorkerFailed, collect, fmt_size, remove_leftovers, sigterm_exits,
                          stop_processes, timer_overhead_ns)
 from peers import PEERS, Peer, load
 
@@ -522,12 +522,7 @@ def run(args: argparse.Namespace, tag: str, workdir: str,
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-
-    def on_sigterm(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        sys.exit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    sigterm_exits()
     tag = f"bench-{os.getpid()}-"
     workdir = tempfile.mkdtemp(prefix=f"{tag}peers-")
     t0 = time.monotonic()

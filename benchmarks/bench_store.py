@@ -664,15 +664,21 @@ def run(args: argparse.Namespace, tag: str) -> str:
     return render(cells, kinds, rounds, header, notes)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    # SIGTERM becomes SystemExit so the finally blocks unlink segments and stop workers; a
-    # second one is ignored rather than cutting that clean-up short.
+def sigterm_exits() -> None:
+    """From now on SIGTERM becomes SystemExit, so the finally blocks unlink segments, stop
+    workers and servers; a second one is ignored rather than cutting that clean-up short.
+    (Workers started by fork set SIGTERM back to the default first, see ``worker``.)"""
+
     def on_sigterm(signum: int, frame: object) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         sys.exit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    sigterm_exits()
     tag = f"bench-{os.getpid()}-"
     try:
         table = run(args, tag)
