@@ -5,31 +5,20 @@ redis-server, temp dirs)."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.system.test_bench_http import traces_of
+from tests._bench import run_bench, traces_of
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_owners.py"
 NUMBER = r"[\d,]+(?:\.\d)?"
 
 
 def test_quick_run_has_both_tables_and_leaves_nothing(redis_socket: str, tmp_path: Path) -> None:
     out = tmp_path / "owners.md"
-    proc = subprocess.Popen(
-        [sys.executable, str(BENCH), "--quick", "--sessions", "500", "--ops", "300",
-         "--keys", "50", "--output", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=100)
-    finally:
-        if proc.poll() is None:
-            proc.kill()  # its finally blocks do not run; the traces check below says so
-            proc.wait()
-    assert proc.returncode == 0, stderr[-3000:]
+    run = run_bench("bench_owners.py", "--quick", "--sessions", "500", "--ops", "300",
+                    "--keys", "50", "--output", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
     table = out.read_text()
-    assert table == stdout
+    assert table == run.stdout
     assert "each store holds 500 sessions" in table
     for store in ("shared memory", "Redis"):
         assert re.search(rf"^\| {store} \| {NUMBER} \| {NUMBER} \| [\d,]+× \|$", table,
@@ -38,5 +27,5 @@ def test_quick_run_has_both_tables_and_leaves_nothing(redis_socket: str, tmp_pat
             assert re.search(rf"^\| {store} \| {kind} \| {NUMBER} \| {NUMBER} \| \d+\.\d\d \|$",
                              table, re.M), (store, kind, table)
     assert "skipped" not in table
-    assert "warning: left behind" not in stderr, stderr
-    assert traces_of(f"bench-owners-{proc.pid}-") == []
+    assert "warning: left behind" not in run.stderr, run.stderr
+    assert traces_of(f"bench-owners-{run.pid}-") == []
