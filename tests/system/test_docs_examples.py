@@ -39,14 +39,15 @@ from typing import List, Optional, Set
 
 import pytest
 
+from shmsession._segment import LOCK_PREFIX, PREFIX, SHM_DIR
 from tests._stores import remove_store
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-SHM = Path("/dev/shm")
+SHM = Path(SHM_DIR)
 # Pages name their stores myapp, myapp-cache, ...: other tests may make and remove stores of
 # their own while a page runs, and those are not the page's to judge or to remove.
-STORE_FILE = re.compile(r"shmsession(?:-lock)?\.(myapp[\w.-]*)")
+STORE_FILE = re.compile(f"(?:{re.escape(PREFIX)}|{re.escape(LOCK_PREFIX)})(myapp[\\w.-]*)")
 BLOCK_TIMEOUT = 120  # seconds: a block that starts a server stops it itself
 
 _FENCE = re.compile(
