@@ -1,0 +1,1 @@
+# The compiled hot path (shmsession/_hot.c); see _build.py.
