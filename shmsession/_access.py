@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Iterator, Optional, Tuple
+from typing import Any, Iterator, Optional, Tuple
 
 from . import _layout as L
 from . import _segment
+from ._build import hot as _hot
 from ._counts import GC_FLUSH_WAIT, PendingCounts
 from ._engine import Engine
-from ._errors import CorruptSegment, StoreClosed
+from ._errors import CorruptSegment, SessionNotFound, StoreClosed
 from ._lock import StoreLock
 from ._reader import HOUSEKEEPING_EVERY, Reader
 from ._segment import Segment
@@ -33,12 +34,14 @@ _monotonic_ns = time.monotonic_ns
 
 class Access:
     """The lock, the lock-free reader and the pending counts of one handle of ``seg``,
-    whose bytes ``engine`` works on; ``lock_timeout`` is the handle's option (see
-    ``SessionStorage``)."""
+    whose bytes ``engine`` works on, with ids digested under ``secret``; ``lock_timeout`` is
+    the handle's option (see ``SessionStorage``). ``hot`` is the compiled hot path over the
+    same (``_hot.c``), or None in the pure build (``_build``)."""
 
-    __slots__ = ("seg", "engine", "w", "lock", "reader", "counts", "ops")
+    __slots__ = ("seg", "engine", "w", "lock", "reader", "counts", "ops", "hot")
 
-    def __init__(self, seg: Segment, engine: Engine, lock_timeout: Optional[float]) -> None:
+    def __init__(self, seg: Segment, engine: Engine, secret: bytes,
+                 lock_timeout: Optional[float]) -> None:
         self.seg = seg
         self.engine = engine
         self.w = words = engine.w  # the control words, which acquire and the lock watch
@@ -55,9 +58,18 @@ class Access:
         lock.busy = lambda: bool(words[_DIRTY_W])
         self.ops = 0  # lock acquisitions: every HOUSEKEEPING_EVERY-th one does housekeeping
         self.reader = reader = Reader(seg.buf, engine, lock, self.fetch, self.repair)
-        # What the reader, the engine and the lock count, added to the shared counters every
-        # HOUSEKEEPING_EVERY operations, at stats() and close(), and at exit and fork.
-        self.counts = PendingCounts(engine, reader, lock)
+        self.hot: Optional[Any] = None
+        if _hot is not None:
+            # It calls back for whatever is not its own: the repair and housekeeping, under
+            # the lock or with it tried; a write with an expired entry due for the sweep.
+            self.hot = _hot.Hot(
+                seg.buf, engine.geo.bounds(), engine.geo.journal_off, engine.geo.journal_size,
+                secret, lock, engine.j, self.repair, reader.housekeep, engine.sweep_next,
+                SessionNotFound, reader.lock_free, engine.touch_on_read, engine.default_ttl_ns)
+        # What the reader, the engine, the lock and the compiled path count, added to the
+        # shared counters every HOUSEKEEPING_EVERY operations, at stats() and close(), and at
+        # exit and fork.
+        self.counts = PendingCounts(engine, reader, lock, self.hot)
 
     def acquire(self) -> None:
         """Take the lock, and repair first if anything is left to repair."""
@@ -114,6 +126,8 @@ class Access:
             return  # closed already (by this thread or another)
         try:
             self.reader.lock_free = False  # reads from now on take the lock, and learn
+            if self.hot is not None:
+                self.hot.lock_free = False
             self.counts.flush()
         finally:
             try:
@@ -122,6 +136,8 @@ class Access:
                 self.detach()
 
     def detach(self) -> None:
+        if self.hot is not None:
+            self.hot.close()  # it pins the mapping too
         self.engine.close()  # the journal's views pin the mapping
         self.seg.close()
 

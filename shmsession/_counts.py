@@ -16,7 +16,7 @@ import atexit
 import os
 import threading
 import weakref
-from typing import List
+from typing import Any, List
 
 from . import _layout as L
 from ._engine import Engine
@@ -36,12 +36,13 @@ class PendingCounts:
     added to the shared counters. Made once per handle; tracked for the exit and fork hooks
     for as long as the handle holds it."""
 
-    __slots__ = ("engine", "reader", "lock", "__weakref__")
+    __slots__ = ("engine", "reader", "lock", "hot", "__weakref__")
 
-    def __init__(self, engine: Engine, reader: Reader, lock: StoreLock) -> None:
+    def __init__(self, engine: Engine, reader: Reader, lock: StoreLock, hot: Any) -> None:
         self.engine = engine
         self.reader = reader
         self.lock = lock
+        self.hot = hot  # the compiled path (_hot.c), or None
         with _tracked_guard:
             _tracked.add(self)
 
@@ -55,14 +56,24 @@ class PendingCounts:
             lock.waits = 0
             lock.wait_ns = 0
         reader = self.reader
-        engine.add_counts(reader.hits, reader.misses)
+        hits, misses = reader.hits, reader.misses
         reader.hits = reader.misses = 0
+        hot = self.hot
+        if hot is not None:
+            hot_hits, hot_misses, writes, waits, wait_ns = hot.take_counts()
+            hits += hot_hits
+            misses += hot_misses
+            engine.writes_done += writes
+            if waits:
+                engine.bump(_LOCK_WAITS, waits)
+                engine.bump(_LOCK_WAIT_NS, wait_ns)
+        engine.add_counts(hits, misses)
 
     def pending(self) -> bool:
         e = self.engine
         r = self.reader
         return bool(r.hits or r.misses or e.hits or e.misses or e.writes_done
-                    or self.lock.waits)
+                    or self.lock.waits or self.hot is not None and self.hot.pending())
 
     def flush_within(self, wait: float) -> None:
         """``flush`` if the lock comes within ``wait`` seconds; else leave the counts. Never
@@ -87,6 +98,8 @@ class PendingCounts:
         r.hits = r.misses = 0
         e = self.engine
         e.hits = e.misses = e.writes_done = 0
+        if self.hot is not None:
+            self.hot.zero()
 
 
 _tracked: "weakref.WeakSet[PendingCounts]" = weakref.WeakSet()

@@ -452,6 +452,11 @@ class Engine:
         w[_SWEEP_CURSOR] = i  # advisory
         return removed
 
+    def sweep_next(self) -> None:
+        """Have the next ``put`` run the sweep of every ``_SWEEP_EVERY``-th write: for the
+        compiled path (``_hot.c``), whose writes count apart and which found an entry due."""
+        self.writes = -1
+
     def redo_clear(self) -> None:
         buf = self.buf
         geo = self.geo

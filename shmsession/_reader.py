@@ -108,6 +108,15 @@ class Reader:
                 return found  # type: ignore[return-value]
         return self.locked(digest)
 
+    def housekeep(self) -> None:
+        """The housekeeping of every ``HOUSEKEEPING_EVERY``-th read (the compiled reader's
+        too), if the lock is free this instant: ``repair`` under it."""
+        if self.lock.try_acquire():
+            try:
+                self.repair()
+            finally:
+                self.lock.release()
+
     def _peek(self, digest: bytes) -> object:
         """A read that takes no lock (a seqlock): value and version, None, or ``LOCKED``.
 
@@ -123,11 +132,8 @@ class Reader:
         lock is free that instant (a holder that is not writing never holds reads up). The
         one store made here is the advisory last-access time of the slot just read.
         """
-        if not self.ops % HOUSEKEEPING_EVERY and self.lock.try_acquire():
-            try:
-                self.repair()
-            finally:
-                self.lock.release()
+        if not self.ops % HOUSEKEEPING_EVERY:
+            self.housekeep()
         buf = self.buf
         w = self.w
         mask = self.mask

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from . import _dump
 from . import _layout as L
-from . import _segment
+from . import _build, _segment
 from ._access import Access
 from ._attach import check_options, open_segment
 from ._digests import Digests
@@ -34,6 +34,7 @@ __all__ = ["SessionInfo", "SessionStorage", "Stats"]  # the types re-exported fr
 T = TypeVar("T")
 
 _monotonic_ns = time.monotonic_ns
+_SLOW = getattr(_build.hot, "SLOW", object())  # the compiled path's "take the Python path"
 
 
 class SessionStorage:
@@ -124,7 +125,8 @@ class SessionStorage:
         # The parts an operation calls, each held here: ``self._reader.find(...)`` costs
         # less than a bound method kept as an attribute (CPython 3.11 specialises a method
         # looked up on a type, not a callable found in an instance's dict).
-        self._access = access = Access(seg, engine, lock_timeout)
+        self._access = access = Access(seg, engine, secret, lock_timeout)
+        self._hot = access.hot  # the compiled hot path, or None (see _build)
         self._lock = access.lock
         self._reader = access.reader  # reads: lock-free where they can be
 
@@ -160,6 +162,11 @@ class SessionStorage:
 
         :raises SessionNotFound: no such session, or it has expired.
         """
+        hot = self._hot
+        if hot is not None and consumer is None:
+            value = hot.read(sid)
+            if value is not _SLOW:
+                return value  # type: ignore[no-any-return]
         found = self._reader.find(self._digests.of(sid))
         if found is None:
             raise SessionNotFound("no session with this id (absent or expired)")
@@ -172,6 +179,13 @@ class SessionStorage:
 
         :raises SessionNotFound: no such session, or it has expired.
         """
+        hot = self._hot
+        if hot is not None:
+            found = hot.find(sid)
+            if found is not _SLOW:
+                if found is None:
+                    raise SessionNotFound("no session with this id (absent or expired)")
+                return found  # type: ignore[no-any-return]
         found = self._reader.find(self._digests.of(sid))
         if found is None:
             raise SessionNotFound("no session with this id (absent or expired)")
@@ -179,6 +193,11 @@ class SessionStorage:
 
     def get(self, sid: str, default: Optional[T] = None) -> Union[bytes, T, None]:
         """The session's bytes, or ``default`` when it is absent or expired."""
+        hot = self._hot
+        if hot is not None:
+            value = hot.get(sid, default)
+            if value is not _SLOW:
+                return value  # type: ignore[no-any-return]
         found = self._reader.find(self._digests.of(sid))
         return default if found is None else found[0]
 
@@ -214,8 +233,13 @@ class SessionStorage:
         :raises InvalidOwner: ``owner`` is empty or over ``MAX_ID_BYTES`` (InvalidType:
             not a ``str``).
         """
-        digest = self._digests.of(sid)
         ttl_ns = self._default_ttl_ns if ttl is None else _ttl_ns(ttl)
+        hot = self._hot
+        if hot is not None and owner is None:
+            version = hot.write(sid, value, ttl_ns, expect)
+            if version is not _SLOW:
+                return version  # type: ignore[no-any-return]
+        digest = self._digests.of(sid)
         if expect is not None:  # the common case makes no call
             check_expect(expect)
         odigest = None if owner is None else self._digests.owner(owner)
@@ -331,8 +355,13 @@ class SessionStorage:
 
         :returns: whether a live session was there to renew.
         """
-        digest = self._digests.of(sid)
         ttl_ns = self._ttl(ttl)
+        hot = self._hot
+        if hot is not None:
+            renewed = hot.touch(sid, ttl_ns)
+            if renewed is not _SLOW:
+                return renewed  # type: ignore[no-any-return]
+        digest = self._digests.of(sid)
         self._access.acquire()
         try:
             return self._engine.touch(digest, ttl_ns, _monotonic_ns())
@@ -341,6 +370,11 @@ class SessionStorage:
 
     def __contains__(self, sid: object) -> bool:
         """Whether ``sid`` has a live session: ``sid in store``."""
+        hot = self._hot
+        if hot is not None:
+            found = hot.find(sid)
+            if found is not _SLOW:
+                return found is not None
         return self._reader.find(self._digests.of(sid)) is not None
 
     def __len__(self) -> int:
