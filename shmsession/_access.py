@@ -64,7 +64,7 @@ class Access:
             # the lock or with it tried; a write with an expired entry due for the sweep.
             self.hot = _hot.Hot(
                 seg.buf, engine.geo.bounds(), engine.geo.journal_off, engine.geo.journal_size,
-                secret, lock, engine.j, self.repair, reader.housekeep, engine.sweep_next,
+                engine.geo.max_entries, secret, lock, engine.j, self.repair, reader.housekeep, engine.sweep_next,
                 SessionNotFound, reader.lock_free, engine.touch_on_read, engine.default_ttl_ns)
         # What the reader, the engine, the lock and the compiled path count, added to the
         # shared counters every HOUSEKEEPING_EVERY operations, at stats() and close(), and at

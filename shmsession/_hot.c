@@ -46,6 +46,18 @@
 #define SLOT_ATIME 48
 #define SLOT_VERSION 56
 #define SLOT_HALF 64 /* the part of a slot every operation writes (SLOT) */
+#define SLOT_OWNER 64 /* the owner half: owner digest, prev, next, joined */
+#define STATE_OFF 256
+#define STATE_SIZE (32 + 8 * NBINS)
+#define ENTRIES_OFF 256
+#define HEAP_USED_OFF 264
+#define BITMAP_OFF 280
+#define BINS_OFF 288
+#define NBINS 48
+#define ALIGN 16
+#define HEAP_SCAN 16 /* _heap._SCAN */
+#define C_DELETES 3 /* counters, by index (_layout.COUNTER_NAMES) */
+#define C_EXPIRATIONS 5
 #define DIGEST 16
 #define BLOCK_TAIL 24
 #define BLOCK_OVERHEAD 32
@@ -108,6 +120,7 @@ typedef struct {
     char *b;
     volatile uint64_t *w; /* the segment as 8-byte words */
     uint64_t table_off, mask, heap_off, heap_end, max_value, journal_off, journal_size;
+    uint64_t max_entries;
     b2_keyed ids;
     int lock_free, touch_on_read;
     int64_t default_ttl_ns;
@@ -118,12 +131,13 @@ typedef struct {
     PyObject *sweep;     /* Engine.sweep_next: the engine's next write sweeps */
     PyObject *not_found; /* SessionNotFound */
     uint64_t reads, locks, writes;
+    uint64_t done; /* operations finished here under the lock (for the tests) */
     /* pending counts, taken by PendingCounts (take_counts) */
     uint64_t hits, misses, writes_done, waits, wait_ns;
 } Hot;
 
 static PyObject *SLOW; /* "take the pure-Python path" */
-static PyObject *s_closed, *s_fd, *s_tlock, *s_acquire, *s_release, *s_fault, *s_rollback;
+static PyObject *s_closed, *s_fd, *s_timeout, *s_tlock, *s_acquire, *s_release, *s_fault, *s_rollback;
 
 static void hot_release_view(Hot *h) {
     if (h->open) {
@@ -159,16 +173,18 @@ static void hot_dealloc(Hot *h) {
     Py_TYPE(h)->tp_free((PyObject *)h);
 }
 
-/* Hot(buf, bounds, journal_off, journal_size, secret, lock, journal, repair, housekeep,
+/* Hot(buf, bounds, journal_off, journal_size, max_entries, secret, lock, journal, repair, housekeep,
  *     sweep, not_found, lock_free, touch_on_read, default_ttl_ns) */
 static int hot_init(Hot *h, PyObject *args, PyObject *kw) {
     PyObject *buf, *lock, *journal, *repair, *housekeep, *sweep, *not_found;
-    unsigned long long table_off, mask, heap_off, heap_end, max_value, journal_off, journal_size;
+    unsigned long long table_off, mask, heap_off, heap_end, max_value, journal_off, journal_size,
+        max_entries;
     Py_buffer secret;
     int lock_free, touch_on_read;
     long long default_ttl_ns;
-    if (!PyArg_ParseTuple(args, "O(KKKKK)KKy*OOOOOOppL:Hot", &buf, &table_off, &mask, &heap_off,
-                          &heap_end, &max_value, &journal_off, &journal_size, &secret, &lock,
+    if (!PyArg_ParseTuple(args, "O(KKKKK)KKKy*OOOOOOppL:Hot", &buf, &table_off, &mask,
+                          &heap_off, &heap_end, &max_value, &journal_off, &journal_size,
+                          &max_entries, &secret, &lock,
                           &journal, &repair, &housekeep, &sweep, &not_found, &lock_free,
                           &touch_on_read, &default_ttl_ns))
         return -1;
@@ -196,6 +212,7 @@ static int hot_init(Hot *h, PyObject *args, PyObject *kw) {
     h->max_value = max_value;
     h->journal_off = journal_off;
     h->journal_size = journal_size;
+    h->max_entries = max_entries;
     h->lock_free = lock_free;
     h->touch_on_read = touch_on_read;
     h->default_ttl_ns = default_ttl_ns;
@@ -366,8 +383,8 @@ static PyObject *hot_find(Hot *h, PyObject *sid) {
 /* Take the handle's lock as StoreLock.acquire does when its thread lock is free: the
  * thread lock, then flock, tried for LOCK_SPIN_NS while watching the holder's dirty word.
  * 1: held (*tlock is the thread lock to release); 0: not taken (closed, another thread of
- * this process in a critical section, still busy after the spin: the pure path waits); -1:
- * an exception. */
+ * this process in a critical section, still busy after the spin with a lock timeout: the
+ * pure path waits); -1: an exception (a signal handler's, raised in the wait). */
 static int lock_take(Hot *h, PyObject **tlock, int *fd) {
     PyObject *closed = PyObject_GetAttr(h->lock, s_closed);
     if (closed == NULL) return -1;
@@ -405,8 +422,29 @@ static int lock_take(Hot *h, PyObject **tlock, int *fd) {
                 h->wait_ns += (uint64_t)(now_ns() - t0);
                 goto held;
             }
-            if (errno != EWOULDBLOCK || now_ns() >= deadline) goto give_back;
+            if (errno != EWOULDBLOCK) goto give_back;
+            if (now_ns() >= deadline) break;
         }
+        /* Still busy: the holder was most likely descheduled. Without a lock timeout,
+         * sleep in flock as StoreLock does (the GIL let go; the thread lock, which close()
+         * waits for, kept); with one, the pure path's timed wait takes over. */
+        PyObject *timeout = PyObject_GetAttr(h->lock, s_timeout);
+        if (timeout == NULL) goto give_back;
+        int untimed = timeout == Py_None;
+        Py_DECREF(timeout);
+        if (!untimed) goto give_back;
+        for (;;) {
+            int rc, err;
+            Py_BEGIN_ALLOW_THREADS
+            rc = flock((int)f, LOCK_EX);
+            err = errno;
+            Py_END_ALLOW_THREADS
+            if (rc == 0) break;
+            if (err != EINTR) goto give_back;
+            if (PyErr_CheckSignals() < 0) goto fail; /* a handler raised (SystemExit...) */
+        }
+        h->waits++;
+        h->wait_ns += (uint64_t)(now_ns() - t0);
     }
 held:
     *tlock = t;
@@ -421,6 +459,16 @@ give_back:
         Py_DECREF(r);
     }
     return 0;
+fail:
+    {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        PyObject *r = PyObject_CallMethodNoArgs(t, s_release);
+        Py_DECREF(t);
+        Py_XDECREF(r);
+        PyErr_Restore(et, ev, tb);
+    }
+    return -1;
 }
 
 /* Let go of what lock_take took; keeps a pending exception. -1 if letting go failed. */
@@ -459,10 +507,21 @@ static int after_take(Hot *h) {
 }
 
 /* ------------------------------------------------------------------ the journal (_journal.py) */
+/* Every step below returns 0 when done, -1 with a Python exception (a fault hook's), or 1 for
+ * "not here": something the pure path must see -- damage it reports, a journal that cannot
+ * hold the operation. The operation then rolls back what it did and returns SLOW. */
+#define TRY(step)                  \
+    do {                           \
+        int r_ = (step);           \
+        if (r_) return r_;         \
+    } while (0)
+
 typedef struct {
     Hot *h;
     PyObject *fault; /* Journal.fault, or NULL */
     uint64_t txid, used;
+    int state_logged;
+    int begun; /* a transaction is open: an abort rolls it back */
 } Txn;
 
 static int fault(Txn *x) {
@@ -473,9 +532,11 @@ static int fault(Txn *x) {
     return 0;
 }
 
-static int txn_begin(Txn *x, Hot *h) {
-    x->h = h;
+static int txn_begin(Txn *x) {
+    Hot *h = x->h;
+    x->begun = 1; /* from the first fault on: a stop here rolls back (nothing, yet) */
     x->fault = NULL;
+    x->state_logged = 0;
     PyObject *f = PyObject_GetAttr(h->journal, s_fault);
     if (f == NULL) return -1;
     if (f != Py_None) x->fault = f;
@@ -484,6 +545,7 @@ static int txn_begin(Txn *x, Hot *h) {
     uint64_t txid = LOAD(&w[NEXT_TXID_W]) + 1;
     if (!txid) txid = 1;
     if (fault(x) < 0) return -1;
+    /* used=0 before dirty=txid: a dirty word never pairs with the last transaction's count */
     STORE(&w[USED_W], 0);
     STORE(&w[NEXT_TXID_W], txid);
     STORE(&w[DIRTY_W], txid);
@@ -494,7 +556,7 @@ static int txn_begin(Txn *x, Hot *h) {
 
 static void txn_end(Txn *x) { Py_CLEAR(x->fault); }
 
-/* Write the record of the n bytes at off at journal position pos (no count yet). */
+/* Write the record of the n bytes at off at journal position pos (not counted yet). */
 static void record_at(Txn *x, uint64_t pos, uint64_t off, uint32_t n) {
     char *b = x->h->b;
     uint8_t in[20];
@@ -509,7 +571,21 @@ static void record_at(Txn *x, uint64_t pos, uint64_t off, uint32_t n) {
     memcpy(p + 16, b + off, n);
 }
 
-/* The first store a reader could copy: the read sequence odd (Journal._expose). */
+static inline uint64_t record_size(uint32_t n) { return 16 + (((uint64_t)n + 7) & ~(uint64_t)7); }
+
+/* Journal.record: save the n bytes at off; they count from the store of the used word. */
+static int txn_record(Txn *x, uint64_t off, uint32_t n) {
+    uint64_t end = x->used + record_size(n);
+    if (end > x->h->journal_size) return 1;
+    if (fault(x) < 0) return -1;
+    record_at(x, x->used, off, n);
+    if (fault(x) < 0) return -1;
+    STORE(&x->h->w[USED_W], end);
+    x->used = end;
+    return 0;
+}
+
+/* Journal._expose: before the first store a reader could copy, the read sequence odd. */
 static int expose(Txn *x) {
     volatile uint64_t *w = x->h->w;
     uint64_t seq = LOAD(&w[SEQ_W]);
@@ -523,14 +599,16 @@ static int expose(Txn *x) {
 
 /* Journal.write: record the old bytes at off, then store data over them. */
 static int txn_write(Txn *x, uint64_t off, const void *data, uint32_t n) {
-    uint64_t end = x->used + 16 + (((uint64_t)n + 7) & ~(uint64_t)7);
-    if (end > x->h->journal_size) return 1; /* cannot happen on these paths: the caller's check */
-    if (fault(x) < 0) return -1;
-    record_at(x, x->used, off, n); /* the entry; Journal.record faults between its parts */
-    if (fault(x) < 0) return -1;
-    STORE(&x->h->w[USED_W], end);
-    x->used = end;
-    if (expose(x) < 0) return -1;
+    TRY(txn_record(x, off, n));
+    TRY(expose(x));
+    memcpy(x->h->b + off, data, n);
+    return 0;
+}
+
+/* Journal.raw with nothing guarded: data into space that was free when the transaction
+ * began (no block was freed in it before), which needs no record. */
+static int txn_raw(Txn *x, uint64_t off, const void *data, uint64_t n) {
+    TRY(expose(x));
     memcpy(x->h->b + off, data, n);
     return 0;
 }
@@ -538,8 +616,7 @@ static int txn_write(Txn *x, uint64_t off, const void *data, uint32_t n) {
 /* Journal.write2: two records counted by one store, then the two overwrites. */
 static int txn_write2(Txn *x, uint64_t a, const void *da, uint32_t na, uint64_t c,
                       const void *dc, uint32_t nc) {
-    uint64_t mid = x->used + 16 + (((uint64_t)na + 7) & ~(uint64_t)7);
-    uint64_t end = mid + 16 + (((uint64_t)nc + 7) & ~(uint64_t)7);
+    uint64_t mid = x->used + record_size(na), end = mid + record_size(nc);
     if (end > x->h->journal_size) return 1;
     if (fault(x) < 0) return -1;
     record_at(x, x->used, a, na);
@@ -547,29 +624,38 @@ static int txn_write2(Txn *x, uint64_t a, const void *da, uint32_t na, uint64_t 
     if (fault(x) < 0) return -1;
     STORE(&x->h->w[USED_W], end);
     x->used = end;
-    if (expose(x) < 0) return -1;
+    TRY(expose(x));
     memcpy(x->h->b + a, da, na);
     if (fault(x) < 0) return -1;
     memcpy(x->h->b + c, dc, nc);
     return 0;
 }
 
+/* Journal.log_state: the header's STATE range, recorded once per transaction. */
+static int log_state(Txn *x) {
+    if (x->state_logged) return 0;
+    TRY(txn_record(x, STATE_OFF, STATE_SIZE));
+    x->state_logged = 1;
+    return 0;
+}
+
 static int txn_commit(Txn *x) {
     volatile uint64_t *w = x->h->w;
     if (fault(x) < 0) return -1;
-    STORE(&w[DIRTY_W], 0);
+    STORE(&w[DIRTY_W], 0); /* the commit point */
     uint64_t seq = LOAD(&w[SEQ_W]);
     if (seq & 1) STORE(&w[SEQ_W], seq + 1);
     return 0;
 }
 
-/* After an exception inside a transaction: Journal.rollback (the pure path's recovery). */
+/* Journal.rollback, after an exception or a "not here" inside a transaction; keeps a
+ * pending exception, unless the rollback raises its own (then the store is left for the
+ * next holder's repair, and that error goes up). */
 static void txn_abort(Txn *x) {
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
     PyObject *r = PyObject_CallMethodNoArgs(x->h->journal, s_rollback);
     if (r == NULL) {
-        /* the rollback's own error wins: the store is left for the next holder to repair */
         Py_XDECREF(et);
         Py_XDECREF(ev);
         Py_XDECREF(tb);
@@ -579,23 +665,216 @@ static void txn_abort(Txn *x) {
     PyErr_Restore(et, ev, tb);
 }
 
-/* ------------------------------------------------------------------ locked operations */
-/* The used slot holding digest (its offset in *pos), 0 when there is none, -1 for a whole
- * lap without an empty slot (damage: the pure path reports it). */
+static void bump(Hot *h, int counter) { h->w[COUNTERS_W + counter] += 1; /* advisory */ }
+
+/* ------------------------------------------------------------------ the heap (_heap.py) */
+static inline int bin_of(uint64_t size) { return 63 - __builtin_clzll(size); }
+
+static inline int block_start(Hot *h, uint64_t blk) {
+    return blk >= h->heap_off && blk < h->heap_end && !(blk & (ALIGN - 1));
+}
+
+static inline int link_ok(Hot *h, uint64_t link) { return !link || block_start(h, link); }
+
+/* Heap.block: the size and used bit of the block at blk; 0 if no sound block is there. */
+static int block_at(Hot *h, uint64_t blk, uint64_t *size, int *used) {
+    if (!block_start(h, blk)) return 0;
+    uint64_t tag = rd64(h->b + blk), n = tag & ~(uint64_t)1;
+    if (n < MIN_BLOCK || n & (ALIGN - 1) || blk + n > h->heap_end) return 0;
+    *size = n;
+    *used = (int)(tag & 1);
+    return 1;
+}
+
+static inline uint64_t block_size_for(uint64_t n) {
+    uint64_t size = (n + BLOCK_OVERHEAD + ALIGN - 1) & ~(uint64_t)(ALIGN - 1);
+    return size < MIN_BLOCK ? MIN_BLOCK : size;
+}
+
+/* Heap._find, read only: a free block of at least need bytes, 0 for none, or 1 as an odd
+ * offset ("damage": the pure path reports it). */
+static uint64_t heap_find(Hot *h, uint64_t need) {
+    const char *b = h->b;
+    int k = bin_of(need);
+    uint64_t node = rd64(b + BINS_OFF + 8 * k);
+    for (int scan = 0; scan < HEAP_SCAN && node; scan++) {
+        if (!block_start(h, node)) return 1;
+        if (rd64(b + node) >= need) return node;
+        node = rd64(b + node + 8);
+    }
+    uint64_t larger = k + 1 < 64 ? rd64(b + BITMAP_OFF) >> (k + 1) : 0;
+    if (!larger) return 0;
+    k += __builtin_ctzll(larger) + 1;
+    if (k >= NBINS) return 1;
+    node = rd64(b + BINS_OFF + 8 * k);
+    return link_ok(h, node) ? node : 1;
+}
+
+/* Heap._unlink: take the free block blk of size bytes off its list. */
+static int heap_unlink(Txn *x, uint64_t blk, uint64_t size) {
+    Hot *h = x->h;
+    char *b = h->b;
+    uint64_t nxt = rd64(b + blk + 8), prv = rd64(b + blk + 16);
+    if (!link_ok(h, nxt) || !link_ok(h, prv)) return 1;
+    if (prv) {
+        TRY(txn_write(x, prv + 8, &nxt, 8));
+    } else {
+        int k = bin_of(size);
+        TRY(log_state(x));
+        wr64(b + BINS_OFF + 8 * k, nxt);
+        if (!nxt) wr64(b + BITMAP_OFF, rd64(b + BITMAP_OFF) & ~((uint64_t)1 << k));
+    }
+    if (nxt) TRY(txn_write(x, nxt + 16, &prv, 8));
+    return 0;
+}
+
+/* Heap._link: make blk a free block of size bytes, at the head of its list. */
+static int heap_link(Txn *x, uint64_t blk, uint64_t size) {
+    Hot *h = x->h;
+    char *b = h->b;
+    int k = bin_of(size);
+    uint64_t head = rd64(b + BINS_OFF + 8 * k);
+    if (!link_ok(h, head)) return 1;
+    uint64_t free_head[3] = {size, head, 0};
+    TRY(txn_write(x, blk, free_head, 24));
+    TRY(txn_write(x, blk + size - 8, &size, 8));
+    if (head) TRY(txn_write(x, head + 16, &blk, 8));
+    TRY(log_state(x));
+    wr64(b + BINS_OFF + 8 * k, blk);
+    wr64(b + BITMAP_OFF, rd64(b + BITMAP_OFF) | ((uint64_t)1 << k));
+    return 0;
+}
+
+static int heap_add_used(Txn *x, int64_t by) {
+    Hot *h = x->h;
+    TRY(log_state(x));
+    uint64_t used = rd64(h->b + HEAP_USED_OFF) + (uint64_t)by;
+    if (used > h->heap_end - h->heap_off) return 1; /* below 0 wraps above too */
+    wr64(h->b + HEAP_USED_OFF, used);
+    return 0;
+}
+
+/* Heap.alloc, given the block heap_find chose: the payload offset in *payload. */
+static int heap_alloc(Txn *x, uint64_t blk, uint64_t n, const uint8_t *owner, uint64_t *payload) {
+    uint64_t need = block_size_for(n), size;
+    int used;
+    if (!block_at(x->h, blk, &size, &used) || used || size < need) return 1;
+    TRY(heap_unlink(x, blk, size));
+    if (size - need >= MIN_BLOCK) TRY(heap_link(x, blk + need, size - need));
+    else need = size;
+    uint64_t tag = need | 1;
+    /* the header's record covers the old links too: the value is copied over them raw */
+    TRY(txn_record(x, blk, 24));
+    TRY(txn_raw(x, blk, &tag, 8));
+    uint8_t tail[BLOCK_TAIL];
+    memcpy(tail, owner, DIGEST);
+    memcpy(tail + DIGEST, &tag, 8);
+    TRY(txn_write(x, blk + need - BLOCK_TAIL, tail, BLOCK_TAIL));
+    TRY(heap_add_used(x, (int64_t)need));
+    *payload = blk + 8;
+    return 0;
+}
+
+/* Heap.free: the block holding payload back to the free lists, merged with free neighbours.
+ * (No guard: nothing is copied raw after a free in the operations that come here.) */
+static int heap_free(Txn *x, uint64_t payload) {
+    Hot *h = x->h;
+    uint64_t blk = payload - 8, size, nsize;
+    int used, nused;
+    if (!block_at(h, blk, &size, &used) || !used) return 1;
+    uint64_t freed = size, nxt = blk + size;
+    if (nxt < h->heap_end) {
+        if (!block_at(h, nxt, &nsize, &nused)) return 1;
+        if (!nused) {
+            TRY(heap_unlink(x, nxt, nsize));
+            size += nsize;
+        }
+    }
+    if (blk > h->heap_off) {
+        uint64_t tag = rd64(h->b + blk - 8);
+        if (!(tag & 1)) {
+            uint64_t start = blk - tag;
+            if (tag < MIN_BLOCK || tag & (ALIGN - 1) || tag > blk - h->heap_off) return 1;
+            blk = start;
+            TRY(heap_unlink(x, blk, tag));
+            size += tag;
+        }
+    }
+    TRY(heap_link(x, blk, size));
+    return heap_add_used(x, -(int64_t)freed);
+}
+
+/* ------------------------------------------------------------------ the table (_table.py) */
+/* Table.probe: 1 and the used slot holding digest in *pos, 0 and the empty slot where it
+ * would go in *pos, -1 for a whole lap without an empty slot (damage). */
 static int probe(Hot *h, const uint8_t *digest, uint64_t *pos) {
     uint64_t mask = h->mask, home = rd64((const char *)digest) & mask, i = home;
     for (;;) {
         uint64_t p = h->table_off + (i << SLOT_SHIFT);
+        *pos = p;
         if (!h->b[p + SLOT_STATE]) return 0;
-        if (memcmp(h->b + p, digest, DIGEST) == 0) {
-            *pos = p;
-            return 1;
-        }
+        if (memcmp(h->b + p, digest, DIGEST) == 0) return 1;
         i = (i + 1) & mask;
         if (i == home) return -1;
     }
 }
 
+static inline int owned(Hot *h, uint64_t pos) {
+    static const uint8_t none[DIGEST];
+    return memcmp(h->b + pos + SLOT_OWNER, none, DIGEST) != 0;
+}
+
+/* Whether removing the slot at pos touches no owner's list: it is unowned, and so is every
+ * slot after it in its probe run, which the backward shift may move (Owners.moved is the
+ * pure path's). */
+static int removable(Hot *h, uint64_t pos) {
+    uint64_t mask = h->mask, i = (pos - h->table_off) >> SLOT_SHIFT, k = i;
+    if (owned(h, pos)) return 0;
+    for (;;) {
+        k = (k + 1) & mask;
+        if (k == i) return 0;
+        uint64_t p = h->table_off + (k << SLOT_SHIFT);
+        if (!h->b[p + SLOT_STATE]) return 1;
+        if (owned(h, p)) return 0;
+    }
+}
+
+/* Table.remove: empty the slot at pos and shift the rest of its probe run back. */
+static int table_remove(Txn *x, uint64_t pos) {
+    Hot *h = x->h;
+    static const char empty[SLOT_SIZE];
+    char moved[SLOT_SIZE];
+    uint64_t mask = h->mask, i = (pos - h->table_off) >> SLOT_SHIFT, hole = i, k = i;
+    for (;;) {
+        k = (k + 1) & mask;
+        if (k == i) return 1;
+        uint64_t p = h->table_off + (k << SLOT_SHIFT);
+        if (!h->b[p + SLOT_STATE]) break;
+        uint64_t home = rd64(h->b + p) & mask;
+        /* move k into the hole unless its home lies cyclically in (hole, k] */
+        if (((k - home) & mask) >= ((k - hole) & mask)) {
+            memcpy(moved, h->b + p, SLOT_SIZE);
+            TRY(txn_write(x, h->table_off + (hole << SLOT_SHIFT), moved, SLOT_SIZE));
+            hole = k;
+        }
+    }
+    return txn_write(x, h->table_off + (hole << SLOT_SHIFT), empty, SLOT_SIZE);
+}
+
+static int add_entries(Txn *x, int64_t by) {
+    TRY(log_state(x));
+    wr64(x->h->b + ENTRIES_OFF, rd64(x->h->b + ENTRIES_OFF) + (uint64_t)by);
+    return 0;
+}
+
+/* Engine.drop of an unowned entry (see removable): its value freed, its slot emptied. */
+static int drop(Txn *x, uint64_t pos) {
+    TRY(heap_free(x, rd64(x->h->b + pos + SLOT_VOFF)));
+    TRY(table_remove(x, pos));
+    return add_entries(x, -1);
+}
+
+/* ------------------------------------------------------------------ locked operations */
 /* Every SWEEP_EVERY-th write looks at SWEEP_SLOTS slots from the shared cursor, as
  * Engine.sweep does. Nothing due (the common case): the cursor moves on, 0. An expired
  * entry due: Engine.sweep_next has the pure path's write that follows sweep inside its
@@ -617,12 +896,75 @@ static int sweep_check(Hot *h, int64_t now) {
     return 0;
 }
 
-/* write(sid, value, ttl_ns, expect): the new version, or SLOW. The overwrite in place of a
- * live entry's value (Engine.put's first branch); the rest is the pure path's. */
+/* The overwrite in place of the live entry at pos (Engine.put's first branch): 0 and the
+ * new version, 1 when it needs another block (or its block is damaged). */
+static int overwrite(Txn *x, uint64_t pos, const uint8_t *d, const char *data, uint64_t n,
+                     int64_t now, uint64_t expires, uint64_t *version) {
+    Hot *h = x->h;
+    char *b = h->b;
+    uint64_t voff = rd64(b + pos + SLOT_VOFF), blk = voff - 8;
+    if (voff < 8 || blk < h->heap_off || blk >= h->heap_end - MIN_BLOCK) return 1;
+    uint64_t tag = rd64(b + blk), end = blk + (tag & ~(uint64_t)1);
+    if (!(tag & 1) || end > h->heap_end || end < blk + MIN_BLOCK ||
+        memcmp(b + end - BLOCK_TAIL, d, DIGEST) != 0)
+        return 1; /* a block not its own: the pure path says so */
+    uint64_t room = end - blk - BLOCK_OVERHEAD;
+    if (!(n <= room && room <= 2 * n + 256 && n <= INPLACE_MAX)) return 1;
+    TRY(txn_begin(x));
+    *version = LOAD(&h->w[VERSION_W]) + 1;
+    STORE(&h->w[VERSION_W], *version); /* not journaled: see _layout */
+    char slot[SLOT_HALF];
+    memcpy(slot, b + pos, SLOT_HALF); /* digest, state, created stay */
+    uint32_t n32 = (uint32_t)n;
+    memcpy(slot + SLOT_LEN, &n32, 4);
+    wr64(slot + SLOT_EXPIRES, expires);
+    wr64(slot + SLOT_ATIME, (uint64_t)now);
+    wr64(slot + SLOT_VERSION, *version);
+    return txn_write2(x, voff, data, n32, pos, slot, SLOT_HALF);
+}
+
+/* A new entry in the empty slot at pos (Engine.put's last branch, when a free block takes
+ * the value and the table has room): 0 and its version, 1 when room must be made. */
+static int insert(Txn *x, uint64_t pos, const uint8_t *d, const char *data, uint64_t n,
+                  int64_t now, uint64_t expires, uint64_t *version) {
+    Hot *h = x->h;
+    if (rd64(h->b + ENTRIES_OFF) >= h->max_entries) return 1; /* an eviction: Room's */
+    uint64_t blk = heap_find(h, block_size_for(n)), p;
+    if (blk == 0 || blk & 1) return 1; /* no free block (Room makes one), or damage */
+    TRY(txn_begin(x));
+    *version = LOAD(&h->w[VERSION_W]) + 1;
+    STORE(&h->w[VERSION_W], *version);
+    TRY(heap_alloc(x, blk, n, d, &p));
+    TRY(txn_raw(x, p, data, n));
+    char slot[SLOT_SIZE];
+    uint32_t n32 = (uint32_t)n, none = 0xFFFFFFFFU;
+    memset(slot, 0, sizeof slot);
+    memcpy(slot, d, DIGEST);
+    slot[SLOT_STATE] = 1;
+    memcpy(slot + SLOT_LEN, &n32, 4);
+    wr64(slot + SLOT_VOFF, p);
+    wr64(slot + SLOT_CREATED, (uint64_t)now);
+    wr64(slot + SLOT_EXPIRES, expires);
+    wr64(slot + SLOT_ATIME, (uint64_t)now);
+    wr64(slot + SLOT_VERSION, *version);
+    memcpy(slot + SLOT_OWNER + DIGEST, &none, 4); /* unowned: no links (L.UNOWNED) */
+    memcpy(slot + SLOT_OWNER + DIGEST + 4, &none, 4);
+    TRY(txn_write(x, pos, slot, SLOT_SIZE));
+    return add_entries(x, 1);
+}
+
+#define MODE_WRITE 0
+#define MODE_ADD 1     /* only if no live entry (SessionStorage.add) */
+#define MODE_REPLACE 2 /* only if a live entry (SessionStorage.replace) */
+
+/* write(sid, value, ttl_ns, expect, mode): the new version, -1 when add found a live entry
+ * or replace none, or SLOW. Engine.put without an owner, for a live entry whose block
+ * takes the value in place, or a new entry that a free block and the table have room for;
+ * the rest (an expired entry, a new block, room to make) is the pure path's. */
 static PyObject *hot_write(Hot *h, PyObject *const *args, Py_ssize_t nargs) {
     uint8_t d[DIGEST];
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "write(sid, value, ttl_ns, expect)");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "write(sid, value, ttl_ns, expect, mode)");
         return NULL;
     }
     PyObject *value = args[1];
@@ -630,7 +972,8 @@ static PyObject *hot_write(Hot *h, PyObject *const *args, Py_ssize_t nargs) {
         return Py_NewRef(SLOW);
     uint64_t n = (uint64_t)PyBytes_GET_SIZE(value);
     long long ttl_ns = PyLong_AsLongLong(args[2]);
-    if (ttl_ns < 0 || n > h->max_value || n > INPLACE_MAX) {
+    long mode = PyLong_AsLong(args[4]);
+    if (ttl_ns < 0 || n > h->max_value || mode < MODE_WRITE || mode > MODE_REPLACE) {
         PyErr_Clear();
         return Py_NewRef(SLOW);
     }
@@ -649,51 +992,98 @@ static PyObject *hot_write(Hot *h, PyObject *const *args, Py_ssize_t nargs) {
     int taken = lock_take(h, &tlock, &fd);
     if (taken <= 0) return taken < 0 ? NULL : Py_NewRef(SLOW);
     PyObject *result = NULL;
-    Txn x = {0};
+    Txn x = {.h = h};
+    int r;
+    uint64_t version = 0, pos;
     if (after_take(h) < 0) goto out;
     int64_t now = now_ns();
-    int due = sweep_check(h, now);
-    if (due < 0) goto out;
-    if (due) goto slow;
-    char *b = h->b;
-    uint64_t pos;
-    if (probe(h, d, &pos) <= 0) goto slow; /* a new entry, or damage */
-    int64_t expires_was = (int64_t)rd64(b + pos + SLOT_EXPIRES);
-    if (expires_was && expires_was <= now) goto slow; /* expired: reclaimed first */
-    uint64_t version_was = rd64(b + pos + SLOT_VERSION);
-    if (has_expect && version_was != expect) goto slow; /* the pure path raises */
-    uint64_t voff = rd64(b + pos + SLOT_VOFF), blk = voff - 8;
-    if (voff < 8 || blk < h->heap_off || blk >= h->heap_end - MIN_BLOCK) goto slow;
-    uint64_t tag = rd64(b + blk), end = blk + (tag & ~(uint64_t)1);
-    if (!(tag & 1) || end > h->heap_end || end < blk + MIN_BLOCK ||
-        memcmp(b + end - BLOCK_TAIL, d, DIGEST) != 0)
-        goto slow; /* damage: the pure path says so */
-    uint64_t room = end - blk - BLOCK_OVERHEAD;
-    if (!(n <= room && room <= 2 * n + 256)) goto slow; /* needs another block */
-    if (txn_begin(&x, h) < 0) goto abort;
-    uint64_t version = LOAD(&h->w[VERSION_W]) + 1;
-    STORE(&h->w[VERSION_W], version); /* not journaled: see _layout */
-    char slot[SLOT_HALF];
-    memcpy(slot, b + pos, SLOT_HALF); /* digest, state, created stay */
-    uint32_t n32 = (uint32_t)n;
     uint64_t expires = ttl_ns ? (uint64_t)(now + ttl_ns) : 0;
-    memcpy(slot + SLOT_LEN, &n32, 4);
-    wr64(slot + SLOT_VOFF, voff);
-    wr64(slot + SLOT_EXPIRES, expires);
-    wr64(slot + SLOT_ATIME, (uint64_t)now);
-    wr64(slot + SLOT_VERSION, version);
-    int r = txn_write2(&x, voff, PyBytes_AS_STRING(value), n32, pos, slot, SLOT_HALF);
-    if (r < 0) goto abort;
+    r = sweep_check(h, now);
+    if (r) goto done;
+    int found = probe(h, d, &pos);
+    if (found < 0) goto slow;
+    if (found) {
+        int64_t was = (int64_t)rd64(h->b + pos + SLOT_EXPIRES);
+        if (was && was <= now) goto slow; /* expired: reclaimed first */
+        if (mode == MODE_ADD) goto refused;
+        if (has_expect && rd64(h->b + pos + SLOT_VERSION) != expect) goto slow; /* it raises */
+        r = overwrite(&x, pos, d, PyBytes_AS_STRING(value), n, now, expires, &version);
+    } else {
+        if (mode == MODE_REPLACE) goto refused;
+        if (has_expect) goto slow; /* the pure path raises */
+        r = insert(&x, pos, d, PyBytes_AS_STRING(value), n, now, expires, &version);
+    }
+    if (!r) r = txn_commit(&x);
+done:
+    if (r < 0) {
+        if (x.begun) txn_abort(&x);
+        goto out;
+    }
     if (r > 0) {
-        txn_abort(&x); /* the journal cannot hold it: the pure path says what to do */
+        if (x.begun) txn_abort(&x);
         goto slow;
     }
-    if (txn_commit(&x) < 0) goto abort;
     h->writes_done++;
+    h->done++;
     result = PyLong_FromUnsignedLongLong(version);
     goto out;
-abort:
-    if (x.h != NULL) txn_abort(&x);
+refused:
+    result = PyLong_FromLong(-1);
+    goto out;
+slow:
+    result = Py_NewRef(SLOW);
+out:
+    txn_end(&x);
+    if (lock_give(tlock, fd) < 0) Py_CLEAR(result);
+    return result;
+}
+
+/* What touch and invalidate share: the entry of sid under the lock, renewed (TOUCH, to
+ * expires) or deleted (DELETE). Py_True/Py_False (whether a live entry was there), or SLOW
+ * (an owned entry, or one with owned ones after it, whose removal moves them: the owner
+ * index is the pure path's; damage). An expired entry is reclaimed either way. */
+#define TOUCH 0
+#define DELETE 1
+
+static PyObject *change(Hot *h, PyObject *sid, int what, long long ttl_ns) {
+    uint8_t d[DIGEST];
+    if (!digest_of(h, sid, d)) return Py_NewRef(SLOW);
+    PyObject *tlock;
+    int fd;
+    int taken = lock_take(h, &tlock, &fd);
+    if (taken <= 0) return taken < 0 ? NULL : Py_NewRef(SLOW);
+    PyObject *result = NULL;
+    Txn x = {.h = h};
+    int r, live;
+    uint64_t pos;
+    if (after_take(h) < 0) goto out;
+    int64_t now = now_ns();
+    int found = probe(h, d, &pos);
+    if (found < 0) goto slow;
+    if (!found) {
+        result = Py_NewRef(Py_False);
+        goto out;
+    }
+    int64_t was = (int64_t)rd64(h->b + pos + SLOT_EXPIRES);
+    live = !(was && was <= now);
+    if (what == TOUCH && live) {
+        uint64_t expires = ttl_ns ? (uint64_t)(now + ttl_ns) : 0;
+        r = txn_begin(&x);
+        if (!r) r = txn_write(&x, pos + SLOT_EXPIRES, &expires, 8);
+    } else {
+        if (!removable(h, pos)) goto slow;
+        r = txn_begin(&x);
+        if (!r) r = drop(&x, pos);
+    }
+    if (!r) r = txn_commit(&x);
+    if (r) {
+        if (x.begun) txn_abort(&x);
+        if (r < 0) goto out;
+        goto slow;
+    }
+    h->done++;
+    if (what == DELETE || !live) bump(h, live ? C_DELETES : C_EXPIRATIONS);
+    result = Py_NewRef(live ? Py_True : Py_False);
     goto out;
 slow:
     result = Py_NewRef(SLOW);
@@ -705,55 +1095,33 @@ out:
 
 /* touch(sid, ttl_ns): whether a live entry was renewed, or SLOW (Engine.touch). */
 static PyObject *hot_touch(Hot *h, PyObject *const *args, Py_ssize_t nargs) {
-    uint8_t d[DIGEST];
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "touch(sid, ttl_ns)");
         return NULL;
     }
-    if (!digest_of(h, args[0], d) || !PyLong_CheckExact(args[1])) return Py_NewRef(SLOW);
+    if (!PyLong_CheckExact(args[1])) return Py_NewRef(SLOW);
     long long ttl_ns = PyLong_AsLongLong(args[1]);
     if (ttl_ns < 0) {
         PyErr_Clear();
         return Py_NewRef(SLOW);
     }
-    PyObject *tlock;
-    int fd;
-    int taken = lock_take(h, &tlock, &fd);
-    if (taken <= 0) return taken < 0 ? NULL : Py_NewRef(SLOW);
-    PyObject *result = NULL;
-    Txn x = {0};
-    if (after_take(h) < 0) goto out;
-    int64_t now = now_ns();
-    uint64_t pos;
-    int found = probe(h, d, &pos);
-    if (found < 0) goto slow;
-    if (!found) {
-        result = Py_NewRef(Py_False);
-        goto out;
-    }
-    int64_t expires_was = (int64_t)rd64(h->b + pos + SLOT_EXPIRES);
-    if (expires_was && expires_was <= now) goto slow; /* expired: reclaimed */
-    uint64_t expires = ttl_ns ? (uint64_t)(now + ttl_ns) : 0;
-    if (txn_begin(&x, h) < 0 || txn_write(&x, pos + SLOT_EXPIRES, &expires, 8) < 0) goto abort;
-    if (txn_commit(&x) < 0) goto abort;
-    result = Py_NewRef(Py_True);
-    goto out;
-abort:
-    if (x.h != NULL) txn_abort(&x);
-    goto out;
-slow:
-    result = Py_NewRef(SLOW);
-out:
-    txn_end(&x);
-    if (lock_give(tlock, fd) < 0) Py_CLEAR(result);
-    return result;
+    return change(h, args[0], TOUCH, ttl_ns);
 }
+
+/* invalidate(sid): whether a live entry was deleted, or SLOW (Engine.invalidate). */
+static PyObject *hot_invalidate(Hot *h, PyObject *sid) { return change(h, sid, DELETE, 0); }
 
 /* ------------------------------------------------------------------ the rest */
 static PyObject *hot_digest(Hot *h, PyObject *sid) {
     uint8_t d[DIGEST];
     if (!digest_of(h, sid, d)) Py_RETURN_NONE;
     return PyBytes_FromStringAndSize((const char *)d, DIGEST);
+}
+
+/* sweep_next(): Engine.sweep_next's twin, for this path's count of writes */
+static PyObject *hot_sweep_next(Hot *h, PyObject *unused) {
+    h->writes = SWEEP_EVERY - 1;
+    Py_RETURN_NONE;
 }
 
 /* take_counts() -> (hits, misses, writes_done, waits, wait_ns), zeroing them */
@@ -789,7 +1157,11 @@ static int hot_set_lock_free(Hot *h, PyObject *v, void *c) {
     return 0;
 }
 
+static PyObject *hot_get_done(Hot *h, void *c) { return PyLong_FromUnsignedLongLong(h->done); }
+
 static PyGetSetDef hot_getset[] = {
+    {"done", (getter)hot_get_done, NULL,
+     "operations this handle's compiled path finished under the lock (for the tests)", NULL},
     {"lock_free", (getter)hot_get_lock_free, (setter)hot_set_lock_free,
      "reads take no lock (set false to send every read to the pure path)", NULL},
     {NULL},
@@ -800,10 +1172,13 @@ static PyMethodDef hot_methods[] = {
     {"get", (PyCFunction)(void (*)(void))hot_get, METH_FASTCALL, "get(sid, default)"},
     {"find", (PyCFunction)hot_find, METH_O, "find(sid) -> (value, version), None, or SLOW"},
     {"write", (PyCFunction)(void (*)(void))hot_write, METH_FASTCALL,
-     "write(sid, value, ttl_ns, expect) -> version, or SLOW"},
+     "write(sid, value, ttl_ns, expect, mode) -> version, -1 (add/replace refused), or SLOW"},
+    {"invalidate", (PyCFunction)hot_invalidate, METH_O, "invalidate(sid) -> bool, or SLOW"},
     {"touch", (PyCFunction)(void (*)(void))hot_touch, METH_FASTCALL,
      "touch(sid, ttl_ns) -> bool, or SLOW"},
     {"digest", (PyCFunction)hot_digest, METH_O, "digest(sid) -> 16 bytes, or None"},
+    {"sweep_next", (PyCFunction)hot_sweep_next, METH_NOARGS,
+     "the next write looks for expired entries to sweep (Engine.sweep_next)"},
     {"take_counts", (PyCFunction)hot_take_counts, METH_NOARGS, NULL},
     {"pending", (PyCFunction)hot_pending, METH_NOARGS, NULL},
     {"zero", (PyCFunction)hot_zero, METH_NOARGS, NULL},
@@ -891,6 +1266,7 @@ PyMODINIT_FUNC PyInit__hot(void) {
     if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL
     INTERN(s_closed, "closed");
     INTERN(s_fd, "fd");
+    INTERN(s_timeout, "timeout");
     INTERN(s_tlock, "_tlock");
     INTERN(s_acquire, "acquire");
     INTERN(s_release, "release");

@@ -236,7 +236,7 @@ class SessionStorage:
         ttl_ns = self._default_ttl_ns if ttl is None else _ttl_ns(ttl)
         hot = self._hot
         if hot is not None and owner is None:
-            version = hot.write(sid, value, ttl_ns, expect)
+            version = hot.write(sid, value, ttl_ns, expect, 0)
             if version is not _SLOW:
                 return version  # type: ignore[no-any-return]
         digest = self._digests.of(sid)
@@ -274,8 +274,13 @@ class SessionStorage:
     def _put_if(self, sid: str, value: BytesLike, ttl: Optional[float], absent: bool,
                 owner: Optional[str]) -> bool:
         """``add`` (``absent``) or ``replace``: a write on a condition the engine checks."""
-        digest = self._digests.of(sid)
         ttl_ns = self._ttl(ttl)
+        hot = self._hot
+        if hot is not None and owner is None:
+            version = hot.write(sid, value, ttl_ns, None, 1 if absent else 2)
+            if version is not _SLOW:
+                return version >= 0  # type: ignore[no-any-return]
+        digest = self._digests.of(sid)
         data = self._value(value)
         odigest = None if owner is None else self._digests.owner(owner)
         self._access.acquire()
@@ -343,6 +348,11 @@ class SessionStorage:
 
     def invalidate(self, sid: str) -> bool:
         """Delete the session; returns whether a live one was there. Idempotent."""
+        hot = self._hot
+        if hot is not None:
+            deleted = hot.invalidate(sid)
+            if deleted is not _SLOW:
+                return deleted  # type: ignore[no-any-return]
         digest = self._digests.of(sid)
         self._access.acquire()
         try:

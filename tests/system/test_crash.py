@@ -27,6 +27,7 @@ import pytest
 
 from shmsession import SessionStorage
 from shmsession import _layout as L
+from shmsession._build import BUILD
 from shmsession._rules import owner_digest
 
 from tests._stores import remove_store
@@ -58,6 +59,9 @@ class Scenario:
     # stopped (a run too large for one transaction, see SessionStorage._clear_room).
     early_evictions: bool = False
     options: Dict[str, object] = field(default_factory=dict)
+    # The compiled path (_hot.c) does the operation itself, in the compiled build: its own
+    # stores, between its own fault points (test_the_compiled_path_runs_its_scenarios).
+    compiled: bool = False
     # sid -> the owner it has after the operation (None: no owner)
     owners: Dict[str, Optional[str]] = field(default_factory=dict)
 
@@ -141,23 +145,40 @@ def _delete_before_a_displaced_owned_slot(s: SessionStorage) -> None:
 
 
 def _sweep_write(s: SessionStorage) -> None:
-    s._engine.writes = 31  # the next write runs a bounded sweep for expired entries
+    # the next write runs a bounded sweep for expired entries, on either path
+    s._engine.sweep_next()
+    if s._hot is not None:
+        s._hot.sweep_next()
     s.write("fresh", b"f" * 300)
 
 
 SCENARIOS = [
-    Scenario("write-new", _fill(10), lambda s: s.write("new", b"n" * 500), {"new": b"n" * 500}),
-    Scenario("write-in-place", _fill(10), lambda s: s.write("s3", b"i" * 300), {"s3": b"i" * 300}),
+    Scenario("write-new", _fill(10), lambda s: s.write("new", b"n" * 500), {"new": b"n" * 500},
+             compiled=True),
+    Scenario("write-in-place", _fill(10), lambda s: s.write("s3", b"i" * 300), {"s3": b"i" * 300},
+             compiled=True),
     Scenario("write-grow", _fill(10), lambda s: s.write("s3", b"g" * 9000), {"s3": b"g" * 9000}),
     Scenario("write-shrink", _fill(10, 5000), lambda s: s.write("s4", b"k"), {"s4": b"k"}),
     Scenario("write-cas", _fill(10),
              lambda s: s.write("s5", b"c" * 50, expect=s.read_versioned("s5")[1]),
              {"s5": b"c" * 50}),
-    Scenario("add", _fill(10), lambda s: s.add("added", b"a" * 64), {"added": b"a" * 64}),
+    Scenario("write-cas-in-place", _fill(10),
+             lambda s: s.write("s5", b"c" * 350, expect=s.read_versioned("s5")[1]),
+             {"s5": b"c" * 350}, compiled=True),
+    Scenario("add", _fill(10), lambda s: s.add("added", b"a" * 64), {"added": b"a" * 64},
+             compiled=True),
     Scenario("replace", _fill(10), lambda s: s.replace("s6", b"r" * 900), {"s6": b"r" * 900}),
-    Scenario("invalidate", _fill(14), lambda s: s.invalidate("s2"), {"s2": None}),
-    Scenario("invalidate-last", _fill(14), lambda s: s.invalidate("s13"), {"s13": None}),
-    Scenario("touch", _fill(10), lambda s: s.touch("s1", ttl=3600), {"s1": b"\x01" * 237}),
+    Scenario("replace-in-place", _fill(10), lambda s: s.replace("s6", b"r" * 400),
+             {"s6": b"r" * 400}, compiled=True),
+    Scenario("invalidate", _fill(14), lambda s: s.invalidate("s2"), {"s2": None}, compiled=True),
+    Scenario("invalidate-last", _fill(14), lambda s: s.invalidate("s13"), {"s13": None},
+             compiled=True),
+    Scenario("touch", _fill(10), lambda s: s.touch("s1", ttl=3600), {"s1": b"\x01" * 237},
+             compiled=True),
+    Scenario("touch-expired", _with_expired, lambda s: s.touch("gone"), {"gone": None},
+             compiled=True),
+    Scenario("invalidate-expired", _with_expired, lambda s: s.invalidate("gone2"),
+             {"gone2": None}, compiled=True),
     Scenario("expired-read", _with_expired, lambda s: s.get("gone"), {"gone": None}),
     Scenario("expired-overwrite", _with_expired, lambda s: s.write("gone", b"back"),
              {"gone": b"back"}),
@@ -360,6 +381,21 @@ def test_the_campaign_covers_many_steps() -> None:
             store._engine.j.fault = None
             counts.append(calls[0])
     assert all(c >= 5 for c in counts), counts
+
+
+@pytest.mark.parametrize("sc", [sc for sc in SCENARIOS if sc.compiled],
+                         ids=[sc.name for sc in SCENARIOS if sc.compiled])
+def test_the_compiled_path_runs_its_scenarios(sc: Scenario) -> None:
+    """In the compiled build these operations are the compiled path's own (so the campaign
+    above stops it at each of its stores); in the pure build there is no compiled path."""
+    for store in _open(sc):
+        if BUILD == "pure":
+            assert store._hot is None
+            sc.op(store)
+            continue
+        done = store._hot.done
+        sc.op(store)
+        assert store._hot.done == done + 1, "the pure path did it"
 
 
 def _value(k: int, gen: int) -> bytes:
