@@ -22,6 +22,7 @@ from ._engine import Engine
 from ._errors import CorruptSegment, SessionNotFound, StoreClosed
 from ._lock import StoreLock
 from ._reader import HOUSEKEEPING_EVERY, Reader
+from ._rules import _OWNER_PERSON as OWNER_PERSON
 from ._segment import Segment
 
 __all__ = ["Access"]
@@ -64,7 +65,7 @@ class Access:
             # the lock or with it tried; a write with an expired entry due for the sweep.
             self.hot = _hot.Hot(
                 seg.buf, engine.geo.bounds(), engine.geo.journal_off, engine.geo.journal_size,
-                engine.geo.max_entries, secret, lock, engine.j, self.repair, reader.housekeep, engine.sweep_next,
+                engine.geo.max_entries, secret, OWNER_PERSON, lock, engine.j, self.repair, reader.housekeep, engine.sweep_next,
                 SessionNotFound, reader.lock_free, engine.touch_on_read, engine.default_ttl_ns)
         # What the reader, the engine, the lock and the compiled path count, added to the
         # shared counters every HOUSEKEEPING_EVERY operations, at stats() and close(), and at

@@ -121,7 +121,7 @@ typedef struct {
     volatile uint64_t *w; /* the segment as 8-byte words */
     uint64_t table_off, mask, heap_off, heap_end, max_value, journal_off, journal_size;
     uint64_t max_entries;
-    b2_keyed ids;
+    b2_keyed ids, owners; /* the digests of ids, and of owners (_rules.owner_digest) */
     int lock_free, touch_on_read;
     int64_t default_ttl_ns;
     PyObject *lock;      /* the StoreLock: closed, fd and its thread lock, read per op */
@@ -173,28 +173,33 @@ static void hot_dealloc(Hot *h) {
     Py_TYPE(h)->tp_free((PyObject *)h);
 }
 
-/* Hot(buf, bounds, journal_off, journal_size, max_entries, secret, lock, journal, repair, housekeep,
+/* Hot(buf, bounds, journal_off, journal_size, max_entries, secret, owner_person, lock, journal,
+ *     repair, housekeep,
  *     sweep, not_found, lock_free, touch_on_read, default_ttl_ns) */
 static int hot_init(Hot *h, PyObject *args, PyObject *kw) {
     PyObject *buf, *lock, *journal, *repair, *housekeep, *sweep, *not_found;
     unsigned long long table_off, mask, heap_off, heap_end, max_value, journal_off, journal_size,
         max_entries;
-    Py_buffer secret;
+    Py_buffer secret, person;
     int lock_free, touch_on_read;
     long long default_ttl_ns;
-    if (!PyArg_ParseTuple(args, "O(KKKKK)KKKy*OOOOOOppL:Hot", &buf, &table_off, &mask,
+    if (!PyArg_ParseTuple(args, "O(KKKKK)KKKy*y*OOOOOOppL:Hot", &buf, &table_off, &mask,
                           &heap_off, &heap_end, &max_value, &journal_off, &journal_size,
-                          &max_entries, &secret, &lock,
+                          &max_entries, &secret, &person, &lock,
                           &journal, &repair, &housekeep, &sweep, &not_found, &lock_free,
                           &touch_on_read, &default_ttl_ns))
         return -1;
-    if (secret.len < 1 || secret.len > 64) {
-        PyBuffer_Release(&secret);
-        PyErr_SetString(PyExc_ValueError, "the secret must be 1 to 64 bytes");
+    int ok = secret.len >= 1 && secret.len <= 64 && person.len == 16;
+    if (ok) {
+        b2_init_keyed(&h->ids, secret.buf, (size_t)secret.len, DIGEST, NULL);
+        b2_init_keyed(&h->owners, secret.buf, (size_t)secret.len, DIGEST, person.buf);
+    }
+    PyBuffer_Release(&secret);
+    PyBuffer_Release(&person);
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "the secret must be 1 to 64 bytes, the person 16");
         return -1;
     }
-    b2_init_keyed(&h->ids, secret.buf, (size_t)secret.len, DIGEST, NULL);
-    PyBuffer_Release(&secret);
     if (h->open) hot_release_view(h);
     if (PyObject_GetBuffer(buf, &h->view, PyBUF_WRITABLE) < 0) return -1;
     h->open = 1;
@@ -230,12 +235,16 @@ static int hot_init(Hot *h, PyObject *args, PyObject *kw) {
 /* The keyed digest of a plain id: a str of 1 to MAX_ID_BYTES ASCII characters (what the
  * pure path's Digests.of computes for it). 0 when the id is something else: the caller
  * returns SLOW, and the pure path validates it (and raises, or digests its UTF-8). */
-static int digest_of(Hot *h, PyObject *sid, uint8_t out[DIGEST]) {
-    if (!PyUnicode_CheckExact(sid) || !PyUnicode_IS_ASCII(sid)) return 0;
-    Py_ssize_t n = PyUnicode_GET_LENGTH(sid);
+static int digest_with(const b2_keyed *key, PyObject *text, uint8_t out[DIGEST]) {
+    if (!PyUnicode_CheckExact(text) || !PyUnicode_IS_ASCII(text)) return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     if (n < 1 || n > MAX_ID_BYTES) return 0;
-    b2_digest(&h->ids, PyUnicode_1BYTE_DATA(sid), (size_t)n, out);
+    b2_digest(key, PyUnicode_1BYTE_DATA(text), (size_t)n, out);
     return 1;
+}
+
+static int digest_of(Hot *h, PyObject *sid, uint8_t out[DIGEST]) {
+    return digest_with(&h->ids, sid, out);
 }
 
 #define ST_HIT 1
@@ -897,7 +906,8 @@ static int sweep_check(Hot *h, int64_t now) {
 }
 
 /* The overwrite in place of the live entry at pos (Engine.put's first branch): 0 and the
- * new version, 1 when it needs another block (or its block is damaged). */
+ * new version, 1 when it needs another block (or its block is damaged). The entry keeps
+ * its owner: the caller made sure it is the write's, if the write names one. */
 static int overwrite(Txn *x, uint64_t pos, const uint8_t *d, const char *data, uint64_t n,
                      int64_t now, uint64_t expires, uint64_t *version) {
     Hot *h = x->h;
@@ -957,19 +967,23 @@ static int insert(Txn *x, uint64_t pos, const uint8_t *d, const char *data, uint
 #define MODE_ADD 1     /* only if no live entry (SessionStorage.add) */
 #define MODE_REPLACE 2 /* only if a live entry (SessionStorage.replace) */
 
-/* write(sid, value, ttl_ns, expect, mode): the new version, -1 when add found a live entry
- * or replace none, or SLOW. Engine.put without an owner, for a live entry whose block
- * takes the value in place, or a new entry that a free block and the table have room for;
- * the rest (an expired entry, a new block, room to make) is the pure path's. */
+/* write(sid, value, ttl_ns, expect, mode, owner): the new version, -1 when add found a live
+ * entry or replace none, or SLOW. Engine.put, for a live entry whose block takes the value
+ * in place (and that is the owner's already, if an owner is named: a user's requests save
+ * with the owner they have), or a new entry without an owner that a free block and the
+ * table have room for; the rest (an expired entry, a new block, room to make, an owner to
+ * link) is the pure path's. */
 static PyObject *hot_write(Hot *h, PyObject *const *args, Py_ssize_t nargs) {
-    uint8_t d[DIGEST];
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "write(sid, value, ttl_ns, expect, mode)");
+    uint8_t d[DIGEST], od[DIGEST];
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "write(sid, value, ttl_ns, expect, mode, owner)");
         return NULL;
     }
     PyObject *value = args[1];
     if (!digest_of(h, args[0], d) || !PyBytes_CheckExact(value) || !PyLong_CheckExact(args[2]))
         return Py_NewRef(SLOW);
+    int has_owner = args[5] != Py_None;
+    if (has_owner && !digest_with(&h->owners, args[5], od)) return Py_NewRef(SLOW);
     uint64_t n = (uint64_t)PyBytes_GET_SIZE(value);
     long long ttl_ns = PyLong_AsLongLong(args[2]);
     long mode = PyLong_AsLong(args[4]);
@@ -1007,10 +1021,11 @@ static PyObject *hot_write(Hot *h, PyObject *const *args, Py_ssize_t nargs) {
         if (was && was <= now) goto slow; /* expired: reclaimed first */
         if (mode == MODE_ADD) goto refused;
         if (has_expect && rd64(h->b + pos + SLOT_VERSION) != expect) goto slow; /* it raises */
+        if (has_owner && memcmp(h->b + pos + SLOT_OWNER, od, DIGEST) != 0) goto slow;
         r = overwrite(&x, pos, d, PyBytes_AS_STRING(value), n, now, expires, &version);
     } else {
         if (mode == MODE_REPLACE) goto refused;
-        if (has_expect) goto slow; /* the pure path raises */
+        if (has_expect || has_owner) goto slow; /* it raises; it links the owner */
         r = insert(&x, pos, d, PyBytes_AS_STRING(value), n, now, expires, &version);
     }
     if (!r) r = txn_commit(&x);
@@ -1172,7 +1187,8 @@ static PyMethodDef hot_methods[] = {
     {"get", (PyCFunction)(void (*)(void))hot_get, METH_FASTCALL, "get(sid, default)"},
     {"find", (PyCFunction)hot_find, METH_O, "find(sid) -> (value, version), None, or SLOW"},
     {"write", (PyCFunction)(void (*)(void))hot_write, METH_FASTCALL,
-     "write(sid, value, ttl_ns, expect, mode) -> version, -1 (add/replace refused), or SLOW"},
+     "write(sid, value, ttl_ns, expect, mode, owner) -> version, -1 (add/replace refused), "
+     "or SLOW"},
     {"invalidate", (PyCFunction)hot_invalidate, METH_O, "invalidate(sid) -> bool, or SLOW"},
     {"touch", (PyCFunction)(void (*)(void))hot_touch, METH_FASTCALL,
      "touch(sid, ttl_ns) -> bool, or SLOW"},

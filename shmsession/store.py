@@ -235,8 +235,8 @@ class SessionStorage:
         """
         ttl_ns = self._default_ttl_ns if ttl is None else _ttl_ns(ttl)
         hot = self._hot
-        if hot is not None and owner is None:
-            version = hot.write(sid, value, ttl_ns, expect, 0)
+        if hot is not None:
+            version = hot.write(sid, value, ttl_ns, expect, 0, owner)
             if version is not _SLOW:
                 return version  # type: ignore[no-any-return]
         digest = self._digests.of(sid)
@@ -276,8 +276,8 @@ class SessionStorage:
         """``add`` (``absent``) or ``replace``: a write on a condition the engine checks."""
         ttl_ns = self._ttl(ttl)
         hot = self._hot
-        if hot is not None and owner is None:
-            version = hot.write(sid, value, ttl_ns, None, 1 if absent else 2)
+        if hot is not None:
+            version = hot.write(sid, value, ttl_ns, None, 1 if absent else 2, owner)
             if version is not _SLOW:
                 return version >= 0  # type: ignore[no-any-return]
         digest = self._digests.of(sid)

@@ -85,3 +85,23 @@ def test_other_ids_are_left_to_the_pure_path(name: str, sid: object) -> None:
         else:
             with pytest.raises((TypeError, ValueError)):
                 store.write(sid, b"v")  # type: ignore[arg-type]
+
+
+def test_a_save_with_the_owner_it_has_stays_compiled(name: str) -> None:
+    """A user's requests save with the owner the session has: the compiled path overwrites
+    in place; linking an owner (a new session's, or another's) is the pure path's."""
+    with SessionStorage(name, size=1 << 20, ttl=None) as store:
+        hot = store._hot
+        if hot is None:
+            assert BUILD == "pure"
+            return
+        store.write("a", b"1" * 100, owner="u1")  # linked: pure
+        done = hot.done
+        store.write("a", b"2" * 100, owner="u1")
+        assert store.replace("a", b"3" * 100, owner="u1")
+        assert hot.done == done + 2
+        store.write("a", b"4" * 100, owner="u2")  # moved to another owner: pure
+        assert hot.done == done + 2
+        assert [s.digest for s in store.sessions_of("u2")] == [hot.digest("a").hex()]
+        assert store.sessions_of("u1") == [] and store.read("a") == b"4" * 100
+        store.check()
