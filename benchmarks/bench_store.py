@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark shmsession's SessionStorage read/write against a throwaway shared-memory table.
 
-Cells: op (read, write) x value size (1 KiB, 16 KiB) x processes at once (1, 4). Each store
+Cells: op (read, write) x value size (1 KiB, 16 KiB) x processes at once (1, 4). shmsession
+runs in both builds, as two stores: ``shmsession`` (this process's build, the compiled hot path
+when it has one) and ``shmsession-pure`` (every handle put on the pure-Python path). Each store
 runs every cell in every round, the stores' order rotating between rounds; the table gives the
 median over rounds of each cell's per-op median and p99 latency and aggregate ops/s. When
 ``redis-server`` and the ``redis`` package are both there, two more stores join, on one
@@ -45,7 +47,8 @@ from _baseline import BaselineTable
 
 HERE = Path(__file__).resolve().parent
 KIB = 1024
-STORES = ("shmsession", "baseline", "shmsession-redis", "redis")
+STORES = ("shmsession", "shmsession-pure", "baseline", "shmsession-redis", "redis")
+SHM_KINDS = ("shmsession", "shmsession-pure")
 REDIS_KINDS = ("shmsession-redis", "redis")
 OPS = ("read", "write")
 SEGMENT_SIZE = 256 * 2**20  # room for 10,000 x 16 KiB with headroom, per the package docs
@@ -104,10 +107,14 @@ Writer = Callable[[str, bytes], Any]
 
 def open_handle(spec: StoreSpec) -> tuple[Reader, Writer, Callable[[], None]]:
     """Open a fresh handle on the store named by ``spec``: (read, write, close)."""
-    if spec.kind == "shmsession":
+    if spec.kind in SHM_KINDS:
         from shmsession import SessionStorage
 
         store = SessionStorage(spec.name, **SHMSESSION_OPTIONS)
+        if spec.kind == "shmsession-pure":
+            # The path every call of the pure build takes: every fast path in store.py is
+            # guarded by `if hot is not None`.
+            store._hot = None
         return store.read, store.write, store.close
     if spec.kind == "baseline":
         table = BaselineTable(spec.name)
@@ -286,7 +293,8 @@ def segment_name(tag: str) -> str:
 
 
 @contextlib.contextmanager
-def shmsession_store(tag: str, ids: Sequence[str], size: int) -> Iterator[StoreSpec]:
+def shmsession_store(tag: str, ids: Sequence[str], size: int, kind: str = "shmsession"
+                     ) -> Iterator[StoreSpec]:
     from shmsession import SessionStorage
 
     name = segment_name(tag)
@@ -298,7 +306,7 @@ def shmsession_store(tag: str, ids: Sequence[str], size: int) -> Iterator[StoreS
         for sid in ids:
             if store.read(sid) != value:
                 raise RuntimeError(f"shmsession: read-back of {sid} differs from what was written")
-        yield StoreSpec("shmsession", name)
+        yield StoreSpec(kind, name)
     finally:
         try:
             store.unlink()
@@ -583,7 +591,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace, tag: str) -> str:
     notes: list[str] = []
     kinds = [k for k in STORES if k in args.stores]
-    if "shmsession" in kinds:
+    if set(SHM_KINDS) & set(kinds):
         try:
             import shmsession  # noqa: F401
         except ImportError as exc:
@@ -609,8 +617,10 @@ def run(args: argparse.Namespace, tag: str) -> str:
         specs: dict[tuple[str, int], StoreSpec] = {}
         sock = stack.enter_context(redis_server(tag)) if redis_kinds else ""
         for db, size in enumerate(args.sizes):
-            if "shmsession" in kinds:
-                specs["shmsession", size] = stack.enter_context(shmsession_store(tag, ids, size))
+            for kind in SHM_KINDS:
+                if kind in kinds:
+                    specs[kind, size] = stack.enter_context(
+                        shmsession_store(tag, ids, size, kind))
             if "baseline" in kinds:
                 specs["baseline", size] = stack.enter_context(baseline_store(tag, ids, size))
             if "shmsession-redis" in kinds:  # databases after those of plain redis-py
@@ -661,6 +671,12 @@ def run(args: argparse.Namespace, tag: str) -> str:
         "Every figure is the median over rounds; ÷ baseline compares with the throwaway table "
         "in `_baseline.py`.",
     ]
+    if set(SHM_KINDS) & set(kinds):
+        from shmsession._build import BUILD
+
+        header += ["", f"`shmsession` is this process's build ({BUILD}); `shmsession-pure` is a "
+                   "store of its own whose every handle is put on the pure-Python path "
+                   "(`store._hot = None`), as every call of the pure build runs."]
     return render(cells, kinds, rounds, header, notes)
 
 
