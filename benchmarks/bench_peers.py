@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Benchmark shmsession beside the session stores users would pick instead, in one run.
 
-Peers (benchmarks/peers/, one module each): LMDB, Redis and memcached over unix sockets,
-diskcache, cachelib's FileSystemCache, a multiprocessing manager dict, shared-memory-dict and
-UltraDict. Three parts: main cells (value size x read/write mix x processes), a read-scaling run
-as the keyspace grows, and a contention run (4 processes writing the same 8 sessions). Stores
-run in interleaved rounds; the tables give medians over rounds and ratios to LMDB taken within
-each round. Writes benchmarks/results/peers.md and peers.png.
+shmsession runs in both builds, as two stores in the same run: ``shmsession`` (the compiled
+hot path, when this process has it) and ``shmsession-pure`` (every handle put on the
+pure-Python path). Peers (benchmarks/peers/, one module each): LMDB, Redis and memcached over
+unix sockets, diskcache, cachelib's FileSystemCache, a multiprocessing manager dict,
+shared-memory-dict and UltraDict. Three parts: main cells (value size x read/write mix x
+processes), a read-scaling run as the keyspace grows, and a contention run (4 processes
+writing the same 8 sessions). Stores run in interleaved rounds; the tables give medians over
+rounds and ratios to LMDB taken within each round, and a verdict on issue 15's targets for
+both builds. Writes benchmarks/results/peers.md and peers.png.
 
 Run ``python benchmarks/bench_peers.py --quick`` for a sub-minute smoke run; see README.md.
 """
@@ -44,6 +47,14 @@ from peers import PEERS, Peer, load
 
 HERE = Path(__file__).resolve().parent
 REFERENCE = "lmdb"
+BUILDS = ("shmsession", "shmsession_pure")  # the peers that are shmsession, in its two builds
+# Issue 15's targets, for both builds: ops/s against LMDB and Redis in every main cell, p99
+# at 4 processes, and reads at the largest scaling keyspace against the smallest.
+TARGET_VS_LMDB = 1.2
+TARGET_VS_REDIS = 10.0
+TARGET_P99_NS = 30_000
+TARGET_P99_PROCS = 4
+TARGET_SCALING = 0.85
 WARMUP_OPS = 300
 READY_TIMEOUT = 90.0  # workers to start, attach and warm up (shared-memory-dict is slow)
 CONTENTION_KEYS = 8
@@ -74,9 +85,13 @@ class RunResult:
 @dataclass
 class Outcome:
     runs: list[RunResult] = field(default_factory=list)
-    # per-round ratio of ops/s to the reference (and to redis), same cell, same round
-    vs_ref: list[float] = field(default_factory=list)
-    vs_redis: list[float] = field(default_factory=list)
+    # per-round ratio of ops/s to another store's (the reference, redis, the pure build),
+    # same cell, same round; keyed by that store
+    vs: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def vs_ref(self) -> list[float]:
+        return self.vs.get(REFERENCE, [])
 
 
 # --- workers ----------------------------------------------------------------------------------
@@ -229,10 +244,10 @@ def run_phase(ctx: ForkContext, peers: dict[str, Peer], kinds: list[str], cells:
                           f"p99 {res.p99_ns / 1e3:9.2f} µs  {res.ops_per_s:10,.0f} ops/s",
                           file=sys.stderr, flush=True)
                 for kind, res in got.items():
-                    if REFERENCE in got:
-                        out[(cell, kind)].vs_ref.append(res.ops_per_s / got[REFERENCE].ops_per_s)
-                    if "redis" in got:
-                        out[(cell, kind)].vs_redis.append(res.ops_per_s / got["redis"].ops_per_s)
+                    for other in (REFERENCE, "redis", "shmsession_pure"):
+                        if other in got:
+                            out[(cell, kind)].vs.setdefault(other, []).append(
+                                res.ops_per_s / got[other].ops_per_s)
     finally:
         for kind, name in names.items():
             with contextlib.suppress(Exception):
@@ -285,6 +300,88 @@ def ratio_text(xs: Sequence[float]) -> str:
     return f"{med(xs):.2f}x ({min(xs):.2f}–{max(xs):.2f})"
 
 
+def verdict(ok: bool | None) -> str:
+    return "-" if ok is None else ("yes" if ok else "**no**")
+
+
+def render_targets(main: list[Cell], scaling: list[Cell], peers: dict[str, Peer],
+                   out: dict[tuple[Cell, str], Outcome]) -> list[str]:
+    """Issue 15's targets for each build of shmsession: a table of the main cells, one of the
+    scaling ratio, and a line per build saying in how many cells each target is met."""
+    builds = [k for k in BUILDS if k in peers]
+    p99_target = f"p99 ≤ {TARGET_P99_NS / 1e3:g} µs"
+    lines = [
+        "", "## Issue 15's targets, both builds", "",
+        f"In every main cell: ops/s ≥ {TARGET_VS_LMDB:g}x LMDB's and ≥ {TARGET_VS_REDIS:g}x "
+        "Redis's (ratios taken round by round, median; min–max in brackets), and "
+        f"{p99_target} at {TARGET_P99_PROCS} processes (median over rounds); reads at the "
+        f"largest keyspace ≥ {TARGET_SCALING:.0%} of those at the smallest. `÷ pure` is the "
+        "compiled build's ops/s over the pure build's in the same round.", "",
+        "| value | read/write | procs | store | ops/s | ÷ lmdb | ÷ redis | ÷ pure | p99 µs "
+        f"| ≥ {TARGET_VS_LMDB:g}x lmdb | ≥ {TARGET_VS_REDIS:g}x redis | {p99_target} |",
+        "|---|---|--:|---|--:|--:|--:|--:|--:|:-:|:-:|:-:|",
+    ]
+    # per build and target, the cells judged: (where, met)
+    judged: dict[str, dict[str, list[tuple[str, bool]]]] = {k: {} for k in builds}
+
+    def judge(k: str, target: str, where: str, ok: bool | None) -> bool | None:
+        if ok is not None:
+            judged[k].setdefault(target, []).append((where, ok))
+        return ok
+
+    for c in main:
+        for k in builds:
+            o = out.get((c, k))
+            if not o:
+                continue
+            where = f"{fmt_size(c.size)} {c.mix()} x{c.procs}"
+            vs_l, vs_r = o.vs.get(REFERENCE, []), o.vs.get("redis", [])
+            p99 = med([r.p99_ns for r in o.runs])
+            ok_l = judge(k, "lmdb", where, med(vs_l) >= TARGET_VS_LMDB if vs_l else None)
+            ok_r = judge(k, "redis", where, med(vs_r) >= TARGET_VS_REDIS if vs_r else None)
+            ok_p = judge(k, "p99", where,
+                         p99 <= TARGET_P99_NS if c.procs == TARGET_P99_PROCS else None)
+            vs_p = "-" if k == "shmsession_pure" else ratio_text(o.vs.get("shmsession_pure", []))
+            lines.append(f"| {fmt_size(c.size)} | {c.mix()} | {c.procs} | {peers[k].label} | "
+                         f"{med([r.ops_per_s for r in o.runs]):,.0f} | {ratio_text(vs_l)} | "
+                         f"{ratio_text(vs_r)} | {vs_p} | {p99 / 1e3:.1f} | {verdict(ok_l)} | "
+                         f"{verdict(ok_r)} | {verdict(ok_p)} |")
+    if len(scaling) >= 2:
+        lo, hi = scaling[0], scaling[-1]
+        lines += ["", f"| store | reads/s at {lo.keys:,} keys | at {hi.keys:,} "
+                      f"| {hi.keys:,} ÷ {lo.keys:,} | ≥ {TARGET_SCALING:.0%} |",
+                  "|---|--:|--:|--:|:-:|"]
+        for k in [*builds, REFERENCE]:
+            a, b = out.get((lo, k)), out.get((hi, k))
+            if not (a and b):
+                continue
+            first, last = (med([r.ops_per_s for r in x.runs]) for x in (a, b))
+            ok = judge(k, "scaling", f"{hi.keys:,} keys", last / first >= TARGET_SCALING
+                       ) if k in builds else None
+            lines.append(f"| {peers[k].label} | {first:,.0f} | {last:,.0f} | {last / first:.0%} "
+                         f"| {verdict(ok)} |")
+    names = {"lmdb": f"≥ {TARGET_VS_LMDB:g}x lmdb", "redis": f"≥ {TARGET_VS_REDIS:g}x redis",
+             "p99": f"{p99_target} at {TARGET_P99_PROCS} processes",
+             "scaling": f"reads at the largest keyspace ≥ {TARGET_SCALING:.0%} of the smallest"}
+    lines.append("")
+    for k in builds:
+        parts = []
+        for target, name in names.items():
+            cells = judged[k].get(target, [])
+            missed = [where for where, ok in cells if not ok]
+            if not cells:
+                parts.append(f"{name}: not measured")
+            elif target == "scaling":
+                parts.append(f"{name}: {'**not met**' if missed else 'met'}")
+            else:
+                parts.append(f"{name}: {'**not met**' if missed else 'met'}, in "
+                             f"{len(cells) - len(missed)} of {len(cells)} "
+                             f"cell{'s' if len(cells) > 1 else ''}"
+                             + (f" (not in {', '.join(missed)})" if missed else ""))
+        lines.append(f"- **{peers[k].label}**: " + "; ".join(parts) + ".")
+    return lines
+
+
 def render(args: argparse.Namespace, peers: dict[str, Peer], cells: list[Cell],
            out: dict[tuple[Cell, str], Outcome], header: list[str], notes: list[str]) -> str:
     lines = list(header)
@@ -302,22 +399,9 @@ def render(args: argparse.Namespace, peers: dict[str, Peer], cells: list[Cell],
                 o = out.get((c, k))
                 if o:
                     p50, p99, ops = fig(o)
-                    name = f"**{peers[k].label}**" if k == "shmsession" else peers[k].label
+                    name = f"**{peers[k].label}**" if k in BUILDS else peers[k].label
                     lines.append(f"| {fmt_size(c.size)} | {c.mix()} | {c.procs} | {name} | {p50} "
                                  f"| {p99} | {ops} | {ratio_text(o.vs_ref)} |")
-        lines += ["", "### shmsession against the targets", "",
-                  "Targets of issue 4: ops/s ≥ LMDB's and ≥ 10x Redis's in every cell.", "",
-                  "| value | read/write | procs | shmsession ops/s | ÷ lmdb | ÷ redis | "
-                  "≥ lmdb | ≥ 10x redis |", "|---|---|--:|--:|--:|--:|:-:|:-:|"]
-        for c in main:
-            o = out.get((c, "shmsession"))
-            if not o:
-                continue
-            ok_l = "yes" if o.vs_ref and med(o.vs_ref) >= 1 else ("no" if o.vs_ref else "-")
-            ok_r = "yes" if o.vs_redis and med(o.vs_redis) >= 10 else ("no" if o.vs_redis else "-")
-            lines.append(f"| {fmt_size(c.size)} | {c.mix()} | {c.procs} | "
-                         f"{med([r.ops_per_s for r in o.runs]):,.0f} | {ratio_text(o.vs_ref)} | "
-                         f"{ratio_text(o.vs_redis)} | {ok_l} | {ok_r} |")
     scaling = [c for c in cells if c.section == "scaling"]
     if scaling:
         lines += ["", "## Reads as the keyspace grows", "",
@@ -330,6 +414,7 @@ def render(args: argparse.Namespace, peers: dict[str, Peer], cells: list[Cell],
                     p50, p99, ops = fig(o)
                     lines.append(f"| {c.keys:,} | {peers[k].label} | {p50} | {p99} | {ops} "
                                  f"| {ratio_text(o.vs_ref)} |")
+    lines += render_targets(main, scaling, peers, out)
     cont = [c for c in cells if c.section == "contention"]
     if cont:
         c = cont[0]
@@ -392,7 +477,7 @@ def plot(path: Path, peers: dict[str, Peer], cells: list[Cell],
             lo.append(m - min(vals))
             hi.append(max(vals) - m)
         ax.bar(xs, ys, width, label=peers[k].label, color=cmap(j % 10),
-               edgecolor="black" if k == "shmsession" else "none", linewidth=1.2,
+               edgecolor="black" if k in BUILDS else "none", linewidth=1.2,
                yerr=[lo, hi], capsize=1.5, error_kw={"elinewidth": 0.6})
     ax.set_yscale("log")
     ax.set_xticks(range(len(main)))
@@ -426,7 +511,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--stores", default=",".join(PEERS), help="peers for main and contention")
     ap.add_argument("--scaling", help="keyspaces of the read-scaling run "
                                       "(default 1000,10000,100000; '' skips it)")
-    ap.add_argument("--scaling-stores", default="shmsession,lmdb,redis,memcached,diskcache")
+    ap.add_argument("--scaling-stores",
+                    default="shmsession,shmsession_pure,lmdb,redis,memcached,diskcache")
     ap.add_argument("--no-contention", action="store_true")
     ap.add_argument("--output", type=Path, default=HERE / "results" / "peers.md")
     ap.add_argument("--chart", type=Path, default=HERE / "results" / "peers.png")
@@ -476,6 +562,11 @@ def run(args: argparse.Namespace, tag: str, workdir: str,
         peers[key] = peer
     if "shmsession" not in peers:
         raise SystemExit("shmsession is not available; install it with `pip install -e .`")
+    from shmsession._build import BUILD
+
+    if BUILD != "compiled":
+        say(notes, "shmsession: this process runs the pure build (no compiled hot path, or "
+                   "SHMSESSION_PURE=1), so the `shmsession` rows are the pure path too")
     ctx = mp.get_context("fork")
     cells: list[Cell] = []
     out: dict[tuple[Cell, str], Outcome] = {}
@@ -494,7 +585,7 @@ def run(args: argparse.Namespace, tag: str, workdir: str,
         cells += phase
         run_phase(ctx, peers, main_kinds, phase, args, out, notes)
 
-    pkgs = "; ".join(p.versions() for p in peers.values() if p.versions())
+    pkgs = "; ".join(dict.fromkeys(p.versions() for p in peers.values() if p.versions()))
     when = f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}"
     header = [
         "# shmsession beside its peers",
@@ -508,6 +599,10 @@ def run(args: argparse.Namespace, tag: str, workdir: str,
         "process opening its own handle. Each op is timed alone by perf_counter_ns(), nothing "
         f"subtracted (an empty timed region reads {timer_overhead_ns()} ns here). The machine "
         "has 2 cores and is shared: 4 processes oversubscribe it.",
+        "",
+        f"shmsession runs in both builds: `shmsession` is this process's build ({BUILD}), "
+        "`shmsession-pure` the same store with every handle put on the pure-Python path "
+        "(`store._hot = None`), as every call of the pure build runs.",
     ]
     table = render(args, peers, cells, out, header, notes)
     args.chart.parent.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from typing import Protocol
 
 # Run order and table order. The key is the module name under peers/.
-PEERS = ("shmsession", "lmdb", "redis", "memcached", "diskcache", "cachelib", "manager",
-         "shared_memory_dict", "ultradict")
+PEERS = ("shmsession", "shmsession_pure", "lmdb", "redis", "memcached", "diskcache", "cachelib",
+         "manager", "shared_memory_dict", "ultradict")
 POPULATE_TIMEOUT = 120.0  # seconds to fill one store; a peer slower than that is dropped
 
 

@@ -32,6 +32,10 @@ class ShmsessionPeer(Peer):
     label = "shmsession"
     dists = ("shmsession", "posix_ipc")
     mapped = True
+    # Put every handle on the pure-Python path after it is opened (``store._hot = None``;
+    # every fast path in store.py is guarded by ``if hot is not None``): the path every call
+    # of the pure build takes, so one run can hold both builds (peers/shmsession_pure.py).
+    pure = False
 
     def __init__(self, workdir: str, tag: str) -> None:
         super().__init__(workdir, tag)
@@ -55,7 +59,10 @@ class ShmsessionPeer(Peer):
     @classmethod
     def open(cls, name: str) -> Handle:
         seg, options = _options(name)
-        return _Handle(seg, options)
+        handle = _Handle(seg, options)
+        if cls.pure:
+            handle.store._hot = None
+        return handle
 
     def drop(self, name: str) -> None:
         from shmsession import SessionStorage
