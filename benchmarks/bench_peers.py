@@ -601,8 +601,8 @@ def run(args: argparse.Namespace, tag: str, workdir: str,
         "has 2 cores and is shared: 4 processes oversubscribe it.",
         "",
         f"shmsession runs in both builds: `shmsession` is this process's build ({BUILD}), "
-        "`shmsession-pure` the same store with every handle put on the pure-Python path "
-        "(`store._hot = None`), as every call of the pure build runs.",
+        "`shmsession-pure` a store of its own whose every handle is put on the pure-Python "
+        "path (`store._hot = None`), as every call of the pure build runs.",
     ]
     table = render(args, peers, cells, out, header, notes)
     args.chart.parent.mkdir(parents=True, exist_ok=True)
