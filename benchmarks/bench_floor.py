@@ -256,14 +256,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 3 repeats of 1,000 calls (a few seconds)")
-    ap.add_argument("--repeats", type=int, help="repeats of every loop (default 15)")
+    ap.add_argument("--repeats", type=int, help="repeats of every loop (default 20)")
     ap.add_argument("--number", type=int, help="calls per loop (default 10,000)")
     ap.add_argument("--sessions", type=int, default=1000,
                     help="sessions in the store besides the hot one (default 1,000)")
     ap.add_argument("--size", type=int, default=1024, help="value bytes (default 1024)")
     ap.add_argument("--output", type=Path, default=HERE / "results" / "floor.md")
     args = ap.parse_args(argv)
-    defaults = {"repeats": 3, "number": 1_000} if args.quick else {"repeats": 15,
+    defaults = {"repeats": 3, "number": 1_000} if args.quick else {"repeats": 20,
                                                                    "number": 10_000}
     for key, default in defaults.items():
         if getattr(args, key) is None:
