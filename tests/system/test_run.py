@@ -11,6 +11,8 @@ the first install."""
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sysconfig
@@ -202,3 +204,12 @@ def test_run_builds_the_compiled_module_again_only_when_its_sources_change(
     source.write_text(original, encoding="utf-8")
     assert builds(run_demo_help(checkout)) == [BUILT]
     assert build_in_venv(checkout) == "(compiled)"
+
+
+def test_the_pure_pass_names_only_tests_that_exist() -> None:
+    """``./run test --installed`` runs PURE_PASS again on the pure path; pytest would skip a
+    path that is not there without a word, and an --ignore of one ignores nothing."""
+    (words,) = re.findall(r'^PURE_PASS="([^"]*)"', (REPO_ROOT / "run").read_text(), re.M)
+    paths = [w.removeprefix("--ignore=") for w in shlex.split(words)]
+    assert "tests/contract" in paths and "tests/system/test_docs_examples.py" in paths
+    assert [p for p in paths if not (REPO_ROOT / p).exists()] == []
