@@ -141,8 +141,11 @@ def compiled_module(c: Checkout) -> Path:
 
 
 def identity(path: Path) -> tuple[int, int]:
+    """Which file ``path`` is: a new one may get the inode of the one removed before it, and
+    setuptools gives it the whole-second mtime of the build's copy; the change time it sets
+    itself, to the nanosecond."""
     st = path.stat()
-    return st.st_ino, st.st_mtime_ns
+    return st.st_ino, st.st_ctime_ns
 
 
 def build_in_venv(c: Checkout) -> str:
