@@ -11,12 +11,18 @@ from typing import Iterator
 import pytest
 
 from shmsession import SessionStorage, Store
+from shmsession._build import BUILD
 from shmsession._segment import SHM_DIR
 from tests._stores import (BACKENDS, TEST_PREFIX, OpenStore, remove_store, shm_leftovers,
                            store_handles)
 from tests.redis_server import redis_socket, redis_tls
 
 __all__ = ["redis_socket", "redis_tls"]  # fixtures for every test module
+
+
+def pytest_report_header() -> str:
+    """Which hot path this run tests: ./run test --installed runs the suite on both."""
+    return f"shmsession build: {BUILD}"
 
 
 @pytest.fixture

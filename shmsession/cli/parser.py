@@ -89,6 +89,7 @@ def _digest(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
+    from .._build import BUILD
 
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -98,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=formatter,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__} ({BUILD})",
+        help="show the version and the hot path this process runs: compiled (the C "
+             "extension) or pure (Python; without a compiler at install, or SHMSESSION_PURE=1)")
     timeout = argparse.ArgumentParser(add_help=False)
     timeout.add_argument(
         "--lock-timeout", type=_positive_float, default=10.0, metavar="SECONDS",
