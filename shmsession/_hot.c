@@ -297,7 +297,10 @@ static int peek(Hot *h, const uint8_t digest[DIGEST], PyObject **value, uint64_t
         int64_t now = now_ns();
         if (expires && (expires <= now || (h->touch_on_read && h->default_ttl_ns)))
             return ST_SLOW; /* reclaim it, or slide its expiry: both write */
-        if (voff < h->heap_off || voff + n > h->heap_end || n > h->max_value) continue;
+        /* in fixed width: voff + n of a torn or damaged slot may wrap round */
+        if (voff < h->heap_off || voff > h->heap_end || n > h->heap_end - voff ||
+            n > h->max_value)
+            continue;
         /* Allocate first, copy after: the allocation may run the collector, and with it
          * code that closes this handle (then the mapping is gone: take the slow path). */
         PyObject *v = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
@@ -679,8 +682,10 @@ static void bump(Hot *h, int counter) { h->w[COUNTERS_W + counter] += 1; /* advi
 /* ------------------------------------------------------------------ the heap (_heap.py) */
 static inline int bin_of(uint64_t size) { return 63 - __builtin_clzll(size); }
 
+/* Whether a block can start at blk: inside the heap, aligned, with room for the smallest
+ * block (so that every link and tag of it lies inside the heap). */
 static inline int block_start(Hot *h, uint64_t blk) {
-    return blk >= h->heap_off && blk < h->heap_end && !(blk & (ALIGN - 1));
+    return blk >= h->heap_off && blk <= h->heap_end - MIN_BLOCK && !(blk & (ALIGN - 1));
 }
 
 static inline int link_ok(Hot *h, uint64_t link) { return !link || block_start(h, link); }
@@ -689,7 +694,7 @@ static inline int link_ok(Hot *h, uint64_t link) { return !link || block_start(h
 static int block_at(Hot *h, uint64_t blk, uint64_t *size, int *used) {
     if (!block_start(h, blk)) return 0;
     uint64_t tag = rd64(h->b + blk), n = tag & ~(uint64_t)1;
-    if (n < MIN_BLOCK || n & (ALIGN - 1) || blk + n > h->heap_end) return 0;
+    if (n < MIN_BLOCK || n & (ALIGN - 1) || n > h->heap_end - blk) return 0; /* no wrap */
     *size = n;
     *used = (int)(tag & 1);
     return 1;
@@ -912,11 +917,11 @@ static int overwrite(Txn *x, uint64_t pos, const uint8_t *d, const char *data, u
                      int64_t now, uint64_t expires, uint64_t *version) {
     Hot *h = x->h;
     char *b = h->b;
-    uint64_t voff = rd64(b + pos + SLOT_VOFF), blk = voff - 8;
-    if (voff < 8 || blk < h->heap_off || blk >= h->heap_end - MIN_BLOCK) return 1;
-    uint64_t tag = rd64(b + blk), end = blk + (tag & ~(uint64_t)1);
-    if (!(tag & 1) || end > h->heap_end || end < blk + MIN_BLOCK ||
-        memcmp(b + end - BLOCK_TAIL, d, DIGEST) != 0)
+    uint64_t voff = rd64(b + pos + SLOT_VOFF), blk = voff - 8, size;
+    int used;
+    if (voff < 8 || !block_at(h, blk, &size, &used) || !used) return 1;
+    uint64_t end = blk + size;
+    if (memcmp(b + end - BLOCK_TAIL, d, DIGEST) != 0)
         return 1; /* a block not its own: the pure path says so */
     uint64_t room = end - blk - BLOCK_OVERHEAD;
     if (!(n <= room && room <= 2 * n + 256 && n <= INPLACE_MAX)) return 1;

@@ -168,6 +168,72 @@ def test_a_value_range_outside_the_heap_is_noticed_and_the_rest_still_served(
         assert info.value.problems
 
 
+def _slot_of(name: str, store: SessionStorage, sid: str) -> int:
+    """The offset of ``sid``'s slot in the raw segment (internals: its digest)."""
+    ident = _identity(name)
+    capacity, table_off = ident[4], ident[8]
+    target = store._digests.of(sid)
+    for i in range(capacity):
+        pos = table_off + i * L.SLOT_SIZE
+        if _pread(name, pos, 16) == target:
+            return pos
+    raise AssertionError(f"slot of {sid} not found")
+
+
+def _in_a_child(call: Callable[[], None]) -> None:
+    """Run ``call`` in a forked child: a crash (a wild pointer in compiled code) fails the
+    test, not the test run."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            call()
+            os._exit(0)
+        except BaseException as exc:  # noqa: BLE001 - reported through the exit status
+            os.write(2, f"{type(exc).__name__}: {exc}\n".encode())
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert not os.WIFSIGNALED(status), f"killed by signal {os.WTERMSIG(status)}"
+    assert os.WEXITSTATUS(status) == 0
+
+
+@pytest.mark.parametrize("offset", [(1 << 64) - 16, (1 << 64) - 4096], ids=["-16", "-4096"])
+def test_a_value_offset_that_wraps_past_the_end_is_damage_not_a_wild_read(
+        name: str, offset: int) -> None:
+    """An offset near 2**64: offset + length wraps round to a small number, which a check
+    in fixed-width arithmetic would take for a range inside the heap."""
+    with _filled(name) as store:
+        _pwrite(name, _slot_of(name, store, "s7") + 24, struct.pack("<Q", offset))
+
+        def calls() -> None:
+            for call in (lambda: store.read("s7"), lambda: store.get("s7"),
+                         lambda: "s7" in store, lambda: store.write("s7", b"w" * 100),
+                         lambda: store.invalidate("s7")):
+                with deadline(5), pytest.raises(CorruptSegment):
+                    call()
+            assert store.read("s8") == _value("s8", 0, 50 + 97 * 8)
+
+        _in_a_child(calls)
+
+
+def test_a_block_size_that_wraps_past_the_end_is_damage_not_a_merge(name: str) -> None:
+    """A used block whose tag claims nearly 2**64 bytes: freeing it must not merge with a
+    'neighbour' found by wrapped arithmetic; the deletion raises and changes nothing."""
+    with _filled(name) as store:
+        slot = _slot_of(name, store, "s7")
+        voff = struct.unpack("<Q", _pread(name, slot + 24, 8))[0]
+        _pwrite(name, voff - 8, struct.pack("<Q", ((1 << 64) - 16) | L.USED_BIT))
+
+        def calls() -> None:
+            for call in (lambda: store.invalidate("s7"), lambda: store.write("s7", b"w" * 100)):
+                with deadline(5), pytest.raises(CorruptSegment):
+                    call()
+            for k in range(30):
+                if k != 7:
+                    assert store.read(f"s{k}") == _value(f"s{k}", 0, 50 + 97 * k)
+
+        _in_a_child(calls)
+
+
 REGIONS = ("table", "heap", "state", "control")
 
 
