@@ -13,8 +13,9 @@
  *
  * Memory order: the segment's control words are loaded and stored whole (8-byte aligned,
  * __atomic); a writer's store that opens the read sequence is fenced before the stores it
- * covers, and every control word store is a release, so the compiler keeps the journal's
- * order (a record whole before the word that counts it). Lock-free reads run only where the
+ * covers, and every control word store is a release and a compiler barrier (STORE), so the
+ * compiler keeps the journal's order both ways (a record whole before the word that counts
+ * it, the bytes it saves overwritten only after). Lock-free reads run only where the
  * Python side allows them (x86, see _reader.LOCK_FREE_READS).
  */
 #define PY_SSIZE_T_CLEAN
@@ -73,7 +74,16 @@
 #define LOCK_SPIN_LOADS 100 /* _lock._SPIN_LOADS */
 
 #define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+/* A control word's store: a release (what came before it in the program is stored before
+ * it), then a compiler barrier (what comes after it stays after it: a release alone would
+ * let the compiler hoist a later store, a value's bytes over their undo record, above the
+ * store that counts the record). A killed writer's stores land in program order on x86,
+ * which is what recovery needs; readers without the lock run on x86 only. */
+#define STORE(p, v)                                        \
+    do {                                                   \
+        __atomic_store_n((p), (v), __ATOMIC_RELEASE);      \
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);           \
+    } while (0)
 
 static inline uint64_t rd64(const char *p) {
     uint64_t v;
