@@ -270,7 +270,8 @@ def cpu_model() -> str:
 
 
 def say(notes: list[str], line: str) -> None:
-    print(line, flush=True)
+    """A note for the report's Notes, shown at once on stderr (stdout is the report)."""
+    print(line, file=sys.stderr, flush=True)
     notes.append(f"- {line}")
 
 
