@@ -16,6 +16,12 @@ session, a write over it (the journaled in-place overwrite), a write of a new id
 the batch is deleted again, untimed, after each repeat), a touch, and an invalidate followed
 by a write of the same id (a pair, timed together).
 
+A second part reads random sessions as the store grows (``--scaling``, default 1,000 and
+100,000 sessions): one loop over a fixed random sequence of the store's ids per build, and the
+same loop calling ``len`` on each id instead of the store, which is what the loop itself costs
+as the ids it walks leave the caches (a benchmark's ids are cold in a large keyspace; a
+request's id, fresh from its cookie, is not).
+
 Run ``python benchmarks/bench_floor.py --quick`` for a smoke run of a few seconds; see
 README.md.
 """
@@ -193,10 +199,77 @@ def timed(batch: Batch, store: Any, hot: str, fresh: Sequence[str], value: bytes
             gc.enable()
 
 
+def measure_scaling(args: argparse.Namespace, tag: str) -> dict[tuple[int, str], float]:
+    """Per (keys, build or "loop"), the best ns per read of a random session: a store of
+    ``keys`` sessions for each of ``args.scaling``, ``args.reads`` reads per repeat."""
+    import random
+
+    from shmsession import SessionStorage
+
+    best: dict[tuple[int, str], float] = {}
+    for keys in args.scaling:
+        with handles(tag, 0, keys, args.size) as by_build:
+            first = next(iter(by_build.values()))
+            value = os.urandom(args.size)
+            ids = [SessionStorage.new_id() for _ in range(keys)]
+            for sid in ids:
+                first.write(sid, value)
+            rng = random.Random(keys)
+            walk = [ids[rng.randrange(keys)] for _ in range(args.reads)]
+            loops: dict[str, Callable[[str], object]] = {"loop": len}
+            loops.update({b: store.get for b, store in by_build.items()})
+            for r in range(args.repeats):
+                order = list(loops) if r % 2 == 0 else list(loops)[::-1]
+                for what in order:
+                    ns = timed(lambda *_: _walk(loops[what], walk), first, "", (), b"")
+                    key = (keys, what)
+                    best[key] = min(best.get(key, float("inf")), ns / len(walk))
+            print(f"scaling {keys:,}: " + "  ".join(
+                f"{what} {best[(keys, what)]:.0f}" for what in loops) + " ns",
+                file=sys.stderr, flush=True)
+    return best
+
+
+def _walk(call: Callable[[str], object], walk: Sequence[str]) -> int:
+    t0 = time.perf_counter_ns()
+    for sid in walk:
+        call(sid)
+    return time.perf_counter_ns() - t0
+
+
 # --- report -----------------------------------------------------------------------------------
 
+def render_scaling(args: argparse.Namespace, best: dict[tuple[int, str], float]) -> list[str]:
+    small, large = min(args.scaling), max(args.scaling)
+    builds = [b for b in BUILDS if (small, b) in best]
+    lines = [
+        "", "## Reads of random sessions as the store grows", "",
+        f"A `get` of a random session of {fmt_size(args.size)} (the same random sequence of "
+        f"{args.reads:,} ids for every loop), best of {args.repeats} repeats, ns per read; "
+        "`loop` is the same loop calling `len` on each id: what walking the ids costs once "
+        "they leave the caches. `store's own` is a read less the loop; the last rows compare "
+        f"{large:,} sessions with {small:,} as read rates (the issue's target: ≥ 85%).",
+        "",
+        "| sessions | loop ns | " + " | ".join(f"{b} ns | {b}: store's own ns"
+                                                for b in builds) + " |",
+        "|--:|--:|" + "--:|--:|" * len(builds),
+    ]
+    for keys in args.scaling:
+        loop = best[(keys, "loop")]
+        lines.append(f"| {keys:,} | {loop:.0f} | " + " | ".join(
+            f"{best[(keys, b)]:.0f} | {best[(keys, b)] - loop:.0f}" for b in builds) + " |")
+    lines.append("")
+    for b in builds:
+        rate = best[(small, b)] / best[(large, b)]
+        own = (best[(small, b)] - best[(small, "loop")]) / (
+            best[(large, b)] - best[(large, "loop")])
+        lines.append(f"- {b}: reads at {large:,} sessions run at {rate:.0%} of the rate at "
+                     f"{small:,}; the store's own part of a read, at {own:.0%}")
+    return lines
+
+
 def render(args: argparse.Namespace, times: dict[tuple[str, str], list[float]], held: int,
-           build: str) -> str:
+           build: str, scaling: dict[tuple[int, str], float]) -> str:
     floor = min(times[(FLOOR, "-")])
     builds = [b for b in BUILDS if any(k[1] == b for k in times)]
 
@@ -247,6 +320,8 @@ def render(args: argparse.Namespace, times: dict[tuple[str, str], list[float]], 
         pure = min(times[(key, "pure")]) / floor
         lines.append(f"- {what} ≤ {target:g} cycles: **{verdict}**, {cycles:.2f} cycles "
                      f"({min(ts) / 1e3:.2f} µs; the pure build: {pure:.2f} cycles)")
+    if scaling:
+        lines += render_scaling(args, scaling)
     return "\n".join(lines) + "\n"
 
 
@@ -261,15 +336,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--sessions", type=int, default=1000,
                     help="sessions in the store besides the hot one (default 1,000)")
     ap.add_argument("--size", type=int, default=1024, help="value bytes (default 1024)")
+    ap.add_argument("--scaling", type=lambda t: [int(k) for k in t.split(",")],
+                    help="store sizes, in sessions, of the scaling part (default 1000,100000; "
+                         "--quick: 500,5000; 0: leave it out)")
+    ap.add_argument("--reads", type=int,
+                    help="random reads per repeat of the scaling part (default 100,000)")
     ap.add_argument("--output", type=Path, default=HERE / "results" / "floor.md")
     args = ap.parse_args(argv)
-    defaults = {"repeats": 3, "number": 1_000} if args.quick else {"repeats": 20,
-                                                                   "number": 10_000}
+    defaults = ({"repeats": 3, "number": 1_000, "scaling": [500, 5_000], "reads": 5_000}
+                if args.quick else {"repeats": 20, "number": 10_000,
+                                    "scaling": [1_000, 100_000], "reads": 100_000})
     for key, default in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, default)
-    if min(args.repeats, args.number, args.size) < 1 or args.sessions < 0:
+    if min(args.repeats, args.number, args.size, args.reads) < 1 or args.sessions < 0:
         ap.error("counts and the size must be positive")
+    if args.scaling == [0]:
+        args.scaling = []
+    elif len(args.scaling) < 2 or min(args.scaling) < 1:
+        ap.error("--scaling: two or more store sizes, each at least 1 (or 0)")
     return args
 
 
@@ -281,9 +366,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from shmsession._build import BUILD
 
         times, held = measure(args, tag)
+        scaling = measure_scaling(args, tag) if args.scaling else {}
     finally:
         remove_leftovers(tag)
-    publish(render(args, times, held, BUILD), args.output)
+    publish(render(args, times, held, BUILD, scaling), args.output)
     return 0
 
 
