@@ -21,7 +21,7 @@ from ._access import Access
 from ._attach import check_options, open_segment
 from ._digests import Digests
 from ._engine import Engine, engine_stats
-from ._errors import CorruptSegment, SessionNotFound
+from ._errors import CorruptSegment, SessionNotFound, ShmSessionError
 from ._rules import (
     BytesLike, Provider, check_digest, check_expect, check_keep, check_name, check_value,
     new_id,
@@ -134,8 +134,17 @@ class SessionStorage:
     def _value(self, value: object) -> bytes:
         return check_value(value, self._max_value)
 
-    def _ttl(self, ttl: Optional[float]) -> int:
-        return self._default_ttl_ns if ttl is None else _ttl_ns(ttl)
+    def _ttl(self, sid: object, ttl: Optional[float]) -> int:
+        """``ttl`` in nanoseconds (None: this handle's default). The compiled path needs it
+        before the id is checked, so a bad ttl checks the id first: arguments are reported
+        in their order, whichever path runs."""
+        if ttl is None:
+            return self._default_ttl_ns
+        try:
+            return _ttl_ns(ttl)
+        except ShmSessionError:
+            self._digests.of(sid)
+            raise
 
     def __del__(self) -> None:
         # Dropped without close(): see Access.collect.
@@ -233,7 +242,7 @@ class SessionStorage:
         :raises InvalidOwner: ``owner`` is empty or over ``MAX_ID_BYTES`` (InvalidType:
             not a ``str``).
         """
-        ttl_ns = self._default_ttl_ns if ttl is None else _ttl_ns(ttl)
+        ttl_ns = self._default_ttl_ns if ttl is None else self._ttl(sid, ttl)
         hot = self._hot
         if hot is not None:
             version = hot.write(sid, value, ttl_ns, expect, 0, owner)
@@ -274,7 +283,7 @@ class SessionStorage:
     def _put_if(self, sid: str, value: BytesLike, ttl: Optional[float], absent: bool,
                 owner: Optional[str]) -> bool:
         """``add`` (``absent``) or ``replace``: a write on a condition the engine checks."""
-        ttl_ns = self._ttl(ttl)
+        ttl_ns = self._ttl(sid, ttl)
         hot = self._hot
         if hot is not None:
             version = hot.write(sid, value, ttl_ns, None, 1 if absent else 2, owner)
@@ -365,7 +374,7 @@ class SessionStorage:
 
         :returns: whether a live session was there to renew.
         """
-        ttl_ns = self._ttl(ttl)
+        ttl_ns = self._ttl(sid, ttl)
         hot = self._hot
         if hot is not None:
             renewed = hot.touch(sid, ttl_ns)

@@ -472,6 +472,17 @@ class StoreContract:
         time.sleep(1.1)  # "there" kept its 30 s; a touch to the default 1 s would end it
         assert store.read("there") == b"v"  # and its value: no replace went through
 
+    def test_a_bad_id_is_reported_before_a_bad_ttl(self, store: Any) -> None:
+        """Arguments are checked in their order: the id first, whichever path runs."""
+        for call in (lambda: store.write("", b"v", ttl=-1), lambda: store.add("", b"v", -1),
+                     lambda: store.replace("", b"v", -1), lambda: store.touch("", ttl=-1),
+                     lambda: store.write(5, b"v", ttl="10")):
+            with pytest.raises((InvalidSessionId, InvalidType)) as info:
+                call()
+            assert not isinstance(info.value, InvalidTTL)
+            assert isinstance(info.value, InvalidSessionId) or "session id" in str(info.value)
+        assert len(store) == 0
+
     # ------------------------------------------------------------------ whole store
     def test_len_contains_clear(self, store: Any) -> None:
         store.clear()  # an empty store clears fine
