@@ -121,10 +121,14 @@ def test_a_session_as_large_as_half_the_heap_grows_over_its_own_block(name: str)
         for round_ in range(6):
             size = (1 << 20) - round_ * 1000 if round_ % 2 else (1 << 19) + round_
             store.write("grower", _value("grower", size, round_))
+            assert store.read("grower") == _value("grower", size, round_)
             for k in range(200):
                 store.write(f"u{round_}-{k}", os.urandom(rng.randint(100, 3000)))
-            assert store.read("grower") == _value("grower", size, round_)
-        store.check()
+            # The churn may evict it: a run of adjacent blocks grown from a sampled least
+            # recently used session takes in its neighbours, and this one is half the heap
+            # (2 of 80 runs lost it, in either build). It is never torn.
+            assert store.get("grower") in (None, _value("grower", size, round_))
+            store.check()
 
 
 def test_when_full_raise_still_raises_and_keeps_every_session(name: str) -> None:
