@@ -29,6 +29,8 @@
 #include "_blake2b.h"
 
 /* ------------------------------------------------------------------ the layout (_layout.py) */
+/* Copies of the Python side's constants, which stay the one source: the module's LAYOUT
+ * dict gives them back, and tests/unit/test_compiled.py holds each equal to its original. */
 #define USED_W (128 >> 3)
 #define NEXT_TXID_W (136 >> 3)
 #define DIRTY_W (144 >> 3)
@@ -1306,6 +1308,27 @@ PyMODINIT_FUNC PyInit__hot(void) {
 #undef INTERN
     PyObject *m = PyModule_Create(&hot_module);
     if (m == NULL) return NULL;
+    PyObject *layout = Py_BuildValue(
+        "{sisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisisi}",
+        "USED_W", USED_W, "NEXT_TXID_W", NEXT_TXID_W, "DIRTY_W", DIRTY_W, "FLAGS_W", FLAGS_W,
+        "VERSION_W", VERSION_W, "SEQ_W", SEQ_W, "COUNTERS_W", COUNTERS_W,
+        "SWEEP_CURSOR_W", SWEEP_CURSOR_W, "SLOT_SHIFT", SLOT_SHIFT, "SLOT_SIZE", SLOT_SIZE,
+        "SLOT_STATE", SLOT_STATE, "SLOT_LEN", SLOT_LEN, "SLOT_VOFF", SLOT_VOFF,
+        "SLOT_CREATED", SLOT_CREATED, "SLOT_EXPIRES", SLOT_EXPIRES, "SLOT_ATIME", SLOT_ATIME,
+        "SLOT_VERSION", SLOT_VERSION, "SLOT_HALF", SLOT_HALF, "SLOT_OWNER", SLOT_OWNER,
+        "STATE_OFF", STATE_OFF, "STATE_SIZE", STATE_SIZE, "ENTRIES_OFF", ENTRIES_OFF,
+        "HEAP_USED_OFF", HEAP_USED_OFF, "BITMAP_OFF", BITMAP_OFF, "BINS_OFF", BINS_OFF,
+        "NBINS", NBINS, "ALIGN", ALIGN, "HEAP_SCAN", HEAP_SCAN, "C_DELETES", C_DELETES,
+        "C_EXPIRATIONS", C_EXPIRATIONS, "DIGEST", DIGEST, "BLOCK_TAIL", BLOCK_TAIL,
+        "BLOCK_OVERHEAD", BLOCK_OVERHEAD, "MIN_BLOCK", MIN_BLOCK, "INPLACE_MAX", INPLACE_MAX,
+        "MAX_ID_BYTES", MAX_ID_BYTES, "SWEEP_EVERY", SWEEP_EVERY, "SWEEP_SLOTS", SWEEP_SLOTS,
+        "HOUSEKEEPING_EVERY", HOUSEKEEPING_EVERY, "PEEK_TRIES", PEEK_TRIES, "SPIN", SPIN,
+        "LOCK_SPIN_NS", LOCK_SPIN_NS, "LOCK_SPIN_LOADS", LOCK_SPIN_LOADS);
+    if (layout == NULL || PyModule_AddObject(m, "LAYOUT", layout) < 0) {
+        Py_XDECREF(layout);
+        Py_DECREF(m);
+        return NULL;
+    }
     SLOW = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     if (SLOW == NULL || PyModule_AddObjectRef(m, "SLOW", SLOW) < 0 ||
         PyModule_AddObjectRef(m, "Hot", (PyObject *)&HotType) < 0 ||

@@ -105,3 +105,39 @@ def test_a_save_with_the_owner_it_has_stays_compiled(name: str) -> None:
         assert [s.digest for s in store.sessions_of("u2")] == [hot.digest("a").hex()]
         assert store.sessions_of("u1") == [] and store.read("a") == b"4" * 100
         store.check()
+
+
+def test_the_compiled_paths_constants_are_the_pure_paths(hot: ModuleType) -> None:
+    """_hot.c copies the layout's offsets and the pure path's bounds; the Python side is the
+    one source, and each copy must equal its original."""
+    from shmsession import _engine, _heap, _lock, _reader
+    from shmsession import _layout as L
+    from shmsession import _rules
+
+    expected = {
+        "USED_W": L.USED_W, "NEXT_TXID_W": L.NEXT_TXID_W, "DIRTY_W": L.DIRTY_W,
+        "FLAGS_W": L.FLAGS_W, "VERSION_W": L.VERSION_W, "SEQ_W": L.SEQ_W,
+        "COUNTERS_W": L.COUNTERS_OFF >> 3, "SWEEP_CURSOR_W": L.COUNTER_W["sweep_cursor"],
+        "SLOT_SHIFT": L.SLOT_SHIFT, "SLOT_SIZE": L.SLOT_SIZE,
+        "SLOT_HALF": L.SLOT.size, "SLOT_OWNER": L.SLOT_OWNER_OFF,
+        "STATE_OFF": L.STATE_OFF, "STATE_SIZE": L.STATE_SIZE, "ENTRIES_OFF": L.ENTRIES_OFF,
+        "HEAP_USED_OFF": L.HEAP_USED_OFF, "BITMAP_OFF": L.BITMAP_OFF, "BINS_OFF": L.BINS_OFF,
+        "NBINS": L.NBINS, "ALIGN": L.ALIGN, "HEAP_SCAN": _heap._SCAN,
+        "C_DELETES": L.COUNTER_NAMES.index("deletes"),
+        "C_EXPIRATIONS": L.COUNTER_NAMES.index("expirations"),
+        "DIGEST": L.DIGEST_SIZE, "BLOCK_TAIL": L.BLOCK_TAIL,
+        "BLOCK_OVERHEAD": L.BLOCK_OVERHEAD, "MIN_BLOCK": L.MIN_BLOCK,
+        "INPLACE_MAX": L.INPLACE_MAX, "MAX_ID_BYTES": _rules.MAX_ID_BYTES,
+        "SWEEP_EVERY": _engine._SWEEP_EVERY, "SWEEP_SLOTS": _engine._SWEEP_SLOTS,
+        "HOUSEKEEPING_EVERY": _reader.HOUSEKEEPING_EVERY, "PEEK_TRIES": _reader._PEEK_TRIES,
+        "SPIN": _reader._SPIN, "LOCK_SPIN_NS": _lock._SPIN_NS,
+        "LOCK_SPIN_LOADS": _lock._SPIN_LOADS,
+    }
+    # each field of a slot where L.SLOT packs it: a distinct byte in each, found again
+    fields = ("SLOT_STATE", "SLOT_LEN", "SLOT_VOFF", "SLOT_CREATED", "SLOT_EXPIRES",
+              "SLOT_ATIME", "SLOT_VERSION")
+    packed = L.SLOT.pack(b"d" * 16, *range(1, len(fields) + 1))
+    expected.update({f: packed.index(bytes([k]), 16) for k, f in enumerate(fields, 1)})
+    assert (expected["SLOT_STATE"], expected["SLOT_EXPIRES"], expected["SLOT_ATIME"]) == (
+        L.SLOT_STATE, L.SLOT_EXPIRES, L.SLOT_ATIME)
+    assert hot.LAYOUT == expected
