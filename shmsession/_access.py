@@ -63,10 +63,12 @@ class Access:
         if _hot is not None:
             # It calls back for whatever is not its own: the repair and housekeeping, under
             # the lock or with it tried; a write with an expired entry due for the sweep.
+            geo = engine.geo
             self.hot = _hot.Hot(
-                seg.buf, engine.geo.bounds(), engine.geo.journal_off, engine.geo.journal_size,
-                engine.geo.max_entries, secret, OWNER_PERSON, lock, engine.j, self.repair, reader.housekeep, engine.sweep_next,
-                SessionNotFound, reader.lock_free, engine.touch_on_read, engine.default_ttl_ns)
+                seg.buf, geo.bounds(), geo.journal_off, geo.journal_size, geo.max_entries,
+                secret, OWNER_PERSON, lock, engine.j, self.repair, reader.housekeep,
+                engine.sweep_next, SessionNotFound, reader.lock_free, engine.touch_on_read,
+                engine.default_ttl_ns)
         # What the reader, the engine, the lock and the compiled path count, added to the
         # shared counters every HOUSEKEEPING_EVERY operations, at stats() and close(), and at
         # exit and fork.

@@ -50,23 +50,20 @@ class PendingCounts:
         """Add the pending counts to the shared counters; the caller holds the lock."""
         engine = self.engine
         lock = self.lock
-        if lock.waits:
-            engine.bump(_LOCK_WAITS, lock.waits)
-            engine.bump(_LOCK_WAIT_NS, lock.wait_ns)
-            lock.waits = 0
-            lock.wait_ns = 0
         reader = self.reader
-        hits, misses = reader.hits, reader.misses
-        reader.hits = reader.misses = 0
+        hits, misses, waits, wait_ns = reader.hits, reader.misses, lock.waits, lock.wait_ns
+        reader.hits = reader.misses = lock.waits = lock.wait_ns = 0
         hot = self.hot
-        if hot is not None:
-            hot_hits, hot_misses, writes, waits, wait_ns = hot.take_counts()
+        if hot is not None:  # the compiled path counts the same, apart
+            hot_hits, hot_misses, writes, hot_waits, hot_wait_ns = hot.take_counts()
             hits += hot_hits
             misses += hot_misses
+            waits += hot_waits
+            wait_ns += hot_wait_ns
             engine.writes_done += writes
-            if waits:
-                engine.bump(_LOCK_WAITS, waits)
-                engine.bump(_LOCK_WAIT_NS, wait_ns)
+        if waits:
+            engine.bump(_LOCK_WAITS, waits)
+            engine.bump(_LOCK_WAIT_NS, wait_ns)
         engine.add_counts(hits, misses)
 
     def pending(self) -> bool:
