@@ -404,6 +404,24 @@ static PyObject *hot_find(Hot *h, PyObject *sid) {
 }
 
 /* ------------------------------------------------------------------ the lock (_lock.py) */
+/* Release the thread lock t and drop the reference to it, keeping a pending exception; -1
+ * when the release itself raises (its error then replaces the pending one). */
+static int tlock_release(PyObject *t) {
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyObject *r = PyObject_CallMethodNoArgs(t, s_release);
+    Py_DECREF(t);
+    if (r == NULL) {
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+        return -1;
+    }
+    Py_DECREF(r);
+    PyErr_Restore(et, ev, tb);
+    return 0;
+}
+
 /* Take the handle's lock as StoreLock.acquire does when its thread lock is free: the
  * thread lock, then flock, tried for LOCK_SPIN_NS while watching the holder's dirty word.
  * 1: held (*tlock is the thread lock to release); 0: not taken (closed, another thread of
@@ -476,41 +494,16 @@ held:
     return 1;
 give_back:
     PyErr_Clear();
-    {
-        PyObject *r = PyObject_CallMethodNoArgs(t, s_release);
-        Py_DECREF(t);
-        if (r == NULL) return -1;
-        Py_DECREF(r);
-    }
-    return 0;
+    return tlock_release(t) < 0 ? -1 : 0;
 fail:
-    {
-        PyObject *et, *ev, *tb;
-        PyErr_Fetch(&et, &ev, &tb);
-        PyObject *r = PyObject_CallMethodNoArgs(t, s_release);
-        Py_DECREF(t);
-        Py_XDECREF(r);
-        PyErr_Restore(et, ev, tb);
-    }
+    tlock_release(t); /* the handler's exception stays, unless the release raises */
     return -1;
 }
 
 /* Let go of what lock_take took; keeps a pending exception. -1 if letting go failed. */
 static int lock_give(PyObject *tlock, int fd) {
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
     flock(fd, LOCK_UN);
-    PyObject *r = PyObject_CallMethodNoArgs(tlock, s_release);
-    Py_DECREF(tlock);
-    if (r == NULL) {
-        Py_XDECREF(et);
-        Py_XDECREF(ev);
-        Py_XDECREF(tb);
-        return -1;
-    }
-    Py_DECREF(r);
-    PyErr_Restore(et, ev, tb);
-    return 0;
+    return tlock_release(tlock);
 }
 
 /* With the lock taken: what Access.acquire does after flock -- a repair if a dead writer
